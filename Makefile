@@ -1,0 +1,44 @@
+# instance-nerfacto: `make install`, `make test`, `make demo`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= outputs/demo
+# Thread count for torch on the 2-core machines (see README, "Performance").
+export OMP_NUM_THREADS ?= 2
+export YOLO_OFFLINE := 1
+
+.PHONY: install test test-all lint demo clean ffmpeg
+
+install: $(STAMP) ffmpeg
+
+# torch/torchvision first: pip takes both from the local wheel cache (no multi-GB download), then the pinned stack.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel setuptools
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+	@echo "installed into $(VENV)"
+
+ffmpeg:
+	@command -v ffmpeg >/dev/null 2>&1 || { \
+		echo "installing Debian ffmpeg (needed by ns-render)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg >/dev/null; }
+
+test: install
+	$(BIN)/python -m pytest -m "not slow" -q -p no:cacheprovider
+
+test-all: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(BIN)/ruff check .
+
+demo: install
+	bash scripts/demo.sh $(DEMO_DIR)
+
+clean:
+	rm -rf $(VENV) outputs
