@@ -166,9 +166,21 @@ def read_image_size(path: Path) -> tuple[int, int]:
 def read_label_png(path: Path) -> UInt16[np.ndarray, "H W"]:
     """Read a label PNG (8 or 16 bit, grey; RGB(A) packed as R + 256*G is not accepted)."""
     import cv2
+    from PIL import Image
 
+    path = Path(path)
     if not path.is_file():
         fail("label file is missing", path, "create it or remove the frame")
+    # Pillow first: libpng inside OpenCV prints its own warnings to stderr on a corrupt file (breaking the one-line
+    # error), and Pillow decodes 8/16-bit grey PNGs directly.
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("L", "I;16", "I;16B", "I;16L"):
+                return np.asarray(im).astype(np.uint16)
+    except Exception as err:  # Pillow raises many types for corrupt files
+        fail(f"cannot decode PNG (corrupt or not a PNG: {type(err).__name__})", path,
+             "re-export the file as an 8/16-bit grey PNG")
     arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if arr is None:
         fail("cannot decode PNG (corrupt or not a PNG)", path, "re-export the file as an 8/16-bit grey PNG")

@@ -1,0 +1,192 @@
+"""``instance-synth``: render a seeded synthetic room as a nerfstudio dataset with ground truth and frontend masks.
+
+Output folder (written to a temporary sibling folder, renamed into place when complete)::
+
+    transforms.json      OPENCV intrinsics, c2w (OpenGL) per frame, depth paths, train/val file lists
+    images/<stem>.png    RGB               (train stems frame_00000.., val stems val_00000..)
+    depth/<stem>.png     uint16 millimetres of z-depth (along the optical axis), 0 = nothing rendered
+    gt/<stem>.png        uint16 instance id, the same for one object in every frame (0 = void)
+    masks/<stem>.png     uint16 simulated SAM-like frontend masks, fresh random ids per frame
+    instances.json       {"<gt id>": {"name": ..., "is_thing": ...}}
+    synth.json           preset, seed, counts, versions, timings
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Literal, Tuple
+
+import numpy as np
+import tyro
+
+from data_preprocess.synth.cameras import Intrinsics, trajectories
+from data_preprocess.synth.frontend import FrontendNoise, draw_traits, simulate_masks
+from data_preprocess.synth.scene import RoomScene
+from instance_nerfacto.errors import fail, run_cli
+
+SYNTH_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Preset:
+    width: int
+    height: int
+    n_train: int
+    n_val: int
+    object_range: Tuple[int, int]
+
+
+PRESETS: Dict[str, Preset] = {
+    "tiny": Preset(160, 120, 30, 8, (15, 20)),
+    "demo": Preset(320, 240, 100, 20, (20, 28)),
+}
+
+
+@dataclass
+class SynthConfig:
+    """Render a synthetic furnished room as a nerfstudio dataset with gt instances and noisy frontend masks."""
+
+    out: Path
+    """Folder to create (must not exist unless --overwrite)."""
+    preset: Literal["tiny", "demo"] = "tiny"
+    """tiny: 160x120, 30 train + 8 val frames (seconds); demo: 320x240, 100 train + 20 val frames."""
+    seed: int = 0
+    """Seed of the room layout, objects, textures, trajectory and frontend noise."""
+    overwrite: bool = False
+    """Replace an existing output folder."""
+
+
+def _depth_mm(depth_m: np.ndarray) -> np.ndarray:
+    mm = np.round(depth_m * 1000.0)
+    mm[(mm <= 0) | (mm > 65535)] = 0  # out of range is as unknown as nothing rendered
+    return mm.astype(np.uint16)
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    import cv2
+
+    if image.ndim == 3:
+        image = image[..., ::-1]
+    if not cv2.imwrite(str(path), np.ascontiguousarray(image)):
+        raise RuntimeError(f"could not write {path}")
+
+
+def generate(out: Path, preset_name: str, seed: int) -> Dict:
+    """Render the scene into ``out`` (an empty or new folder); returns the synth.json metadata."""
+    import pybullet
+
+    preset = PRESETS[preset_name]
+    timings: Dict[str, float] = {}
+    start = time.perf_counter()
+    scene = RoomScene(seed, preset.object_range)
+    try:
+        timings["build_s"] = time.perf_counter() - start
+        intr = Intrinsics(preset.width, preset.height)
+        train_poses, val_poses = trajectories(scene.rng, scene.width, scene.depth, preset.n_train, preset.n_val)
+        noise = FrontendNoise()
+        traits = draw_traits(np.random.default_rng([seed, 2]), {i.gt_id: i.is_thing for i in scene.instances}, noise)
+        for sub in ("images", "depth", "gt", "masks"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        frames, train_files, val_files = [], [], []
+        render_s = frontend_s = 0.0
+        views = [(f"frame_{i:05d}", p) for i, p in enumerate(train_poses)]
+        views += [(f"val_{i:05d}", p) for i, p in enumerate(val_poses)]
+        for index, (stem, (eye, target)) in enumerate(views):
+            t0 = time.perf_counter()
+            rgb, depth, gt, c2w = scene.render(eye, target, intr.width, intr.height, intr.fov_y_deg)
+            t1 = time.perf_counter()
+            masks = simulate_masks(gt, traits, np.random.default_rng([seed, 1, index]), noise)
+            t2 = time.perf_counter()
+            render_s += t1 - t0
+            frontend_s += t2 - t1
+            _write_png(out / "images" / f"{stem}.png", rgb)
+            _write_png(out / "depth" / f"{stem}.png", _depth_mm(depth))
+            _write_png(out / "gt" / f"{stem}.png", gt)
+            _write_png(out / "masks" / f"{stem}.png", masks)
+            image_path = f"images/{stem}.png"
+            frames.append({
+                "file_path": image_path,
+                "depth_file_path": f"depth/{stem}.png",
+                "transform_matrix": np.round(c2w, 8).tolist(),
+            })
+            (val_files if stem.startswith("val_") else train_files).append(image_path)
+        transforms = {
+            "camera_model": "OPENCV",
+            "fl_x": intr.fx, "fl_y": intr.fy, "cx": intr.cx, "cy": intr.cy, "w": intr.width, "h": intr.height,
+            "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
+            "frames": frames,
+            "train_filenames": train_files,
+            "val_filenames": val_files,
+        }
+        (out / "transforms.json").write_text(json.dumps(transforms, indent=2) + "\n")
+        instances = scene.instances_json()
+        (out / "instances.json").write_text(json.dumps(instances, indent=2) + "\n")
+        names = [v["name"] for v in instances.values() if v["is_thing"]]
+        timings.update(render_s=render_s, frontend_s=frontend_s, total_s=time.perf_counter() - start)
+        meta = {
+            "generator": "instance-synth",
+            "version": SYNTH_VERSION,
+            "preset": preset_name,
+            "seed": seed,
+            "width": preset.width,
+            "height": preset.height,
+            "fov_x_deg": intr.fov_x_deg,
+            "n_train": len(train_files),
+            "n_val": len(val_files),
+            "n_instances": len(instances),
+            "n_things": len(names),
+            "n_stuff": len(instances) - len(names),
+            "duplicated_names": sorted({n for n in names if names.count(n) > 1}),
+            "hard_objects": sorted(g for g, t in traits.items() if t.hard),
+            "room_size_m": [round(scene.width, 4), round(scene.depth, 4)],
+            "depth_unit": "uint16 millimetres, z-depth along the optical axis, 0 = invalid",
+            "frontend_noise": {k: v for k, v in vars(noise).items()},
+            "versions": {"numpy": np.__version__, "pybullet": pybullet.getAPIVersion()},
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+        }
+        (out / "synth.json").write_text(json.dumps(meta, indent=2) + "\n")
+        return meta
+    finally:
+        scene.close()
+
+
+def main(cfg: SynthConfig) -> Dict:
+    out = Path(cfg.out)
+    if cfg.preset not in PRESETS:
+        fail(f"unknown preset '{cfg.preset}'", None, f"use one of {', '.join(PRESETS)}")
+    if out.exists() and not cfg.overwrite:
+        fail("output folder already exists", out, "pass another --out or add --overwrite")
+    if out.exists() and not out.is_dir():
+        fail("output path is a file", out, "pass a folder path to --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        meta = generate(tmp, cfg.preset, cfg.seed)
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    t = meta["timings"]
+    print(f"instance-synth: wrote {out} ({meta['n_train']} train + {meta['n_val']} val frames, "
+          f"{meta['n_things']} things + {meta['n_stuff']} stuff, {t['total_s']:.1f} s)")
+    return meta
+
+
+def entrypoint() -> None:
+    run_cli(lambda: main(tyro.cli(SynthConfig)))
+
+
+if __name__ == "__main__":
+    entrypoint()
