@@ -232,7 +232,9 @@ def read_masks(path: Path) -> tuple[Bool[np.ndarray, "N H W"], Float[np.ndarray,
     return masks, np.ones(len(ids), dtype=np.float32)
 
 
-def masks_to_labels(masks: Bool[np.ndarray, "N H W"], order: Optional[Sequence[int]] = None) -> UInt16[np.ndarray, "H W"]:
+def masks_to_labels(
+    masks: Bool[np.ndarray, "N H W"], order: Optional[Sequence[int]] = None
+) -> UInt16[np.ndarray, "H W"]:
     """Rasterize a mask stack to a label image (ids 1..N); masks later in ``order`` are drawn on top."""
     n, h, w = masks.shape
     out = np.zeros((h, w), dtype=np.uint16)
