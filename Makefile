@@ -9,7 +9,7 @@ DEMO_DIR ?= outputs/demo
 export OMP_NUM_THREADS ?= 2
 export YOLO_OFFLINE := 1
 
-.PHONY: install test test-all lint demo clean ffmpeg
+.PHONY: install test test-all lint demo clean ffmpeg chromium
 
 install: $(STAMP) ffmpeg
 
@@ -28,10 +28,17 @@ ffmpeg:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg >/dev/null; }
 
+# Headless Chromium for the viewer smoke test (tests/test_viewer.py).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Debian chromium (viewer smoke test)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
 test: install
 	$(BIN)/python -m pytest -m "not slow" -q -p no:cacheprovider
 
-test-all: install
+test-all: install chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: install
