@@ -24,9 +24,11 @@ from jaxtyping import Bool, UInt16
 class FrontendNoise:
     """Error rates of the simulated frontend (per frame, per object unless said otherwise)."""
 
-    miss_prob: float = 0.10
+    miss_prob: float = 0.13
     miss_prob_small: float = 0.30
-    """Objects smaller than ``small_area_frac`` of the image are missed this often."""
+    """Objects smaller than ``tiny_area_frac`` of the image are missed this often; between ``tiny_area_frac`` and
+    ``small_area_frac`` the rate falls linearly to ``miss_prob`` (a point grid misses an object by degrees)."""
+    tiny_area_frac: float = 0.0005
     small_area_frac: float = 0.002
     split_prob: float = 0.12
     """Objects larger than ``large_area_frac`` of the image are cut in two this often."""
@@ -38,7 +40,7 @@ class FrontendNoise:
     """Share of things that are hard for the whole sequence: missed or merged with a neighbour much more often."""
     hard_miss_prob: float = 0.45
     hard_merge_prob: float = 0.45
-    warp_px: float = 0.8
+    warp_px: float = 0.6
     """Amplitude of the smooth boundary warp at 160 px image width (scaled with the image)."""
     erode_dilate_prob: float = 0.3
     spurious_range: tuple = (1, 4)
@@ -51,9 +53,15 @@ class ObjectTraits:
 
 
 def draw_traits(rng: np.random.Generator, is_thing: Dict[int, bool], noise: FrontendNoise) -> Dict[int, ObjectTraits]:
-    """Per-instance persistent traits, drawn once per scene."""
-    return {gid: ObjectTraits(is_thing=thing, hard=bool(thing and rng.random() < noise.hard_fraction))
-            for gid, thing in sorted(is_thing.items())}
+    """Per-instance persistent traits, drawn once per scene.
+
+    Exactly ``round(hard_fraction * things)`` things are hard (not a coin per object), so every seed is about as
+    hard as the next: a coin flip made one room's oracle PQ swing by 0.1 between seeds.
+    """
+    things = [gid for gid, thing in sorted(is_thing.items()) if thing]
+    n_hard = int(round(noise.hard_fraction * len(things)))
+    hard = {int(g) for g in rng.permutation(things)[:n_hard]} if things else set()
+    return {gid: ObjectTraits(is_thing=thing, hard=gid in hard) for gid, thing in sorted(is_thing.items())}
 
 
 def _smooth_field(rng: np.random.Generator, height: int, width: int, cell_px: int):
@@ -126,7 +134,9 @@ def simulate_masks(gt: UInt16[np.ndarray, "H W"], traits: Dict[int, ObjectTraits
             continue  # SAM keeps objects apart from walls and floor
         if root(a) != a or root(b) != b or any(root(o) in (a, b) for o in present if o not in (a, b)):
             continue  # only pairs: chains would make one mask of a whole table scene
-        hard = traits[a].hard or traits[b].hard
+        # the smaller object is the one swallowed, so its trait decides: a hard shelf must not swallow every object
+        # standing on it, a hard cup is often swallowed by its table
+        hard = traits[a if areas[a] < areas[b] else b].hard
         if rng.random() < (noise.hard_merge_prob if hard else noise.merge_prob):
             parent[a] = b
 
@@ -134,9 +144,10 @@ def simulate_masks(gt: UInt16[np.ndarray, "H W"], traits: Dict[int, ObjectTraits
     missed = set()
     for gid in present:
         thing = traits[gid].is_thing
-        small = areas[gid] < noise.small_area_frac * h * w
+        tiny, small = noise.tiny_area_frac * h * w, noise.small_area_frac * h * w
+        smallness = float(np.clip((small - areas[gid]) / max(small - tiny, 1e-9), 0.0, 1.0))  # 1 tiny .. 0 small
         large = areas[gid] > noise.large_area_frac * h * w
-        prob = noise.miss_prob_small if small else noise.miss_prob
+        prob = noise.miss_prob + smallness * (noise.miss_prob_small - noise.miss_prob)
         if traits[gid].hard and not large:  # a segmenter rarely drops a whole table, often a small object
             prob = noise.hard_miss_prob
         if not thing:

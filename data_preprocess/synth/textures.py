@@ -22,7 +22,8 @@ def value_noise(rng: np.random.Generator, size: int, cells: int) -> Float[np.nda
     return rows[:, i0] * (1 - frac)[None, :] + rows[:, i1] * frac[None, :]
 
 
-def fractal_noise(rng: np.random.Generator, size: int, octaves: int = 4, base_cells: int = 4) -> Float[np.ndarray, "S S"]:
+def fractal_noise(rng: np.random.Generator, size: int, octaves: int = 4, base_cells: int = 4
+                  ) -> Float[np.ndarray, "S S"]:
     total = np.zeros((size, size))
     amp, norm = 1.0, 0.0
     for octave in range(octaves):
