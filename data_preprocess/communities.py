@@ -1,0 +1,328 @@
+"""Communities of the mask graph: Leiden (igraph + leidenalg), cannot-link splitting, size and frame-count filters.
+
+CPM at resolution 0 is plain connected components, so one wrong edge fuses two objects; we run CPM with a positive
+resolution (a community must be denser than that) and then enforce the cannot-link rule: two masks of one frame are
+one instance only when they touch (an over-segmented object); a community holding two disjoint masks of one frame is
+split greedily so that each part keeps the edges that bind it most.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Set, Tuple
+
+import numpy as np
+from jaxtyping import Float, Int, Int16
+
+
+def touching_pairs(owner: Int16[np.ndarray, "H W"], offset: int) -> Set[Tuple[int, int]]:
+    """(node, node) pairs of masks of one frame that share a boundary (4-neighbourhood, 1 px gap allowed)."""
+    pairs: Set[Tuple[int, int]] = set()
+    for a, b in ((owner[:, :-1], owner[:, 1:]), (owner[:-1], owner[1:]),
+                 (owner[:, :-2], owner[:, 2:]), (owner[:-2], owner[2:])):
+        m = (a != b) & (a >= 0) & (b >= 0)
+        if m.any():
+            lo, hi = np.minimum(a[m], b[m]), np.maximum(a[m], b[m])
+            for x, y in set(zip(lo.tolist(), hi.tolist())):
+                pairs.add((x + offset, y + offset))
+    return pairs
+
+
+def leiden(n_nodes: int, edges: Int[np.ndarray, "E 2"], weights: Float[np.ndarray, "E"], resolution: float,
+           seed: int) -> Int[np.ndarray, "N"]:
+    """Community index per node (Leiden, CPM quality, edge weights)."""
+    import igraph as ig
+    import leidenalg
+
+    graph = ig.Graph(n=n_nodes, edges=edges.tolist(), directed=False)
+    graph.es["weight"] = weights.tolist()
+    part = leidenalg.find_partition(graph, leidenalg.CPMVertexPartition, weights="weight",
+                                    resolution_parameter=resolution, seed=seed, n_iterations=-1)
+    return np.asarray(part.membership, dtype=np.int64)
+
+
+class _Groups:
+    """Union-find over nodes that refuses a union putting two non-touching masks of one frame in one group."""
+
+    def __init__(self, nodes: List[int], frame_of: np.ndarray, touching: Set[Tuple[int, int]]) -> None:
+        self.parent = {n: n for n in nodes}
+        self.frames: Dict[int, Dict[int, List[int]]] = {n: {int(frame_of[n]): [n]} for n in nodes}
+        self.touching = touching
+
+    def find(self, n: int) -> int:
+        while self.parent[n] != n:
+            self.parent[n] = self.parent[self.parent[n]]
+            n = self.parent[n]
+        return n
+
+    def compatible(self, ra: int, rb: int) -> bool:
+        fa, fb = self.frames[ra], self.frames[rb]
+        if len(fa) > len(fb):
+            fa, fb = fb, fa
+        for f, nodes in fa.items():
+            for m in fb.get(f, ()):
+                if any((min(m, n), max(m, n)) not in self.touching for n in nodes):
+                    return False
+        return True
+
+    def union(self, a: int, b: int) -> bool:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return True
+        if not self.compatible(ra, rb):
+            return False
+        if len(self.frames[ra]) < len(self.frames[rb]):
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        for f, nodes in self.frames.pop(rb).items():
+            self.frames[ra].setdefault(f, []).extend(nodes)
+        return True
+
+
+def split_cannot_link(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "N"],
+                      edges: Int[np.ndarray, "E 2"], weights: Float[np.ndarray, "E"],
+                      touching: Set[Tuple[int, int]]) -> Int[np.ndarray, "N"]:
+    """Split every community that holds two non-touching masks of one frame; returns new community ids.
+
+    Inside such a community the edges are replayed strongest first (Kruskal), joining two parts only when the result
+    still holds no two disjoint masks of one frame; so each wrong edge costs a split, not a fused object.
+    """
+    out = membership.copy()
+    next_id = int(membership.max()) + 1 if len(membership) else 0
+    same = membership[edges[:, 0]] == membership[edges[:, 1]] if len(edges) else np.zeros(0, dtype=bool)
+    order = np.argsort(membership, kind="stable")
+    bounds = np.flatnonzero(np.diff(membership[order])) + 1
+    edge_order = np.lexsort((edges[:, 1], edges[:, 0], -weights)) if len(edges) else np.zeros(0, dtype=np.int64)
+    by_comm: Dict[int, List[int]] = {}
+    for e in edge_order:
+        if same[e]:
+            by_comm.setdefault(int(membership[edges[e, 0]]), []).append(int(e))
+    for nodes in np.split(order, bounds):
+        if len(nodes) == 0 or len(np.unique(frame_of[nodes])) == len(nodes):
+            continue  # at most one mask per frame: nothing to split
+        groups = _Groups(nodes.tolist(), frame_of, touching)
+        for e in by_comm.get(int(membership[nodes[0]]), []):
+            groups.union(int(edges[e, 0]), int(edges[e, 1]))
+        roots = sorted({groups.find(int(n)) for n in nodes})
+        for r in roots[1:]:
+            members = [n for n in nodes.tolist() if groups.find(n) == r]
+            out[members] = next_id
+            next_id += 1
+    return out
+
+
+def merge_fragments(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "N"],
+                    node_a: Int[np.ndarray, "R"], node_b: Int[np.ndarray, "R"], score: Float[np.ndarray, "R"],
+                    pairs: Int[np.ndarray, "P 2"], touching: Set[Tuple[int, int]], min_score: float,
+                    min_affinity: float = 0.5, min_support: int = 2) -> Int[np.ndarray, "N"]:
+    """Join communities that are fragments of one object (ids -1 are ignored).
+
+    Affinity of two communities = the fraction of matched frame pairs seeing both in which some mask of one overlaps
+    some mask of the other with correspondence IoU >= ``min_score`` (mutual best or not). Evidence summed over many
+    frames is far harder to fool than one edge, so this recovers what mutual-best pruning cut without reopening the
+    door to chains of wrong edges; the cannot-link rule still applies.
+    """
+    out = membership.copy()
+    ca, cb = membership[node_a], membership[node_b]
+    ok = (ca >= 0) & (cb >= 0) & (ca != cb) & (score >= min_score)
+    if not ok.any():
+        return out
+    n_frames = int(frame_of.max()) + 1
+    lo, hi = np.minimum(ca[ok], cb[ok]), np.maximum(ca[ok], cb[ok])
+    fa, fb = frame_of[node_a[ok]], frame_of[node_b[ok]]
+    fpair = np.minimum(fa, fb) * n_frames + np.maximum(fa, fb)
+    good = np.unique(np.stack([lo, hi, fpair], 1), axis=0)
+    cand, support = np.unique(good[:, :2], axis=0, return_counts=True)
+    # co-visible matched pairs of each candidate: pairs (i, j) with one community in i and the other in j
+    frames_of_comm: Dict[int, Set[int]] = {}
+    kept = membership >= 0
+    for c, f in zip(membership[kept].tolist(), frame_of[kept].tolist()):
+        frames_of_comm.setdefault(c, set()).add(f)
+    pair_set = {(int(i), int(j)) for i, j in pairs.tolist()}
+    scored = []
+    for (x, y), sup in zip(cand.tolist(), support.tolist()):
+        if sup < min_support:
+            continue
+        fx, fy = frames_of_comm[x], frames_of_comm[y]
+        covis = sum(1 for i, j in pair_set if (i in fx and j in fy) or (i in fy and j in fx))
+        affinity = sup / max(covis, 1)
+        if affinity >= min_affinity:
+            scored.append((-affinity, -sup, x, y))
+    if not scored:
+        return out
+    nodes = np.flatnonzero(kept).tolist()
+    groups = _Groups(nodes, frame_of, touching)
+    first = {}
+    for n in nodes:
+        c = int(membership[n])
+        if c in first:
+            groups.union(first[c], n)  # members of one community are compatible by construction
+        else:
+            first[c] = n
+    for _, _, x, y in sorted(scored):
+        groups.union(first[x], first[y])
+    for c, n in first.items():
+        out[membership == c] = membership[groups.find(n)]
+    return out
+
+
+def filter_communities(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "N"], min_size: int,
+                       min_frames: int) -> Int[np.ndarray, "N"]:
+    """Community ids with too few masks or frames replaced by -1."""
+    out = membership.copy()
+    ids, inverse, size = np.unique(membership, return_inverse=True, return_counts=True)
+    key = np.unique(inverse * (int(frame_of.max()) + 1) + frame_of)
+    n_frames = np.bincount(key // (int(frame_of.max()) + 1), minlength=len(ids))
+    drop = (size < min_size) | (n_frames < min_frames)
+    out[drop[inverse]] = -1
+    return out
+
+
+def absorb_fragments(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "N"],
+                     node_a: Int[np.ndarray, "R"], node_b: Int[np.ndarray, "R"], shared: Float[np.ndarray, "R"],
+                     total_a: Float[np.ndarray, "R"], total_b: Float[np.ndarray, "R"],
+                     touching: Set[Tuple[int, int]], min_vote: float = 0.5) -> Int[np.ndarray, "N"]:
+    """Let larger communities absorb the small ones (and unlabelled masks, -1) that lie inside them in other views.
+
+    Over-segmented pieces of an object (a piece split off the same way in a few frames) form small communities, or
+    no community at all, because their IoU with the whole object is low; yet their pixels land inside that object
+    in the other views. The vote of community c for a smaller unit x is the sum of correspondences from x into c's
+    masks over the sum of x's correspondences into the frames where c appears. x joins c when that vote passes
+    ``min_vote`` and the cannot-link rule holds (c's masks in x's frames touch x's). Smallest units go first.
+    """
+    unit = membership.copy()
+    next_id = int(unit.max()) + 1 if len(unit) else 0
+    free = np.flatnonzero(unit < 0)
+    unit[free] = np.arange(next_id, next_id + len(free))
+    size = dict(zip(*[a.tolist() for a in np.unique(unit, return_counts=True)]))
+    num: Dict[Tuple[int, int], float] = {}
+    den: Dict[Tuple[int, int], float] = {}  # (node, other frame) -> that node's correspondences into the frame
+    for x_arr, y_arr, tot in ((node_a, node_b, total_a), (node_b, node_a, total_b)):
+        for x, y, sh, t in zip(x_arr.tolist(), y_arr.tolist(), shared.tolist(), tot.tolist()):
+            ux, uy = int(unit[x]), int(unit[y])
+            if ux != uy and size[uy] > size[ux]:
+                num[(ux, uy)] = num.get((ux, uy), 0.0) + sh
+            den[(x, int(frame_of[y]))] = t
+    if not num:
+        return membership.copy()
+    frames_of_unit: Dict[int, Set[int]] = {}
+    for u, f in zip(unit.tolist(), frame_of.tolist()):
+        frames_of_unit.setdefault(u, set()).add(f)
+    nodes_of_unit: Dict[int, List[int]] = {}
+    for n, u in enumerate(unit.tolist()):
+        nodes_of_unit.setdefault(u, []).append(n)
+    seen_by_node: Dict[int, List[Tuple[int, float]]] = {}
+    for (n, g), t in den.items():
+        seen_by_node.setdefault(n, []).append((g, t))
+    best: Dict[int, Tuple[float, int]] = {}
+    for (ux, uy), sh in sorted(num.items()):
+        fy = frames_of_unit[uy]
+        d = sum(t for n in nodes_of_unit[ux] for g, t in seen_by_node.get(n, ()) if g in fy)
+        vote = sh / max(d, 1e-9)
+        if vote >= min_vote and vote > best.get(ux, (0.0, -1))[0]:
+            best[ux] = (vote, uy)
+    groups = _Groups(list(range(len(unit))), frame_of, touching)
+    for nodes in nodes_of_unit.values():
+        for n in nodes[1:]:
+            groups.union(nodes[0], n)  # members of one community are compatible by construction
+    for ux in sorted(best, key=lambda u: (size[u], u)):
+        groups.union(nodes_of_unit[ux][0], nodes_of_unit[best[ux][1]][0])
+    out = np.empty_like(membership)
+    root_id: Dict[int, int] = {}
+    for n in range(len(unit)):
+        r = groups.find(n)
+        out[n] = root_id.setdefault(r, int(unit[r]))
+    return out
+
+
+def merge_revisits(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "N"], offsets: Int[np.ndarray, "F1"],
+                   views: list, min_agreement: float = 0.5, points_per_mask: int = 150,
+                   frames_per_check: int = 8, min_masks: int = 1) -> Int[np.ndarray, "N"]:
+    """Join communities that are one object seen from views that were never matched (a room revisited from the
+    other side): pixel correspondences cannot link opposite sides of an object, but its 3D points must fall inside
+    its silhouette in every view.
+
+    Two communities that never share a frame are joined when most of the back-projected points of each project
+    inside the other's masks in the other's frames (occlusion ignored: seen from the other side, the points are
+    hidden behind the object's own surface). Both directions must agree, so a small object hidden behind a large
+    one is not swallowed by it; identical duplicates stay apart because their points are elsewhere. Needs depth.
+    """
+    if any(v.depth is None for v in views):
+        return membership.copy()
+    from data_preprocess.pairs import backproject, project
+
+    ids, counts = np.unique(membership[membership >= 0], return_counts=True)
+    ids = ids[counts >= min_masks].tolist()  # tiny communities are left to absorb_fragments
+    points: Dict[int, np.ndarray] = {}
+    frames: Dict[int, List[int]] = {}
+    for c in ids:
+        nodes = np.flatnonzero(membership == c)
+        pts = []
+        for n in nodes.tolist():
+            f = int(frame_of[n])
+            view = views[f]
+            vv, uu = np.nonzero((view.owner == n - offsets[f]) & (view.depth > 0))
+            if len(vv) == 0:
+                continue
+            step = max(1, len(vv) // points_per_mask)
+            vv, uu = vv[::step], uu[::step]
+            pts.append(backproject(view, uu.astype(np.float64), vv.astype(np.float64),
+                                   view.depth[vv, uu].astype(np.float64)))
+        if pts:
+            points[c] = np.concatenate(pts)
+            frames[c] = sorted(set(frame_of[nodes].tolist()))
+    boxes = {c: (np.percentile(p, 5, axis=0), np.percentile(p, 95, axis=0)) for c, p in points.items()}
+    label_images: Dict[int, np.ndarray] = {}
+
+    def labels_of(f: int) -> np.ndarray:
+        if f not in label_images:
+            lut = np.concatenate([[-1], membership[offsets[f]:offsets[f + 1]]])
+            label_images[f] = lut[views[f].owner.astype(np.int64) + 1]
+        return label_images[f]
+
+    def agreement(a: int, b: int) -> float:
+        """Fraction of a's points inside b's masks, over those landing in the image of b's frames."""
+        fb = frames[b]
+        pick = fb[:: max(1, len(fb) // frames_per_check)]
+        inside = total = 0
+        for f in pick:
+            view = views[f]
+            u, v, z = project(view, points[a])
+            ok = (z > 1e-3) & (u > -0.5) & (u < view.width - 0.5) & (v > -0.5) & (v < view.height - 0.5)
+            if not ok.any():
+                continue
+            lab = labels_of(f)[np.round(v[ok]).astype(int), np.round(u[ok]).astype(int)]
+            inside += int((lab == b).sum())
+            total += int(ok.sum())
+        return inside / total if total else 0.0
+
+    cands = []
+    keys = sorted(points)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            if set(frames[a]) & set(frames[b]):
+                continue  # seen together: the pixel correspondences already had their say
+            (lo_a, hi_a), (lo_b, hi_b) = boxes[a], boxes[b]
+            if np.any(hi_a < lo_b - 0.05) or np.any(hi_b < lo_a - 0.05):
+                continue
+            s = min(agreement(a, b), agreement(b, a))
+            if s >= min_agreement:
+                cands.append((-s, a, b))
+    out = membership.copy()
+    if not cands:
+        return out
+    parent = {c: c for c in keys}
+
+    def find(c: int) -> int:
+        while parent[c] != c:
+            c = parent[c]
+        return c
+
+    members_frames = {c: set(frames[c]) for c in keys}
+    for _, a, b in sorted(cands):
+        ra, rb = find(a), find(b)
+        if ra != rb and not (members_frames[ra] & members_frames[rb]):
+            parent[rb] = ra
+            members_frames[ra] |= members_frames.pop(rb)
+    for c in keys:
+        out[membership == c] = find(c)
+    return out

@@ -1,0 +1,284 @@
+"""Pixel correspondences between two posed frames: ``depth`` (reprojection), ``flow`` (dense, pose-checked optical
+flow), ``sift`` (OpenCV), ``loftr`` (kornia, local weights).
+
+Every matcher returns :class:`Correspondences`: flat pixel indices ``src`` in one frame and ``dst`` in the other, for
+both directions (i -> j and j -> i). Dense matchers sample every pixel (or a stride) of the source frame; sparse
+matchers give the same matches in both directions. Matches that break the epipolar constraint of the known poses are
+dropped, which removes most wrong SIFT/LoFTR matches between repeated textures and identical objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+from jaxtyping import Float, Int
+
+from data_preprocess.pairs import View, backproject, project
+from instance_nerfacto.errors import fail
+
+MATCHERS = ("depth", "flow", "sift", "loftr")
+
+
+@dataclass
+class Correspondences:
+    fwd_src: Int[np.ndarray, "M"]
+    """Flat pixel indices in frame i ..."""
+    fwd_dst: Int[np.ndarray, "M"]
+    """... and where they land in frame j."""
+    bwd_src: Int[np.ndarray, "N"]
+    bwd_dst: Int[np.ndarray, "N"]
+
+
+def _flat(u: np.ndarray, v: np.ndarray, width: int) -> np.ndarray:
+    return (np.round(v).astype(np.int64) * width + np.round(u).astype(np.int64))
+
+
+# ------------------------------------------------------------------------------------------------------ depth
+
+
+def reproject(src: View, dst: View, stride: int = 2, depth_tol: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices of ``src`` pixels (every ``stride``-th) visible in ``dst`` and where they land there."""
+    key = ("reproject", stride)
+    if key not in src.memo:  # back-project each frame once, not once per pair
+        vv, uu = np.mgrid[0:src.height:stride, 0:src.width:stride]
+        u, v = uu.ravel(), vv.ravel()
+        z = src.depth[v, u].astype(np.float64)
+        keep = z > 0
+        u, v, z = u[keep], v[keep], z[keep]
+        src.memo[key] = (u, v, backproject(src, u.astype(np.float64), v.astype(np.float64), z))
+    u, v, world = src.memo[key]
+    pu, pv, pz = project(dst, world)
+    ok = (pz > 1e-3) & (pu > -0.5) & (pu < dst.width - 0.5) & (pv > -0.5) & (pv < dst.height - 0.5)
+    iu, iv = np.round(pu[ok]).astype(np.int64), np.round(pv[ok]).astype(np.int64)
+    dz = dst.depth[iv, iu]
+    # occlusion test: the point must be the surface the other camera sees there
+    vis = (dz > 0) & (np.abs(dz - pz[ok]) < depth_tol * dz)
+    src_flat = (v[ok] * src.width + u[ok])[vis]
+    return src_flat.astype(np.int64), (iv * dst.width + iu)[vis]
+
+
+def depth_correspondences(a: View, b: View, stride: int = 2) -> Correspondences:
+    if a.depth is None or b.depth is None:
+        fail("the depth matcher needs depth maps for every frame", a.image_path.parent.parent / "depth",
+             "add depth_file_path to transforms.json, or use --matcher flow|sift")
+    fs, fd = reproject(a, b, stride)
+    bs, bd = reproject(b, a, stride)
+    return Correspondences(fs, fd, bs, bd)
+
+
+# ------------------------------------------------------------------------------------------------ epipolar
+
+
+def fundamental(a: View, b: View) -> Float[np.ndarray, "3 3"]:
+    """F with x_b^T F x_a = 0 for pixels of a and b (from the known poses)."""
+    rel = np.linalg.inv(b.c2w_cv) @ a.c2w_cv  # cam a -> cam b
+    r, t = rel[:3, :3], rel[:3, 3]
+    tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
+    return np.linalg.inv(b.K).T @ tx @ r @ np.linalg.inv(a.K)
+
+
+def epipolar_distance(f: np.ndarray, pa: Float[np.ndarray, "N 2"], pb: Float[np.ndarray, "N 2"]) -> np.ndarray:
+    """Distance in pixels of pb from the epipolar line of pa."""
+    ha = np.concatenate([pa, np.ones((len(pa), 1))], axis=1)
+    hb = np.concatenate([pb, np.ones((len(pb), 1))], axis=1)
+    lines = ha @ f.T
+    return np.abs((lines * hb).sum(1)) / np.maximum(np.hypot(lines[:, 0], lines[:, 1]), 1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------- images
+
+
+@lru_cache(maxsize=256)
+def read_gray(path: Path) -> np.ndarray:
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        fail("cannot decode image (corrupt or not an image)", path, "replace the file")
+    return img
+
+
+# ------------------------------------------------------------------------------------------------------ flow
+
+
+def _flow(g0: np.ndarray, g1: np.ndarray) -> np.ndarray:
+    import cv2
+
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    return dis.calc(g0, g1, None)
+
+
+def _checked_flow(fwd: np.ndarray, bwd: np.ndarray, f: np.ndarray, stride: int, fb_tol: float,
+                  epi_tol: float) -> tuple[np.ndarray, np.ndarray]:
+    h, w = fwd.shape[:2]
+    vv, uu = np.mgrid[0:h:stride, 0:w:stride]
+    u, v = uu.ravel().astype(np.float64), vv.ravel().astype(np.float64)
+    du, dv = fwd[vv.ravel(), uu.ravel()].T
+    tu, tv = u + du, v + dv
+    ok = (tu > -0.5) & (tu < w - 0.5) & (tv > -0.5) & (tv < h - 0.5)
+    iu, iv = np.round(tu).astype(np.int64).clip(0, w - 1), np.round(tv).astype(np.int64).clip(0, h - 1)
+    back = bwd[iv, iu]
+    # forward-backward consistency rejects occluded and textureless guesses; epipolar rejects pose-inconsistent ones
+    ok &= np.hypot(du + back[:, 0], dv + back[:, 1]) < fb_tol
+    ok &= epipolar_distance(f, np.stack([u, v], 1), np.stack([tu, tv], 1)) < epi_tol
+    return (_flat(u[ok], v[ok], w)), (iv[ok] * w + iu[ok])
+
+
+def flow_correspondences(a: View, b: View, stride: int = 2, fb_tol: float = 1.5,
+                         epi_tol: float = 2.0) -> Correspondences:
+    ga, gb = read_gray(a.image_path), read_gray(b.image_path)
+    fab, fba = _flow(ga, gb), _flow(gb, ga)
+    fs, fd = _checked_flow(fab, fba, fundamental(a, b), stride, fb_tol, epi_tol)
+    bs, bd = _checked_flow(fba, fab, fundamental(b, a), stride, fb_tol, epi_tol)
+    return Correspondences(fs, fd, bs, bd)
+
+
+# ------------------------------------------------------------------------------------------------ sparse
+
+
+def _sparse(a: View, b: View, pa: np.ndarray, pb: np.ndarray, epi_tol: float) -> Correspondences:
+    if len(pa):
+        keep = epipolar_distance(fundamental(a, b), pa, pb) < epi_tol
+        pa, pb = pa[keep], pb[keep]
+    pa = np.clip(pa, 0, [a.width - 1, a.height - 1])
+    pb = np.clip(pb, 0, [b.width - 1, b.height - 1])
+    fa, fb = _flat(pa[:, 0], pa[:, 1], a.width), _flat(pb[:, 0], pb[:, 1], b.width)
+    return Correspondences(fa, fb, fb.copy(), fa.copy())
+
+
+@lru_cache(maxsize=256)
+def _sift_features(path: Path, n_features: int):
+    import cv2
+
+    sift = cv2.SIFT_create(nfeatures=n_features, contrastThreshold=0.01)
+    kps, desc = sift.detectAndCompute(read_gray(path), None)
+    pts = np.array([k.pt for k in kps], dtype=np.float64).reshape(-1, 2)
+    return pts, desc
+
+
+def sift_correspondences(a: View, b: View, n_features: int = 4000, ratio: float = 0.85,
+                         epi_tol: float = 2.0) -> Correspondences:
+    import cv2
+
+    pa, da = _sift_features(a.image_path, n_features)
+    pb, db = _sift_features(b.image_path, n_features)
+    if da is None or db is None or len(da) < 2 or len(db) < 2:
+        empty = np.zeros(0, dtype=np.int64)
+        return Correspondences(empty, empty, empty, empty)
+    knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(da, db, k=2)
+    good = [m[0] for m in knn if len(m) == 2 and m[0].distance < ratio * m[1].distance]
+    ia = np.array([m.queryIdx for m in good], dtype=np.int64)
+    ib = np.array([m.trainIdx for m in good], dtype=np.int64)
+    return _sparse(a, b, pa[ia], pb[ib], epi_tol)
+
+
+class LoFTRMatcher:
+    """kornia LoFTR with weights from a local file (never downloaded)."""
+
+    def __init__(self, weights: Path, device: str = "cpu", size: int = 320) -> None:
+        weights = Path(weights)
+        if not weights.is_file():  # before the heavy imports, so the error is immediate
+            fail("LoFTR weights file does not exist", weights, "pass --weights a local LoFTR checkpoint (.ckpt/.pth)")
+        import torch
+        from kornia.feature import LoFTR
+
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as err:
+            fail(f"cannot load LoFTR weights ({type(err).__name__})", weights, "pass a kornia LoFTR state dict")
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        self.model = LoFTR(pretrained=None)
+        try:
+            self.model.load_state_dict(state)
+        except Exception as err:
+            fail(f"LoFTR weights do not fit the model ({str(err).splitlines()[0]})", weights,
+                 "pass the outdoor/indoor LoFTR checkpoint kornia uses")
+        self.model.eval().to(device)
+        self.device = device
+        self.size = size
+
+    def _tensor(self, view: View):
+        import cv2
+        import torch
+
+        g = read_gray(view.image_path)
+        scale = self.size / max(g.shape)
+        h8, w8 = max(8, int(round(g.shape[0] * scale / 8)) * 8), max(8, int(round(g.shape[1] * scale / 8)) * 8)
+        g = cv2.resize(g, (w8, h8), interpolation=cv2.INTER_AREA)
+        sx, sy = view.width / w8, view.height / h8
+        return torch.from_numpy(g).float().div(255)[None, None].to(self.device), np.array([sx, sy])
+
+    def __call__(self, a: View, b: View, epi_tol: float = 2.0, min_confidence: float = 0.2) -> Correspondences:
+        import torch
+
+        ta, sa = self._tensor(a)
+        tb, sb = self._tensor(b)
+        with torch.inference_mode():
+            out = self.model({"image0": ta, "image1": tb})
+        conf = out["confidence"].cpu().numpy()
+        keep = conf >= min_confidence
+        pa = out["keypoints0"].cpu().numpy()[keep] * sa
+        pb = out["keypoints1"].cpu().numpy()[keep] * sb
+        return _sparse(a, b, pa.astype(np.float64), pb.astype(np.float64), epi_tol)
+
+
+def make_matcher(name: str, weights: Optional[Path] = None) -> Callable[[View, View], Correspondences]:
+    if name == "depth":
+        return depth_correspondences
+    if name == "flow":
+        return flow_correspondences
+    if name == "sift":
+        return sift_correspondences
+    if name == "loftr":
+        if weights is None:
+            fail("--matcher loftr needs --weights", None, "pass a local LoFTR checkpoint, or use --matcher sift|flow")
+        return LoFTRMatcher(weights)
+    fail(f"unknown matcher '{name}'", None, f"use one of {', '.join(MATCHERS)}")
+
+
+def triangulate(a: View, b: View, corr: Correspondences, max_gap: float = 0.02,
+                min_angle_deg: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Depths of the i -> j correspondences by midpoint triangulation with the known poses (no depth maps needed).
+
+    Returns (flat pixel in a, depth in a, flat pixel in b, depth in b) of the matches whose two rays meet (gap below
+    ``max_gap`` of the depth) in front of both cameras at a usable angle: sparse depth for the 3D stages.
+    """
+    empty = np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0)
+    if len(corr.fwd_src) == 0:
+        return empty
+    ua, va = corr.fwd_src % a.width, corr.fwd_src // a.width
+    ub, vb = corr.fwd_dst % b.width, corr.fwd_dst // b.width
+
+    def rays(view: View, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        cam = np.stack([(u - view.K[0, 2]) / view.K[0, 0], (v - view.K[1, 2]) / view.K[1, 1], np.ones(len(u))], 1)
+        return cam @ view.c2w_cv[:3, :3].T  # world direction whose camera z-component is 1
+
+    da, db = rays(a, ua, va), rays(b, ub, vb)
+    ca, cb = a.c2w_cv[:3, 3], b.c2w_cv[:3, 3]
+    w = cb - ca
+    aa, ab, bb = (da * da).sum(1), (da * db).sum(1), (db * db).sum(1)
+    det = aa * bb - ab * ab
+    ok = det > 1e-12
+    det = np.where(ok, det, 1.0)
+    s = ((w @ da.T) * bb - ab * (w @ db.T)) / det
+    t = (ab * (w @ da.T) - aa * (w @ db.T)) / det
+    gap = np.linalg.norm((ca + s[:, None] * da) - (cb + t[:, None] * db), axis=1)
+    cos = ab / np.sqrt(aa * bb)
+    ok &= (s > 0) & (t > 0) & (gap < max_gap * s) & (cos < np.cos(np.radians(min_angle_deg)))
+    return corr.fwd_src[ok], s[ok], corr.fwd_dst[ok], t[ok]
+
+
+def sparse_depth(height: int, width: int, pixels: np.ndarray, depths: np.ndarray) -> np.ndarray:
+    """Depth image (0 = unknown) from triangulated samples, the median where a pixel has several."""
+    out = np.zeros(height * width, dtype=np.float32)
+    if len(pixels):
+        order = np.lexsort((depths, pixels))
+        pixels, depths = pixels[order], depths[order]
+        starts = np.flatnonzero(np.r_[True, pixels[1:] != pixels[:-1]])
+        ends = np.r_[starts[1:], len(pixels)]
+        out[pixels[starts]] = depths[(starts + ends - 1) // 2]
+    return out.reshape(height, width)

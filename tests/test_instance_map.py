@@ -1,0 +1,282 @@
+"""instance-map (InstanceMap): quality on a rendered tiny room, invariants of the association, bad input, weights.
+
+The tiny scene (conftest ``tiny_scene``) has SAM-like noisy per-frame masks whose ids are random per frame, so the raw
+masks score a scene PQ of ~0; consistent pseudolabels must score far above that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_preprocess import communities as comm
+from data_preprocess.instance_map import MapConfig, main
+from instance_nerfacto.dataset_io import read_label_png
+from instance_nerfacto.metrics import evaluate_dirs
+
+CLI = [sys.executable, "-c", "from data_preprocess.instance_map import entrypoint; entrypoint()"]
+
+
+def run_map(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(CLI + list(args), capture_output=True, text=True, timeout=300)
+
+
+def tree_digest(root: Path) -> str:
+    """Hash of every file (path + bytes) under root, to prove inputs were not touched."""
+    h = hashlib.sha1()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def mapped(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Pseudolabels of the tiny scene from the CLI with default settings (depth matcher, pose pairs)."""
+    out = tmp_path_factory.mktemp("map") / "pseudolabels"
+    before = tree_digest(tiny_scene)
+    proc = run_map("--data", str(tiny_scene), "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "depth (dataset has depth maps)" in proc.stderr  # the summary says which matcher was chosen
+    assert tree_digest(tiny_scene) == before
+    return out
+
+
+def test_pseudolabels_score_far_above_raw_masks(mapped: Path, tiny_scene: Path) -> None:
+    meta = json.loads((mapped / "labels.json").read_text())
+    stems = meta["frames"]
+    assert len(stems) == 30 and all(s.startswith("frame_") for s in stems)  # train split only: val stays unseen
+    assert not any(p.stem.startswith("val_") for p in mapped.glob("*.png"))
+    things = tiny_scene / "instances.json"
+    ours = evaluate_dirs(mapped, tiny_scene / "gt", things_json=things)
+    raw = evaluate_dirs(tiny_scene / "masks", tiny_scene / "gt", things_json=things, stems=stems)
+    assert raw["scene_pq"] < 0.1
+    assert ours["scene_pq"] > 0.35, ours
+    assert ours["matched_miou"] > 0.6, ours
+    # labels.json: K labels 1..K in rasterization order (mean area decreasing), each seen in >= 2 frames
+    labels = meta["labels"]
+    assert meta["K"] == len(labels) > 0
+    assert sorted(lab["id"] for lab in labels) == list(range(1, meta["K"] + 1))
+    areas = [lab["mean_area"] for lab in labels]
+    assert areas == sorted(areas, reverse=True)
+    assert all(lab["frames"] >= 2 for lab in labels)
+    seen = set()
+    for stem in stems:
+        img = read_label_png(mapped / f"{stem}.png")
+        assert img.dtype == np.uint16 and img.shape == (120, 160)
+        seen |= set(np.unique(img).tolist())
+    assert seen - {0} == set(range(1, meta["K"] + 1))
+
+
+def test_no_label_on_two_disjoint_masks_of_a_frame(mapped: Path, tiny_scene: Path) -> None:
+    """Masks of one frame that share a label must be connected through touching masks (over-segmented parts)."""
+    meta = json.loads((mapped / "labels.json").read_text())
+    checked = 0
+    for stem in meta["frames"]:
+        masks = read_label_png(tiny_scene / "masks" / f"{stem}.png").astype(np.int64)
+        pred = read_label_png(mapped / f"{stem}.png")
+        ids = np.unique(masks[masks > 0])
+        owner = np.searchsorted(ids, masks).astype(np.int16)
+        owner[masks == 0] = -1
+        touching = comm.touching_pairs(owner, 0)
+        by_label = defaultdict(list)
+        for k, mid in enumerate(ids):
+            lab = np.unique(pred[masks == mid])
+            assert len(lab) == 1  # every input mask gets exactly one label (or 0)
+            if lab[0]:
+                by_label[int(lab[0])].append(k)
+        for members in by_label.values():
+            if len(members) < 2:
+                continue
+            checked += 1
+            reach, todo = {members[0]}, [members[0]]
+            while todo:
+                a = todo.pop()
+                for b in members:
+                    if b not in reach and (min(a, b), max(a, b)) in touching:
+                        reach.add(b)
+                        todo.append(b)
+            assert reach == set(members), f"{stem}: one label on disjoint masks {members}"
+    assert checked >= 0
+
+
+def test_duplicates_keep_two_labels(mapped: Path, tiny_scene: Path) -> None:
+    """Identical objects (same name in instances.json) must not share their label."""
+    names = json.loads((tiny_scene / "instances.json").read_text())
+    meta = json.loads((mapped / "labels.json").read_text())
+    overlap: dict = defaultdict(lambda: defaultdict(int))
+    size: dict = defaultdict(int)
+    for stem in meta["frames"]:
+        gt = read_label_png(tiny_scene / "gt" / f"{stem}.png")
+        pred = read_label_png(mapped / f"{stem}.png")
+        pairs_gp, counts = np.unique(np.stack([gt.ravel(), pred.ravel()]), axis=1, return_counts=True)
+        for g, p, c in zip(*pairs_gp, counts):
+            overlap[int(g)][int(p)] += int(c)
+            size[int(g)] += int(c)
+    best = {}
+    for g, row in overlap.items():
+        p, c = max(((p, c) for p, c in row.items() if p), key=lambda pc: pc[1], default=(0, 0))
+        if p and c >= 0.3 * size[g]:
+            best[g] = p
+    by_name = defaultdict(list)
+    for g, entry in names.items():
+        if entry["is_thing"] and int(g) in best:
+            by_name[entry["name"]].append(int(g))
+    pairs = [ids for ids in by_name.values() if len(ids) >= 2]
+    assert pairs, "the tiny scene should contain at least one recovered duplicate pair"
+    for ids in pairs:
+        labels = [best[g] for g in ids]
+        assert len(set(labels)) == len(labels), f"duplicates {ids} share labels {labels}"
+
+
+def test_deterministic_and_cached(tiny_scene: Path, tmp_path: Path, mapped: Path) -> None:
+    out_a, out_b = tmp_path / "a", tmp_path / "b"
+    cfg = dict(data=tiny_scene, quiet=True, seed=0)
+    main(MapConfig(output=out_a, **cfg))
+    assert sorted(p.name for p in (out_a / ".cache").glob("*.npz"))  # pairs + matches cached
+    main(MapConfig(output=out_b, cache=False, **cfg))
+    main(MapConfig(output=out_a, **cfg))  # rerun from the cache
+    for p in sorted(out_a.glob("*.png")):
+        assert p.read_bytes() == (out_b / p.name).read_bytes() == (mapped / p.name).read_bytes()
+
+
+def test_sift_matcher_runs_and_helps(tiny_scene: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sift"
+    result = main(MapConfig(data=tiny_scene, output=out, matcher="sift", quiet=True))
+    assert result["matcher"] == "sift"
+    m = evaluate_dirs(out, tiny_scene / "gt", things_json=tiny_scene / "instances.json")
+    assert m["scene_pq"] > 0.2, m
+
+
+def test_split_cannot_link_cuts_the_wrong_edge() -> None:
+    """Two objects seen in frames 0..2 joined by one wrong edge end as two labels; touching pieces stay together."""
+    # nodes: object A in frames 0,1,2 -> 0,1,2; object B -> 3,4,5; node 6 = a touching piece of A in frame 0
+    frame_of = np.array([0, 1, 2, 0, 1, 2, 0])
+    edges = np.array([[0, 1], [1, 2], [3, 4], [4, 5], [2, 3], [6, 1]])
+    weights = np.array([0.9, 0.9, 0.9, 0.9, 0.4, 0.5])
+    membership = np.zeros(7, dtype=np.int64)  # connected components put everything in one community
+    touching = {(0, 6)}
+    out = comm.split_cannot_link(membership, frame_of, edges, weights, touching)
+    assert out[0] == out[1] == out[2] == out[6]
+    assert out[3] == out[4] == out[5]
+    assert out[0] != out[3]
+
+
+def test_filter_communities_drops_rare_labels() -> None:
+    frame_of = np.array([0, 1, 2, 0, 0])
+    membership = np.array([0, 0, 0, 1, 2])
+    out = comm.filter_communities(membership, frame_of, min_size=2, min_frames=2)
+    assert out.tolist() == [0, 0, 0, -1, -1]
+
+
+# ------------------------------------------------------------------------------------------------- bad input
+
+
+def _copy(tiny_scene: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_scene, tmp_path / "scene"))
+
+
+def _edit_transforms(root: Path, fn) -> None:
+    path = root / "transforms.json"
+    meta = json.loads(path.read_text())
+    fn(meta)
+    path.write_text(json.dumps(meta))
+
+
+def _remove(p: Path) -> None:
+    p.unlink()
+
+
+def _two_frames_back_to_back(meta: dict) -> None:
+    meta["frames"] = meta["frames"][:2]
+    meta["train_filenames"] = [f["file_path"] for f in meta["frames"]]
+    meta["val_filenames"] = []
+    m = np.array(meta["frames"][0]["transform_matrix"])
+    flip = m.copy()
+    flip[:3, :3] = m[:3, :3] @ np.diag([-1.0, 1.0, -1.0])  # same place, looking the opposite way
+    meta["frames"][1]["transform_matrix"] = flip.tolist()
+
+
+BAD_INPUTS = {
+    "missing mask": (lambda r: _remove(r / "masks" / "frame_00003.png"), "has no mask file"),
+    "extra mask": (lambda r: shutil.copy(r / "masks" / "frame_00000.png", r / "masks" / "stray.png"),
+                   "match no frame"),
+    "size mismatch": (lambda r: __import__("cv2").imwrite(str(r / "masks" / "frame_00001.png"),
+                                                         np.ones((60, 80), np.uint16)), "but image"),
+    "corrupt png": (lambda r: (r / "masks" / "frame_00002.png").write_bytes(b"\x89PNG garbage"), "cannot decode"),
+    "empty frame": (lambda r: __import__("cv2").imwrite(str(r / "masks" / "frame_00004.png"),
+                                                       np.zeros((120, 160), np.uint16)), "has no masks"),
+    "single frame": (lambda r: _edit_transforms(r, lambda m: m.update(
+        frames=m["frames"][:1], train_filenames=[m["frames"][0]["file_path"]], val_filenames=[])), "only 1 frame"),
+    "no overlap": (lambda r: _edit_transforms(r, _two_frames_back_to_back), "overlap"),
+    "nan pose": (lambda r: _edit_transforms(r, lambda m: m["frames"][3]["transform_matrix"][0].__setitem__(
+        0, float("nan"))), "NaN"),
+    "no transforms": (lambda r: _remove(r / "transforms.json"), "missing transforms.json"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_one_line_and_untouched(case: str, tiny_scene: Path, tmp_path: Path) -> None:
+    root = _copy(tiny_scene, tmp_path)
+    break_it, expected = BAD_INPUTS[case]
+    break_it(root)
+    if case in ("no overlap", "single frame"):  # the other frames' mask files would be reported as extra
+        for p in (root / "masks").glob("*.png"):
+            if p.stem not in ("frame_00000", "frame_00001")[: 1 if case == "single frame" else 2]:
+                p.unlink()
+    before = tree_digest(root)
+    proc = run_map("--data", str(root), "--output", str(tmp_path / "out"))
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "error:" in lines[0] and expected in lines[0], proc.stderr
+    assert tree_digest(root) == before
+    assert not list((tmp_path / "out").glob("*.png")) if (tmp_path / "out").exists() else True
+
+
+def test_missing_weights_are_one_line_errors(tiny_scene: Path, tmp_path: Path) -> None:
+    for args, expected in ((["--matcher", "loftr", "--weights", str(tmp_path / "nope.ckpt")], "LoFTR weights"),
+                           (["--pairs", "netvlad", "--netvlad-weights", str(tmp_path / "nope.pth")], "NetVLAD")):
+        proc = run_map("--data", str(tiny_scene), "--output", str(tmp_path / "out"), *args)
+        assert proc.returncode == 2
+        assert len(proc.stderr.strip().splitlines()) == 1 and expected in proc.stderr, proc.stderr
+
+
+# ------------------------------------------------------------------------------------ learned components
+
+
+def test_loftr_and_netvlad_with_random_local_weights(tiny_scene: Path, tmp_path: Path) -> None:
+    """Real loading code paths with random weights saved to a temp file: right shapes, no crash, no network."""
+    import torch
+    from kornia.feature import LoFTR
+
+    from data_preprocess.matching import LoFTRMatcher
+    from data_preprocess.netvlad import _build, netvlad_descriptors
+    from data_preprocess.pairs import similarity_pairs
+
+    torch.manual_seed(0)
+    nv_path = tmp_path / "netvlad.pth"
+    torch.save(_build().state_dict(), nv_path)
+    images = sorted((tiny_scene / "images").glob("frame_*.png"))[:3]
+    desc = netvlad_descriptors(images, nv_path, size=64)
+    assert desc.shape == (3, 64 * 512) and np.allclose(np.linalg.norm(desc, axis=1), 1, atol=1e-4)
+    assert similarity_pairs(desc, -1.0, 2).shape[1] == 2
+
+    loftr_path = tmp_path / "loftr.pth"
+    torch.save(LoFTR(pretrained=None).state_dict(), loftr_path)
+    cfg = MapConfig(data=tiny_scene)
+    from data_preprocess.instance_map import load_views
+
+    _, _, views, _, _, _ = load_views(cfg, tiny_scene / "masks")
+    corr = LoFTRMatcher(loftr_path, size=160)(views[0], views[1])
+    for a in (corr.fwd_src, corr.fwd_dst, corr.bwd_src, corr.bwd_dst):
+        assert a.ndim == 1 and a.dtype == np.int64 and (a.size == 0 or (a.min() >= 0 and a.max() < 160 * 120))
+    assert len(corr.fwd_src) == len(corr.fwd_dst)
