@@ -1,0 +1,179 @@
+"""InstanceLift benchmarks (issue 5).
+
+(a) seconds per training iteration of instance-nerfacto-small vs nerfacto with the same sampler and ray settings, as
+    a ratio from one run (interleaved blocks, so load from other processes hits both alike);
+(b) scene PQ of instance-render output on the training views after 500 / 1,000 / 2,000 (/ 5,000) iterations;
+(c) seconds per label frame of instance-render (baked fast path) vs the full volume render of the same frames, with
+    both PQs.
+
+Usage (scene with pseudolabels/ or with gt/ to derive noisy stand-in pseudolabels):
+
+    nice .venv/bin/python benchmarks/instance_lift.py --scene /tmp/scenes/demo --work /tmp/bench_lift \
+        --parts a b c --iterations 500 1000 2000 --frames 4
+
+PQ is reported against the pseudolabels the model was trained on (the issue's check) and, when the scene has gt/,
+against ground truth (things only when instances.json exists). Seconds are wall clock; CPU seconds are printed beside
+them because the shared 2-core machines are often loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+
+from instance_nerfacto.metrics import evaluate_dirs
+from instance_nerfacto.noisy_labels import make_noisy_pseudolabels
+
+
+def prepare_scene(scene: Path, work: Path) -> Path:
+    """A copy of the scene with pseudolabels/ (gt with noise when the scene has none)."""
+    data = work / "data"
+    if not data.exists():
+        shutil.copytree(scene, data)
+    if not (data / "pseudolabels" / "labels.json").is_file():
+        make_noisy_pseudolabels(data / "gt", data / "pseudolabels", seed=0)
+    return data
+
+
+def score(pred_dir: Path, data: Path, stems: List[str]) -> Dict[str, float]:
+    things = data / "instances.json" if (data / "instances.json").is_file() else None
+    out = {"pq_vs_pseudolabels": evaluate_dirs(pred_dir, data / "pseudolabels", stems=stems)["scene_pq"]}
+    if (data / "gt").is_dir():
+        out["pq_vs_gt_things"] = evaluate_dirs(pred_dir, data / "gt", things_json=things, stems=stems)["scene_pq"]
+    return out
+
+
+def part_a(data: Path, iterations: int = 20, blocks: int = 3) -> Dict:
+    """Per-iteration time of the two models on the same batches."""
+    from nerfstudio.models.nerfacto import NerfactoModelConfig
+
+    from instance_nerfacto.config import instance_nerfacto_small_trainer
+    from instance_nerfacto.model import _lpips_guard
+
+    trainer = instance_nerfacto_small_trainer()
+    datamanager_config = trainer.pipeline.datamanager
+    datamanager_config.dataparser.data = data
+    datamanager = datamanager_config.setup(device="cpu", test_mode="val")
+    instance_config = trainer.pipeline.model
+    nerfacto_config = NerfactoModelConfig(
+        **{f.name: getattr(instance_config, f.name) for f in fields(NerfactoModelConfig) if f.name != "_target"}
+    )
+    common = dict(scene_box=datamanager.train_dataset.scene_box, num_train_data=len(datamanager.train_dataset),
+                  metadata=datamanager.train_dataset.metadata)
+    with _lpips_guard():
+        models = {"nerfacto": nerfacto_config.setup(**common),
+                  "instance-nerfacto-small": instance_config.setup(**common)}
+    optimizers = {name: torch.optim.Adam(model.parameters(), lr=1e-2, eps=1e-15) for name, model in models.items()}
+    batches = [datamanager.next_train(step) for step in range(iterations)]
+    seconds = {name: 0.0 for name in models}
+    for block in range(blocks):
+        for name, model in models.items():
+            model.train()
+            started = time.perf_counter()
+            for step, (ray_bundle, batch) in enumerate(batches):
+                model.step = step
+                outputs = model(ray_bundle)  # forward applies the near/far collider
+                metrics = model.get_metrics_dict(outputs, batch)
+                loss = sum(model.get_loss_dict(outputs, batch, metrics).values())
+                optimizers[name].zero_grad(set_to_none=True)
+                loss.backward()
+                optimizers[name].step()
+            if block > 0:  # the first block warms up allocators and caches
+                seconds[name] += time.perf_counter() - started
+    per_iteration = {name: s / (iterations * (blocks - 1)) for name, s in seconds.items()}
+    return {"seconds_per_iteration": per_iteration,
+            "ratio": per_iteration["instance-nerfacto-small"] / per_iteration["nerfacto"]}
+
+
+def train(data: Path, work: Path, max_iterations: int, save_every: int, extra: Optional[List[str]] = None) -> Path:
+    out = work / "outputs"
+    command = [sys.executable, "-c", "from nerfstudio.scripts.train import entrypoint; entrypoint()",
+               "instance-nerfacto-small", "--data", str(data), "--machine.device-type", "cpu",
+               "--max-num-iterations", str(max_iterations), "--steps-per-save", str(save_every),
+               "--save-only-latest-checkpoint", "False", "--viewer.quit-on-train-completion", "True",
+               "--vis", "tensorboard", "--output-dir", str(out), "--timestamp", "bench", *(extra or [])]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    print(f"trained {max_iterations} iterations in {time.perf_counter() - started:.0f} s", flush=True)
+    return next(out.glob("*/instance-nerfacto-small/bench/config.yml"))
+
+
+def render(config: Path, out: Path, step: Optional[int] = None, full: bool = False, every: int = 1,
+           split: str = "train") -> Dict:
+    from instance_nerfacto.render import RenderConfig, main
+
+    cpu_started = time.process_time()
+    result = main(RenderConfig(load_config=config, output=out, split=split, every=every, full_render=full,
+                               load_step=step))
+    result["cpu_seconds_per_frame"] = (time.process_time() - cpu_started) / result["frames"]
+    return result
+
+
+def part_b(config: Path, data: Path, work: Path, steps: List[int]) -> Dict:
+    results = {}
+    for step in steps:
+        out = work / f"render_step{step}"
+        shutil.rmtree(out, ignore_errors=True)
+        timing = render(config, out, step=step)
+        stems = sorted(p.stem for p in out.glob("*.png"))
+        results[step] = {**score(out, data, stems), "seconds_per_frame": timing["seconds_per_frame"]}
+        print(f"(b) step {step}: {results[step]}", flush=True)
+    noisy = score(data / "pseudolabels", data, stems)
+    return {"per_step": results, "pseudolabels_themselves": noisy}
+
+
+def part_c(config: Path, data: Path, work: Path, every: int) -> Dict:
+    results = {}
+    for name, full in (("fast", False), ("full", True)):
+        out = work / f"render_{name}"
+        shutil.rmtree(out, ignore_errors=True)
+        timing = render(config, out, full=full, every=every)
+        stems = sorted(p.stem for p in out.glob("*.png"))
+        results[name] = {**timing, **score(out, data, stems)}
+        print(f"(c) {name}: {results[name]}", flush=True)
+    results["speedup"] = results["full"]["seconds_per_frame"] / results["fast"]["seconds_per_frame"]
+    from instance_nerfacto.dataset_io import read_label_png
+
+    agree = [float((read_label_png(work / "render_fast" / f"{s}.png") == read_label_png(path)).mean())
+             for s, path in ((p.stem, p) for p in sorted((work / "render_full").glob("*.png")))]
+    results["pixel_agreement_fast_vs_full"] = sum(agree) / len(agree)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scene", type=Path, required=True)
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--parts", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c"])
+    parser.add_argument("--iterations", nargs="+", type=int, default=[500, 1000, 2000])
+    parser.add_argument("--every", type=int, default=25, help="(c): render every K-th training frame")
+    parser.add_argument("--config", type=Path, default=None, help="reuse a trained run instead of training")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    data = prepare_scene(args.scene, args.work)
+    report: Dict = {"scene": str(args.scene)}
+    if "a" in args.parts:
+        report["a"] = part_a(data)
+        print(f"(a) {report['a']}", flush=True)
+    config = args.config
+    if config is None and ({"b", "c"} & set(args.parts)):
+        config = train(data, args.work, max(args.iterations) + 1, save_every=min(args.iterations))
+    if "b" in args.parts:
+        report["b"] = part_b(config, data, args.work, args.iterations)
+    if "c" in args.parts:
+        report["c"] = part_c(config, data, args.work, args.every)
+    (args.work / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    print(json.dumps(report, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

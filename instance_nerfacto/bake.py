@@ -1,0 +1,172 @@
+"""Fast label rendering: bake the trained density once into a grid, then per ray march the grid and query the label
+field only at the surface.
+
+A full volume render of one 320x240 frame costs ~20 s on 2 CPU cores (proposal networks + main field at every
+sample). Labels only need the surface: the main field's density is baked once into a ``res^3`` grid over nerfacto's
+contracted space ([-2, 2]^3, cached beside the checkpoint), each ray is marched through that grid with trilinear
+lookups, and the label branch is queried at the median-depth point (one hash-grid query per pixel).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Tuple
+
+import torch
+from jaxtyping import Float
+from nerfstudio.field_components.activations import trunc_exp
+from torch import Tensor
+
+from instance_nerfacto.dataset_io import atomic_write_bytes
+from instance_nerfacto.field import InstanceNerfactoField
+
+BAKE_VERSION = 1
+
+
+@torch.no_grad()
+def bake_density_grid(
+    field: InstanceNerfactoField, resolution: int = 128, chunk: int = 1 << 16
+) -> Float[Tensor, "R R R"]:
+    """Main-field density at the nodes of a ``resolution^3`` grid spanning the normalized [0, 1]^3 cube (indexed
+    [z, y, x] for ``grid_sample``); the same values ``field.get_density`` returns at those points."""
+    device = next(field.parameters()).device
+    axis = torch.linspace(0.0, 1.0, resolution, device=device)
+    zz, yy, xx = torch.meshgrid(axis, axis, axis, indexing="ij")
+    normalized = torch.stack([xx, yy, zz], dim=-1).reshape(-1, 3)
+    # nerfacto zeroes the density of points on the cube's faces (its selector is strict); nodes there keep theirs
+    normalized = normalized.clamp(1e-6, 1.0 - 1e-6)
+    densities = torch.empty(normalized.shape[0], device=device)
+    for start in range(0, normalized.shape[0], chunk):
+        h = field.mlp_base(normalized[start : start + chunk])
+        densities[start : start + chunk] = field.average_init_density * trunc_exp(h[:, 0].float())
+    return densities.reshape(resolution, resolution, resolution)
+
+
+def cached_density_grid(field: InstanceNerfactoField, checkpoint: Path, step: int, resolution: int) -> Tensor:
+    """The baked grid for this checkpoint step, loaded from ``<run dir>/label_render_cache/density_grid_*.pt`` or
+    baked and saved there (atomically) the first time. Not in ``nerfstudio_models/``: nerfstudio parses every file
+    name there as a checkpoint step."""
+    run_dir = Path(checkpoint).parent.parent
+    cache = run_dir / "label_render_cache" / f"density_grid_v{BAKE_VERSION}_step-{step:09d}_res{resolution}.pt"
+    if cache.is_file():
+        try:
+            return torch.load(cache, map_location="cpu", weights_only=True)
+        except Exception:  # a corrupt cache is rebuilt, never trusted
+            pass
+    grid = bake_density_grid(field, resolution).cpu()
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(grid, buffer)
+    try:
+        atomic_write_bytes(cache, buffer.getvalue())
+    except OSError:  # read-only run folder: still render, just without the cache
+        pass
+    return grid
+
+
+def sample_distances(near: float, far: float, num_samples: int, device) -> Float[Tensor, "S+1"]:
+    """Bin edges: half linear in [near, 1], half linear in disparity from 1 to ``far`` (nerfstudio's
+    piecewise sampler), so contracted space is covered about evenly."""
+    num_linear = num_samples // 2
+    linear = torch.linspace(near, 1.0, num_linear + 1, device=device)
+    disparity = torch.linspace(1.0, 1.0 / far, num_samples - num_linear + 1, device=device)[1:]
+    return torch.cat([linear, 1.0 / disparity])
+
+
+def contract_normalized(points: Float[Tensor, "*bs 3"]) -> Float[Tensor, "*bs 3"]:
+    """nerfacto's L-inf scene contraction mapped to [0, 1]^3, in fewer ops than SceneContraction (hot loop)."""
+    norm = points.abs().amax(dim=-1, keepdim=True).clamp_min(1e-9)
+    scale = torch.where(norm <= 1.0, torch.ones_like(norm), (2.0 - 1.0 / norm) / norm)
+    return points * scale * 0.25 + 0.5
+
+
+def grid_density(
+    grid: Float[Tensor, "R R R"], points: Float[Tensor, "N S 3"], contracted: bool
+) -> Float[Tensor, "N S"]:
+    """Trilinear lookup of the baked density at world points."""
+    normalized = contract_normalized(points) if contracted else points
+    coords = (normalized * 2.0 - 1.0).reshape(1, -1, 1, 1, 3)
+    density = torch.nn.functional.grid_sample(
+        grid[None, None], coords, mode="bilinear", padding_mode="border", align_corners=True
+    )
+    return density.reshape(points.shape[:2])
+
+
+def composite_median(density: Float[Tensor, "N S"], edges: Float[Tensor, "N S+1"]) -> Tuple[Tensor, Tensor, Tensor]:
+    """Weights of each bin, the index of the median bin (cumulative weight passes half the total) and opacity."""
+    alpha = 1.0 - torch.exp(-density * (edges[:, 1:] - edges[:, :-1]))
+    transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + 1e-10], dim=1), dim=1)
+    weights = alpha * transmittance[:, :-1]
+    accumulation = weights.sum(dim=1)
+    cumulative = torch.cumsum(weights, dim=1)
+    index = torch.searchsorted(cumulative, 0.5 * accumulation.clamp_min(1e-8)[:, None]).clamp(max=alpha.shape[1] - 1)
+    return weights, index[:, 0], accumulation
+
+
+def march_surface(
+    grid: Float[Tensor, "R R R"],
+    field: InstanceNerfactoField,
+    origins: Float[Tensor, "N 3"],
+    directions: Float[Tensor, "N 3"],
+    num_samples: int = 64,
+    near: float = 0.05,
+    far: float = 1000.0,
+    num_fine: int = 16,
+) -> Tuple[Float[Tensor, "N"], Float[Tensor, "N"]]:
+    """Median depth and opacity of each ray through the baked density grid: ``num_samples`` coarse bins, then
+    ``num_fine`` bins over the coarse median bin and its neighbours (the surface is located to a fraction of a bin
+    at a quarter of the cost of uniform fine sampling)."""
+    contracted = field.spatial_distortion is not None
+    if not contracted:  # aabb-normalized fields: one linear range over the box
+        edges = torch.linspace(near, float(far if far < 100 else 4.0), num_samples + 1, device=origins.device)
+    else:
+        edges = sample_distances(near, far, num_samples, origins.device)
+    edges = edges[None].expand(origins.shape[0], -1)
+    mids = 0.5 * (edges[:, 1:] + edges[:, :-1])
+
+    def lookup(t: Tensor) -> Tensor:
+        points = origins[:, None, :] + directions[:, None, :] * t[..., None]
+        if contracted:
+            return grid_density(grid, points, True)
+        return grid_density(grid, field.normalize_positions(points), False)
+
+    _, coarse_index, accumulation = composite_median(lookup(mids), edges)
+    rows = torch.arange(origins.shape[0], device=origins.device)
+    lo = edges[rows, (coarse_index - 1).clamp_min(0)]
+    hi = edges[rows, (coarse_index + 2).clamp(max=num_samples)]
+    fraction = torch.linspace(0.0, 1.0, num_fine + 1, device=origins.device)
+    fine_edges = lo[:, None] + (hi - lo)[:, None] * fraction[None]
+    fine_mids = 0.5 * (fine_edges[:, 1:] + fine_edges[:, :-1])
+    _, fine_index, _ = composite_median(lookup(fine_mids), fine_edges)
+    depth = fine_mids[rows, fine_index]
+    return depth, accumulation
+
+
+@torch.no_grad()
+def render_label_logits(
+    grid: Float[Tensor, "R R R"],
+    field: InstanceNerfactoField,
+    origins: Float[Tensor, "N 3"],
+    directions: Float[Tensor, "N 3"],
+    num_samples: int = 64,
+    chunk: int = 1 << 14,
+    near: float = 0.05,
+    far: float = 1000.0,
+) -> Tuple[Float[Tensor, "N K"], Float[Tensor, "N"]]:
+    """Instance logits at each ray's surface (median depth in the baked grid) and the ray's depth."""
+    logits, depths = [], []
+    for start in range(0, origins.shape[0], chunk):
+        o, d = origins[start : start + chunk], directions[start : start + chunk]
+        depth, _ = march_surface(grid, field, o, d, num_samples, near, far)
+        logits.append(field.label_logits_at(o + d * depth[:, None]))
+        depths.append(depth)
+    return torch.cat(logits), torch.cat(depths)
+
+
+def logits_to_ids(logits: Float[Tensor, "... K"]) -> Tuple[Tensor, Tensor]:
+    """Label ids (1..K) and softmax confidence."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    confidence, index = probs.max(dim=-1)
+    return index + 1, confidence
+

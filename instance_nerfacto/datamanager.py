@@ -1,0 +1,156 @@
+"""Pseudolabels into nerfstudio's ray batches: a dataset that loads ``<pseudolabels>/<image stem>.png`` per image.
+
+nerfstudio's pixel sampler carries every image-shaped entry of ``get_metadata`` into the batch at the sampled pixels,
+so the batch gets ``pseudolabel``: LongTensor[N, 1] (0 = unlabelled, 1..K).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Type
+
+import numpy as np
+import torch
+from jaxtyping import Int
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
+from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
+from nerfstudio.data.datasets.base_dataset import InputDataset
+from PIL import Image
+from torch import Tensor
+
+from instance_nerfacto.dataset_io import read_label_png
+from instance_nerfacto.errors import fail
+from instance_nerfacto.model import PSEUDOLABEL_KEY
+
+LABELS_JSON = "labels.json"
+
+
+def default_pseudolabels_dir(data: Path) -> Path:
+    """``<data>/pseudolabels`` where ``data`` is the dataset folder (or its transforms.json)."""
+    data = Path(data)
+    root = data.parent if data.suffix == ".json" else data
+    return root / "pseudolabels"
+
+
+def read_num_labels(pseudolabels_dir: Path) -> int:
+    """K from ``<pseudolabels>/labels.json`` (key ``num_labels``); InputError when missing or malformed."""
+    path = Path(pseudolabels_dir) / LABELS_JSON
+    if not path.is_file():
+        fail("pseudolabel folder has no labels.json", path,
+             "run instance-map first, or pass --pipeline.datamanager.pseudolabels-dir pointing at its output")
+    try:
+        num_labels = int(json.loads(path.read_text())["num_labels"])
+    except (ValueError, KeyError, TypeError) as err:
+        fail(f"labels.json has no valid integer 'num_labels' ({err})", path, "re-run instance-map")
+    if num_labels < 1:
+        fail(f"labels.json says num_labels = {num_labels}: nothing to train on", path,
+             "check instance-map's output (no instance survived its filters?)")
+    return num_labels
+
+
+def check_pseudolabels(pseudolabels_dir: Path, image_paths: List[Path]) -> List[Path]:
+    """The pseudolabel PNG of every image, checked to exist and to have the image's size (header reads only)."""
+    pseudolabels_dir = Path(pseudolabels_dir)
+    if not pseudolabels_dir.is_dir():
+        fail("pseudolabel folder does not exist", pseudolabels_dir,
+             "run instance-map on the dataset first, or pass --pipeline.datamanager.pseudolabels-dir")
+    label_paths = []
+    for image_path in image_paths:
+        label_path = pseudolabels_dir / f"{Path(image_path).stem}.png"
+        if not label_path.is_file():
+            fail(f"image '{Path(image_path).name}' has no pseudolabel PNG", label_path,
+                 "re-run instance-map on this dataset (the pseudolabels belong to another image set?)")
+        with Image.open(image_path) as image, Image.open(label_path) as label:
+            if image.size != label.size:
+                fail(f"pseudolabel is {label.size[0]}x{label.size[1]} but its image is "
+                     f"{image.size[0]}x{image.size[1]}", label_path,
+                     "pseudolabels must have the images' full resolution; re-run instance-map")
+        label_paths.append(label_path)
+    return label_paths
+
+
+class PseudolabelDataset(InputDataset):
+    """InputDataset whose metadata adds ``pseudolabel`` (LongTensor[H, W, 1]) and ``num_labels`` (K)."""
+
+    exclude_batch_keys_from_device = InputDataset.exclude_batch_keys_from_device + [PSEUDOLABEL_KEY]
+
+    def __init__(
+        self,
+        dataparser_outputs: DataparserOutputs,
+        scale_factor: float = 1.0,
+        pseudolabels_dir: Optional[Path] = None,
+        require_all: bool = True,
+    ) -> None:
+        super().__init__(dataparser_outputs, scale_factor)
+        if pseudolabels_dir is None:
+            fail("no pseudolabel folder given", None, "pass --pipeline.datamanager.pseudolabels-dir")
+        self.pseudolabels_dir = Path(pseudolabels_dir)
+        self.num_labels = read_num_labels(self.pseudolabels_dir)
+        # metadata reaches the model's constructor through the pipeline: the field needs K
+        self.metadata = {**self.metadata, "num_labels": self.num_labels}
+        image_paths = list(self._dataparser_outputs.image_filenames)
+        if require_all:
+            self.label_paths: List[Optional[Path]] = list(check_pseudolabels(self.pseudolabels_dir, image_paths))
+        else:  # eval split: frames without pseudolabels are evaluated on colour only
+            self.label_paths = [self.pseudolabels_dir / f"{Path(p).stem}.png" for p in image_paths]
+            self.label_paths = [p if p.is_file() else None for p in self.label_paths]
+
+    def get_pseudolabel(self, image_idx: int) -> Int[Tensor, "H W 1"]:
+        path = self.label_paths[image_idx]
+        height = int(self._dataparser_outputs.cameras.height[image_idx])
+        width = int(self._dataparser_outputs.cameras.width[image_idx])
+        height, width = int(round(height * self.scale_factor)), int(round(width * self.scale_factor))
+        if path is None:
+            return torch.zeros((height, width, 1), dtype=torch.long)
+        labels = read_label_png(path)
+        if labels.shape != (height, width):
+            # downscaled training (camera_res_scale_factor or dataparser downscale): nearest keeps ids intact
+            labels = np.asarray(Image.fromarray(labels.astype(np.int32)).resize((width, height), Image.NEAREST))
+        return torch.from_numpy(labels.astype(np.int64))[..., None]
+
+    def get_metadata(self, data: Dict) -> Dict:
+        return {PSEUDOLABEL_KEY: self.get_pseudolabel(data["image_idx"])}
+
+
+@dataclass
+class InstanceDataManagerConfig(VanillaDataManagerConfig):
+    """Nerfstudio's ray datamanager plus per-image pseudolabels."""
+
+    _target: Type = field(default_factory=lambda: InstanceDataManager)
+    pseudolabels_dir: Optional[Path] = None
+    """Folder of uint16 pseudolabel PNGs named by image stem, with labels.json; default <data>/pseudolabels."""
+
+
+class InstanceDataManager(VanillaDataManager[PseudolabelDataset]):
+    """VanillaDataManager over :class:`PseudolabelDataset`."""
+
+    config: InstanceDataManagerConfig
+
+    def _pseudolabels_dir(self) -> Path:
+        if self.config.pseudolabels_dir is not None:
+            return Path(self.config.pseudolabels_dir)
+        data = self.config.data if self.config.data is not None else self.config.dataparser.data
+        return default_pseudolabels_dir(Path(data))
+
+    def create_train_dataset(self) -> PseudolabelDataset:
+        return PseudolabelDataset(
+            dataparser_outputs=self.train_dataparser_outputs,
+            scale_factor=self.config.camera_res_scale_factor,
+            pseudolabels_dir=self._pseudolabels_dir(),
+            require_all=self.test_mode != "inference",
+        )
+
+    def create_eval_dataset(self) -> PseudolabelDataset:
+        try:
+            outputs = self.dataparser.get_dataparser_outputs(split=self.test_split)
+        except RuntimeError:
+            # inference mode asks for a "test" split that datasets listing only train/val files lack
+            outputs = self.dataparser.get_dataparser_outputs(split="val")
+        return PseudolabelDataset(
+            dataparser_outputs=outputs,
+            scale_factor=self.config.camera_res_scale_factor,
+            pseudolabels_dir=self._pseudolabels_dir(),
+            require_all=False,
+        )

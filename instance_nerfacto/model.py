@@ -1,0 +1,246 @@
+"""instance-nerfacto model: nerfacto + an instance label field trained with cross-entropy on pseudolabels.
+
+Logits are composited with the detached volume-rendering weights of the main field, so the label loss cannot change
+geometry (the field additionally stops gradients into the sample positions).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Type
+
+import torch
+from jaxtyping import Float, Int
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
+from nerfstudio.field_components.field_heads import FieldHeadNames
+from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
+from torch import Tensor
+from torch.nn import Parameter
+
+from instance_nerfacto import compat
+from instance_nerfacto.field import INSTANCE_LOGITS, InstanceNerfactoField
+from instance_nerfacto.palette import colorize
+
+compat.apply()  # checkpoints of this model load under torch's weights_only default (ns-render, ns-viewer)
+
+PSEUDOLABEL_KEY = "pseudolabel"
+"""Batch key of the pseudolabel of each ray: LongTensor[N, 1], 0 = unlabelled, 1..K = label."""
+LABEL_PARAM_GROUP = "instance_labels"
+
+
+def lpips_weights_available() -> bool:
+    """True when LPIPS can be built without a download (torchvision AlexNet weights in the torch hub cache)."""
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    return cached.is_file()
+
+
+@dataclass
+class InstanceNerfactoModelConfig(NerfactoModelConfig):
+    """Nerfacto plus an instance label field (3DIML InstanceLift)."""
+
+    _target: Type = field(default_factory=lambda: InstanceNerfactoModel)
+    num_labels: int = 0
+    """Number of instance labels K; 0 = read "num_labels" from <pseudolabels>/labels.json (the normal case)."""
+    instance_loss_mult: float = 1.0
+    """Weight of the cross-entropy between rendered instance logits and pseudolabels."""
+    label_num_levels: int = 16
+    """Levels of the instance hash grid."""
+    label_base_res: int = 16
+    """Coarsest resolution of the instance hash grid."""
+    label_max_res: int = 1024
+    """Finest resolution of the instance hash grid."""
+    label_log2_hashmap_size: int = 19
+    """log2 of the hash table size per level of the instance grid."""
+    label_features_per_level: int = 2
+    """Features per level of the instance hash grid."""
+    label_hidden_dim: int = 64
+    """Width of the instance MLP."""
+    label_num_layers: int = 2
+    """Layers of the instance MLP."""
+
+
+class InstanceNerfactoModel(NerfactoModel):
+    """NerfactoModel with an instance label branch; outputs ``instance``, ``instance_id``, ``instance_confidence``."""
+
+    config: InstanceNerfactoModelConfig
+    field: InstanceNerfactoField
+
+    def populate_modules(self):
+        self.num_labels = self._resolve_num_labels()
+        # Stock nerfacto builds LPIPS, which downloads AlexNet weights: build it only when they are cached.
+        with _lpips_guard():
+            super().populate_modules()
+        nerfacto_field = self.field
+        appearance_dim = self.config.appearance_embed_dim if self.config.use_appearance_embedding else 0
+        self.field = InstanceNerfactoField(
+            self.scene_box.aabb,
+            num_images=self.num_train_data,
+            num_labels=self.num_labels,
+            label_num_levels=self.config.label_num_levels,
+            label_base_res=self.config.label_base_res,
+            label_max_res=self.config.label_max_res,
+            label_log2_hashmap_size=self.config.label_log2_hashmap_size,
+            label_features_per_level=self.config.label_features_per_level,
+            label_hidden_dim=self.config.label_hidden_dim,
+            label_num_layers=self.config.label_num_layers,
+            implementation=self.config.implementation,
+            hidden_dim=self.config.hidden_dim,
+            num_levels=self.config.num_levels,
+            max_res=self.config.max_res,
+            base_res=self.config.base_res,
+            features_per_level=self.config.features_per_level,
+            log2_hashmap_size=self.config.log2_hashmap_size,
+            hidden_dim_color=self.config.hidden_dim_color,
+            hidden_dim_transient=self.config.hidden_dim_transient,
+            spatial_distortion=nerfacto_field.spatial_distortion,
+            use_pred_normals=self.config.predict_normals,
+            use_average_appearance_embedding=self.config.use_average_appearance_embedding,
+            appearance_embedding_dim=appearance_dim,
+            average_init_density=self.config.average_init_density,
+        )
+        del nerfacto_field
+        self.instance_loss = torch.nn.CrossEntropyLoss(ignore_index=-1)
+        self.merge_table: Optional[Dict[int, int]] = None
+        """label -> label map applied to ``instance_id`` when set (label merging, issue 6) and the viewer's
+        "merged labels" checkbox is ticked."""
+        from nerfstudio.viewer.viewer_elements import ViewerCheckbox
+
+        self.viewer_merged_labels = ViewerCheckbox(name="Merged instance labels", default_value=True)
+
+    def _resolve_num_labels(self) -> int:
+        if self.config.num_labels > 0:
+            return int(self.config.num_labels)
+        metadata = self.kwargs.get("metadata") or {}
+        if "num_labels" not in metadata:
+            raise ValueError(
+                "instance-nerfacto needs the number of labels: use instance-nerfacto's datamanager (it reads "
+                "<pseudolabels>/labels.json) or set --pipeline.model.num-labels"
+            )
+        return int(metadata["num_labels"])
+
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        groups = super().get_param_groups()
+        groups["fields"] = self.field.geometry_parameters()
+        groups[LABEL_PARAM_GROUP] = self.field.label_parameters()
+        return groups
+
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
+        # Extension point: label merging (issue 6) appends its callback to this list.
+        return list(super().get_training_callbacks(training_callback_attributes))
+
+    def get_outputs(self, ray_bundle: RayBundle):
+        if self.training:
+            self.camera_optimizer.apply_to_raybundle(ray_bundle)
+        ray_samples, weights_list, ray_samples_list = self.proposal_sampler(ray_bundle, density_fns=self.density_fns)
+        field_outputs = self.field.forward(ray_samples, compute_normals=self.config.predict_normals)
+        weights = ray_samples.get_weights(field_outputs[FieldHeadNames.DENSITY])
+        weights_list.append(weights)
+        ray_samples_list.append(ray_samples)
+
+        rgb = self.renderer_rgb(rgb=field_outputs[FieldHeadNames.RGB], weights=weights)
+        with torch.no_grad():
+            depth = self.renderer_depth(weights=weights, ray_samples=ray_samples)
+        expected_depth = self.renderer_expected_depth(weights=weights, ray_samples=ray_samples)
+        accumulation = self.renderer_accumulation(weights=weights)
+        outputs = {"rgb": rgb, "accumulation": accumulation, "depth": depth, "expected_depth": expected_depth}
+        outputs.update(self.instance_outputs(field_outputs[INSTANCE_LOGITS], weights))
+        if self.training:
+            outputs["weights_list"] = weights_list
+            outputs["ray_samples_list"] = ray_samples_list
+        for i in range(self.config.num_proposal_iterations):
+            outputs[f"prop_depth_{i}"] = self.renderer_depth(weights=weights_list[i], ray_samples=ray_samples_list[i])
+        return outputs
+
+    def instance_outputs(
+        self, sample_logits: Float[Tensor, "*bs S K"], weights: Float[Tensor, "*bs S 1"]
+    ) -> Dict[str, Tensor]:
+        """Composite per-sample logits with detached weights; ids, confidence and a viewer colour from them."""
+        logits = torch.sum(weights.detach() * sample_logits, dim=-2)
+        outputs = {"instance_logits": logits}
+        if not self.training:
+            outputs.update(self.logits_to_outputs(logits))
+        return outputs
+
+    def logits_to_outputs(self, logits: Float[Tensor, "*bs K"]) -> Dict[str, Tensor]:
+        probs = torch.softmax(logits.float(), dim=-1)
+        confidence, index = probs.max(dim=-1, keepdim=True)
+        ids = index + 1
+        if self.merge_table and self.viewer_merged_labels.value:
+            from instance_nerfacto.merge_table import apply_merge_torch
+
+            ids = apply_merge_torch(ids, self.merge_table)
+        colour = torch.from_numpy(colorize(ids[..., 0].cpu().numpy())).to(logits.device).float() / 255.0
+        return {"instance": colour, "instance_id": ids, "instance_confidence": confidence}
+
+    def get_metrics_dict(self, outputs, batch):
+        metrics = super().get_metrics_dict(outputs, batch)
+        if PSEUDOLABEL_KEY in batch:
+            target = batch[PSEUDOLABEL_KEY].to(self.device).long().view(-1)
+            pred = outputs["instance_logits"].argmax(dim=-1).view(-1) + 1
+            labelled = target > 0
+            if labelled.any():
+                metrics["instance_accuracy"] = (pred[labelled] == target[labelled]).float().mean()
+        return metrics
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None):
+        loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
+        if PSEUDOLABEL_KEY in batch:
+            target = batch[PSEUDOLABEL_KEY].to(self.device).long().view(-1) - 1  # 0 (unlabelled) -> -1 (ignored)
+            target = torch.where(target >= self.num_labels, torch.full_like(target, -1), target)
+            logits = outputs["instance_logits"].view(-1, self.num_labels)
+            if (target >= 0).any():
+                loss_dict["instance_loss"] = self.config.instance_loss_mult * self.instance_loss(logits, target)
+        return loss_dict
+
+    def get_image_metrics_and_images(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+    ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        metrics, images = super().get_image_metrics_and_images(outputs, batch)
+        if isinstance(self.lpips, _NoLPIPS):
+            metrics.pop("lpips", None)
+        if PSEUDOLABEL_KEY in batch:
+            target: Int[Tensor, "H W"] = batch[PSEUDOLABEL_KEY].to(self.device).long()[..., 0]
+            pred = outputs["instance_logits"].argmax(dim=-1) + 1
+            labelled = target > 0
+            if labelled.any():
+                metrics["instance_accuracy"] = float((pred[labelled] == target[labelled]).float().mean())
+            gt_colour = torch.from_numpy(colorize(target.cpu().numpy())).float().to(self.device) / 255.0
+            images["instance"] = torch.cat([gt_colour, outputs["instance"].to(self.device)], dim=1)
+        return metrics, images
+
+
+class _NoLPIPS(torch.nn.Module):
+    """Stand-in for LPIPS when its weights cannot be loaded offline; returns NaN (the metric is then dropped)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__()
+
+    def forward(self, *args, **kwargs) -> Tensor:
+        return torch.tensor(float("nan"))
+
+
+class _lpips_guard:
+    """Swap torchmetrics' LPIPS class for :class:`_NoLPIPS` while nerfacto builds its modules, when offline."""
+
+    _warned = False
+
+    def __enter__(self):
+        import torchmetrics.image.lpip as lpip_module
+
+        self._module = lpip_module
+        self._original = lpip_module.LearnedPerceptualImagePatchSimilarity
+        if not lpips_weights_available():
+            if not _lpips_guard._warned:
+                warnings.warn("LPIPS weights (AlexNet) are not in the torch hub cache: the lpips metric is skipped")
+                _lpips_guard._warned = True
+            lpip_module.LearnedPerceptualImagePatchSimilarity = _NoLPIPS
+        return self
+
+    def __exit__(self, *exc):
+        self._module.LearnedPerceptualImagePatchSimilarity = self._original
+        return False

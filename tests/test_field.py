@@ -1,0 +1,87 @@
+"""InstanceLift field/model: the label loss never touches geometry or colour; outputs have the promised shapes."""
+
+from __future__ import annotations
+
+import torch
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.data.scene_box import SceneBox
+
+from instance_nerfacto.config import instance_nerfacto_small_trainer
+from instance_nerfacto.model import PSEUDOLABEL_KEY, InstanceNerfactoModel
+
+
+def build_model(num_labels: int = 5) -> InstanceNerfactoModel:
+    config = instance_nerfacto_small_trainer().pipeline.model
+    config.implementation = "torch"
+    scene_box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    return config.setup(scene_box=scene_box, num_train_data=4, metadata={"num_labels": num_labels})
+
+
+def random_rays(num_rays: int = 64, seed: int = 0) -> RayBundle:
+    generator = torch.Generator().manual_seed(seed)
+    directions = torch.nn.functional.normalize(torch.randn(num_rays, 3, generator=generator), dim=-1)
+    return RayBundle(
+        origins=torch.rand(num_rays, 3, generator=generator) * 0.2,
+        directions=directions,
+        pixel_area=torch.full((num_rays, 1), 1e-4),
+        camera_indices=torch.zeros(num_rays, 1, dtype=torch.long),
+        nears=torch.full((num_rays, 1), 0.05),
+        fars=torch.full((num_rays, 1), 4.0),
+    )
+
+
+def test_label_loss_moves_only_the_label_branch():
+    torch.manual_seed(0)
+    model = build_model()
+    model.train()
+    outputs = model.get_outputs(random_rays())
+    batch = {PSEUDOLABEL_KEY: torch.randint(1, 6, (64, 1)), "image": torch.rand(64, 3)}
+    loss = model.get_loss_dict(outputs, batch, model.get_metrics_dict(outputs, batch))["instance_loss"]
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+
+    label_ids = {id(p) for p in model.field.label_parameters()}
+    geometry = [(n, p) for n, p in model.named_parameters() if id(p) not in label_ids]
+    assert any("proposal_networks" in n for n, _ in geometry) and any("mlp_base" in n for n, _ in geometry)
+    assert any("mlp_head" in n for n, _ in geometry)  # colour
+    for name, param in geometry:
+        assert param.grad is None or torch.count_nonzero(param.grad) == 0, name
+    label_grid = model.field.label_encoding
+    grid_grads = [p.grad for p in label_grid.parameters()]
+    assert grid_grads and all(g is not None for g in grid_grads)
+    assert sum(torch.count_nonzero(g).item() for g in grid_grads) > 0
+    mlp_grads = [p.grad for p in model.field.label_mlp.parameters()]
+    assert all(g is not None and torch.count_nonzero(g) > 0 for g in mlp_grads)
+
+
+def test_unlabelled_pixels_are_ignored_and_outputs_have_shapes():
+    torch.manual_seed(0)
+    model = build_model(num_labels=3)
+    model.train()
+    outputs = model.get_outputs(random_rays(16))
+    assert outputs["instance_logits"].shape == (16, 3)
+    unlabelled = {PSEUDOLABEL_KEY: torch.zeros(16, 1, dtype=torch.long), "image": torch.rand(16, 3)}
+    losses = model.get_loss_dict(outputs, unlabelled, model.get_metrics_dict(outputs, unlabelled))
+    assert "instance_loss" not in losses  # nothing labelled: no label loss at all
+    model.eval()
+    with torch.no_grad():
+        outputs = model.get_outputs(random_rays(16))
+    ids = outputs["instance_id"]
+    assert ids.shape == (16, 1) and int(ids.min()) >= 1 and int(ids.max()) <= 3
+    assert outputs["instance"].shape == (16, 3) and float(outputs["instance"].max()) <= 1.0
+    confidence = outputs["instance_confidence"]
+    assert confidence.shape == (16, 1) and bool(((confidence >= 1 / 3 - 1e-6) & (confidence <= 1)).all())
+    model.merge_table = {2: 1, 3: 1}  # label merging maps everything onto label 1
+    with torch.no_grad():
+        merged = model.get_outputs(random_rays(16))["instance_id"]
+    assert set(merged.unique().tolist()) == {1}
+
+
+def test_param_groups_separate_labels_and_cover_everything():
+    model = build_model()
+    groups = model.get_param_groups()
+    label_ids = {id(p) for p in groups["instance_labels"]}
+    field_ids = {id(p) for p in groups["fields"]}
+    assert label_ids and field_ids and not (label_ids & field_ids)
+    all_field = {id(p) for p in model.field.parameters()}
+    assert label_ids | field_ids == all_field
