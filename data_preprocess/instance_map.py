@@ -314,6 +314,9 @@ def main(cfg: MapConfig) -> Dict:
             stale = set(json.loads(previous.read_text()).get("frames", []))
         except (json.JSONDecodeError, UnicodeDecodeError):
             stale = set()
+    # labels.json is written last and marks a complete output: remove the old one before any PNG changes, so an
+    # interrupted run never leaves a labels.json beside a mix of old and new PNGs.
+    previous.unlink(missing_ok=True)
     for k, v in enumerate(_progress(views, cfg, "writing")):
         atomic_write_png(output / f"{v.stem}.png", frame_labels(v.owner, node_label[offsets[k]:offsets[k + 1]]))
     for stem in sorted(stale - set(stems)):
@@ -330,7 +333,8 @@ def main(cfg: MapConfig) -> Dict:
     }
     peak_mb = _peak_rss_mb()
     meta = {
-        "version": VERSION, "K": len(stats), "labels": stats, "frames": stems, "matcher": matcher_name,
+        "version": VERSION, "num_labels": len(stats),
+        "K": len(stats), "labels": stats, "frames": stems, "matcher": matcher_name,
         "pairs": cfg.pairs, "summary": summary,
         "parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
         "timings_s": {k: round(v, 3) for k, v in timings.items()},

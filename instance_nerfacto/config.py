@@ -13,7 +13,11 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from instance_nerfacto.datamanager import InstanceDataManagerConfig
+from instance_nerfacto.errors import install_excepthook
 from instance_nerfacto.model import LABEL_PARAM_GROUP, InstanceNerfactoModelConfig
+
+# ns-train is nerfstudio's program: our bad-input errors raised inside it still print one line and exit 2.
+install_excepthook()
 
 
 def _optimizers(max_steps: int, camera_steps: int) -> dict:

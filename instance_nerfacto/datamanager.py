@@ -41,7 +41,8 @@ def read_num_labels(pseudolabels_dir: Path) -> int:
         fail("pseudolabel folder has no labels.json", path,
              "run instance-map first, or pass --pipeline.datamanager.pseudolabels-dir pointing at its output")
     try:
-        num_labels = int(json.loads(path.read_text())["num_labels"])
+        meta = json.loads(path.read_text())
+        num_labels = int(meta["num_labels"] if "num_labels" in meta else meta["K"])
     except (ValueError, KeyError, TypeError) as err:
         fail(f"labels.json has no valid integer 'num_labels' ({err})", path, "re-run instance-map")
     if num_labels < 1:

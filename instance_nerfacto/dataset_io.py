@@ -176,7 +176,8 @@ def read_label_png(path: Path) -> UInt16[np.ndarray, "H W"]:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("L", "I;16", "I;16B", "I;16L"):
+            # "P": palette PNGs (DAVIS / YouTube-VOS annotations) carry the id in the palette index
+            if im.mode in ("L", "P", "I;16", "I;16B", "I;16L"):
                 return np.asarray(im).astype(np.uint16)
     except Exception as err:  # Pillow raises many types for corrupt files
         fail(f"cannot decode PNG (corrupt or not a PNG: {type(err).__name__})", path,
@@ -247,6 +248,15 @@ def masks_to_labels(
 # atomic outputs: write to a temporary name in the same folder, then rename into place
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def _atomic_target(path: Path) -> tuple[int, str]:
     path.parent.mkdir(parents=True, exist_ok=True)
     return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -258,6 +268,7 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs get the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -41,6 +41,12 @@ def run_cli(main: Callable[[], object], argv: Optional[Sequence[str]] = None, pr
     """
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args
+    if not verbose:  # torch/nerfstudio deprecation chatter would bury the one line that matters
+        import warnings
+
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)
     if verbose and argv is None:
         sys.argv = [sys.argv[0]] + [a for a in args if a != "--verbose"]
     name = prog or Path(sys.argv[0]).name
@@ -54,3 +60,20 @@ def run_cli(main: Callable[[], object], argv: Optional[Sequence[str]] = None, pr
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def install_excepthook() -> None:
+    """Make an :class:`InputError` raised inside a program we do not own (``ns-train`` loading our datamanager)
+    print its one line and exit 2 instead of a traceback. Other exceptions keep Python's default handling."""
+    previous = sys.excepthook
+
+    def hook(exc_type, exc, tb):
+        if issubclass(exc_type, InputError) and "--verbose" not in sys.argv:
+            print(f"{Path(sys.argv[0]).name}: error: {exc.line()}", file=sys.stderr)
+            sys.stderr.flush()
+            import os
+
+            os._exit(2)  # nerfstudio's threads (viewer, writers) must not keep the process alive
+        previous(exc_type, exc, tb)
+
+    sys.excepthook = hook

@@ -2,8 +2,9 @@
 
 Points come from rendered depth over the training views (every k-th view, at a reduced resolution): each pixel whose
 accumulated opacity is high enough becomes a point at ``origin + direction * depth``, coloured by the training image
-and labelled with the (merged) instance id the label field gives at that surface point. Points are returned to the dataset's original world frame (nerfstudio
-normalises poses while training), so the cloud lines up with the user's poses.
+and labelled with the (merged) instance id the label field gives at that surface point. Points are returned to the
+dataset's original world frame (nerfstudio normalises poses while training), so the cloud lines up with the user's
+poses.
 """
 
 from __future__ import annotations
@@ -53,11 +54,12 @@ def write_ply(
     rgb: UInt8[np.ndarray, "N 3"],
     instance: UInt16[np.ndarray, "N"],
 ) -> None:
-    """Binary little-endian PLY with a uint16 ``instance`` vertex property, written atomically."""
+    """Binary little-endian PLY with an ``instance`` vertex property, written atomically. The property is int32:
+    Open3D's tensor reader (``open3d.t.io.read_point_cloud``) skips ushort properties but keeps int."""
     from plyfile import PlyData, PlyElement
 
     vertex = np.empty(len(xyz), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"),
-                                       ("blue", "u1"), ("instance", "u2")])
+                                       ("blue", "u1"), ("instance", "i4")])
     vertex["x"], vertex["y"], vertex["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
     vertex["red"], vertex["green"], vertex["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
     vertex["instance"] = instance

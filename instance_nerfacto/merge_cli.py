@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Literal, Optional, Tuple
 
 import numpy as np
+import torch
 import tyro
 from jaxtyping import Int, UInt8
 
@@ -164,10 +165,11 @@ def run_merge(pipeline, run_dir: Path, cfg: MergeConfig) -> Dict[int, int]:
     cannot_link = load_cannot_link(pseudo_dir, cfg.params.min_link_pixels)
     rng = np.random.default_rng(cfg.seed)
     model = pipeline.model
-    was_training, merge_before = model.training, getattr(model, "merge_table", None)
+    was_training = model.training
+    lut_before = model.merge_lut.clone() if hasattr(model, "merge_lut") else None
     model.eval()
-    if merge_before is not None:
-        model.merge_table = None  # merging works on raw ids
+    if lut_before is not None:  # merging works on raw ids
+        model.merge_lut.copy_(torch.arange(len(lut_before), device=lut_before.device))
     label_maps: List[np.ndarray] = []
     region_maps: List[np.ndarray] = []
     try:
@@ -179,8 +181,8 @@ def run_merge(pipeline, run_dir: Path, cfg: MergeConfig) -> Dict[int, int]:
             region_maps.append(segment_image(rgb, cfg.segmenter, cfg.weights))
     finally:
         model.train(was_training)
-        if merge_before is not None:
-            model.merge_table = merge_before
+        if lut_before is not None:
+            model.merge_lut.copy_(lut_before)
     table, stats = compute_merge_table(label_maps, region_maps, cannot_link, cfg.params)
     save_merge_table(run_dir / MERGE_TABLE_NAME, table, views=cfg.views, segmenter=cfg.segmenter,
                      cannot_link_pairs=len(cannot_link), seconds=round(time.perf_counter() - start, 2), **stats)
@@ -203,6 +205,9 @@ def merge_callback(attributes, views: int = 8, segmenter: str = "felzenszwalb", 
         except InputError as err:  # the checkpoint is saved already: report, and let ns-train finish normally
             print(f"instance-merge: skipped: {err.line()} (run instance-merge --load-config later)")
             return
+        if hasattr(pipeline.model, "set_merge_table"):  # keep the table with the checkpoint (ns-render, viewer)
+            pipeline.model.set_merge_table(table)
+            trainer.save_checkpoint(step)
         print(f"instance-merge: {len(table)} labels merged at step {step} -> {cfg.load_config.parent}")
 
     return TrainingCallback(where_to_run=[TrainingCallbackLocation.AFTER_TRAIN], func=run)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Type
+from typing import Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 from jaxtyping import Float, Int
@@ -60,6 +60,15 @@ class InstanceNerfactoModelConfig(NerfactoModelConfig):
     """Width of the instance MLP."""
     label_num_layers: int = 2
     """Layers of the instance MLP."""
+    merge_after_training: bool = True
+    """Run label merging (instance-merge) at the end of training; the table is stored with the final checkpoint, so
+    ns-render and the viewer show merged labels, and written to merge_table.json beside config.yml."""
+    merge_views: int = 8
+    """Views rendered and segmented by the end-of-training merge."""
+    merge_segmenter: Literal["felzenszwalb", "fastsam"] = "felzenszwalb"
+    """Segmenter of the rendered views: weight-free felzenszwalb, or FastSAM with --pipeline.model.merge-weights."""
+    merge_weights: Optional[Path] = None
+    """Local FastSAM weights file for merge_segmenter fastsam (never downloaded)."""
 
 
 class InstanceNerfactoModel(NerfactoModel):
@@ -103,9 +112,9 @@ class InstanceNerfactoModel(NerfactoModel):
         )
         del nerfacto_field
         self.instance_loss = torch.nn.CrossEntropyLoss(ignore_index=-1)
-        self.merge_table: Optional[Dict[int, int]] = None
-        """label -> label map applied to ``instance_id`` when set (label merging, issue 6) and the viewer's
-        "merged labels" checkbox is ticked."""
+        # label -> merged label as a lookup table; a buffer, so the merge table travels inside the checkpoint and
+        # ns-render / ns-viewer apply it without knowing the run folder. Identity until merging runs.
+        self.register_buffer("merge_lut", torch.arange(self.num_labels + 1, dtype=torch.long), persistent=True)
         from nerfstudio.viewer.viewer_elements import ViewerCheckbox
 
         self.viewer_merged_labels = ViewerCheckbox(name="Merged instance labels", default_value=True)
@@ -130,8 +139,21 @@ class InstanceNerfactoModel(NerfactoModel):
     def get_training_callbacks(
         self, training_callback_attributes: TrainingCallbackAttributes
     ) -> List[TrainingCallback]:
-        # Extension point: label merging (issue 6) appends its callback to this list.
-        return list(super().get_training_callbacks(training_callback_attributes))
+        callbacks = list(super().get_training_callbacks(training_callback_attributes))
+        if self.config.merge_after_training:
+            from instance_nerfacto.merge_cli import merge_callback
+
+            callbacks.append(merge_callback(training_callback_attributes, views=self.config.merge_views,
+                                            segmenter=self.config.merge_segmenter, weights=self.config.merge_weights))
+        return callbacks
+
+    def set_merge_table(self, table: Dict[int, int]) -> None:
+        """Store a label -> merged label table in the model (and so in the next checkpoint)."""
+        lut = torch.arange(self.num_labels + 1, dtype=torch.long)
+        for src, dst in table.items():
+            if 0 <= int(src) <= self.num_labels:
+                lut[int(src)] = int(dst)
+        self.merge_lut.copy_(lut.to(self.merge_lut.device))
 
     def get_outputs(self, ray_bundle: RayBundle):
         if self.training:
@@ -170,10 +192,8 @@ class InstanceNerfactoModel(NerfactoModel):
         probs = torch.softmax(logits.float(), dim=-1)
         confidence, index = probs.max(dim=-1, keepdim=True)
         ids = index + 1
-        if self.merge_table and self.viewer_merged_labels.value:
-            from instance_nerfacto.merge_table import apply_merge_torch
-
-            ids = apply_merge_torch(ids, self.merge_table)
+        if self.viewer_merged_labels.value:
+            ids = self.merge_lut.to(ids.device)[ids]
         colour = torch.from_numpy(colorize(ids[..., 0].cpu().numpy())).to(logits.device).float() / 255.0
         return {"instance": colour, "instance_id": ids, "instance_confidence": confidence}
 
