@@ -72,9 +72,12 @@ class LocConfig:
     """Resolution of the baked density grid of the 'surface' renderer (shared cache with instance-render)."""
     num_samples: int = 64
     """Coarse samples per ray through the baked grid ('surface' renderer)."""
-    split_fraction: float = 0.0
+    split_fraction: float = 0.25
     """Split a region whose samples hold two labels with at least this fraction each (a mask covering two objects):
     each pixel takes the label of its nearest sample. 0 = off."""
+    fill_stride: int = 2
+    """Pixels no mask labels (no mask there, or a too-weak vote) take the label field's id, one ray per
+    stride x stride block (1 = every such pixel); 0 = off, they stay 0."""
     denoise: Optional[Path] = None
     """Folder of rendered label maps (<stem>.png, e.g. from instance-render): vote over them instead of rendering."""
     merge: bool = True
@@ -263,7 +266,7 @@ def main(cfg: LocConfig) -> Dict:
         elif not frame.image_path.is_file():
             fail(f"image of query frame '{frame.stem}' is missing", frame.image_path, "restore it or pass --masks DIR")
     params = VoteParams(cfg.samples_per_region, cfg.min_votes, cfg.min_fraction, cfg.min_region_pixels,
-                        cfg.split_fraction)
+                        cfg.split_fraction, cfg.fill_stride)
     table = MergeTable()
     pipeline = None
     if cfg.load_config is not None and cfg.merge:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
-from jaxtyping import Float, Int, Integer
+from jaxtyping import Float, Int, Integer, UInt16
 
 ACCUMULATION_MIN = 0.5  # a ray whose accumulated density is below this hit nothing: its vote is 0
 
@@ -31,6 +31,10 @@ class VoteParams:
     """When > 0, a region where two or more labels each get at least this fraction of the samples (a mask that
     covers two objects, or spills over onto a neighbour) is split: each pixel takes the label of the nearest such
     sample. 0 turns splitting off."""
+    fill_stride: int = 0
+    """When > 0, pixels that no mask labels (no mask there, or the region's vote was too weak) take the label
+    field's id, queried on a grid with this stride (1 = every such pixel). The frontend's masks miss objects; the map
+    does not. 0 leaves them 0 (pure mask voting)."""
 
 
 def interior_distance(region_map: Integer[np.ndarray, "H W"]) -> Float[np.ndarray, "H W"]:
@@ -230,6 +234,24 @@ def label_outputs(outputs: Mapping) -> Tuple[np.ndarray, np.ndarray]:
     return ids.cpu().numpy(), conf.cpu().numpy()
 
 
+def fill_unlabelled(
+    image: UInt16[np.ndarray, "H W"], model, camera, stride: int, merge_table=None, renderer=None
+) -> int:
+    """In place: give the pixels still 0 in ``image`` the label field's id, one ray per ``stride x stride`` block of
+    such pixels. Returns the number of rays rendered."""
+    from instance_nerfacto.merge_table import apply_merge
+
+    rows, cols = np.nonzero(image == 0)
+    if len(rows) == 0:
+        return 0
+    blocks = np.stack([rows - rows % stride, cols - cols % stride], axis=1)
+    reps, inverse = np.unique(blocks, axis=0, return_inverse=True)
+    ids, _ = query_rays(model, camera, reps, renderer)
+    ids = apply_merge(np.asarray(ids), merge_table)
+    image[rows, cols] = np.asarray(ids).reshape(-1)[np.asarray(inverse).reshape(-1)].astype(image.dtype)
+    return len(reps)
+
+
 def localize_regions(
     model,
     camera,
@@ -255,5 +277,7 @@ def localize_regions(
     if params.split_fraction > 0:
         split = split_regions(image, region_map, region_ids, coords, sample_ids, params.min_votes,
                               params.split_fraction)
+    if params.fill_stride > 0:
+        fill_unlabelled(image, model, camera, params.fill_stride, merge_table, renderer)
     return {"region_ids": region_ids, "labels": labels, "support": support, "votes": sample_ids, "image": image,
             "split": split}

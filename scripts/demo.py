@@ -131,7 +131,8 @@ def main() -> None:
 
     # 8. report
     total = time.perf_counter() - t_start
-    train_stems = ["frame_00000", "frame_00033", "frame_00066"]
+    k = args.render_every  # rows must be frames that instance-render rendered
+    train_stems = [f"frame_{i:05d}" for i in (0, (33 // k) * k, (66 // k) * k)]
     val_stems = ["val_00000", "val_00010"]
     columns = [("RGB", None), ("frontend masks", scene / "masks"), ("InstanceMap", pseudo),
                ("InstanceLift", None), ("InstanceLoc", loc), ("ground truth", scene / "gt")]

@@ -147,3 +147,28 @@ def test_split_regions_repaints_a_mask_covering_two_objects():
     image = np.full((10, 20), 4, np.uint16)
     assert split_regions(image, regions, np.array([1]), coords, samples, 2, 0.3) == []
     assert np.all(image == 4)
+
+
+def test_fill_unlabelled_gives_unmasked_pixels_the_field_label():
+    from instance_nerfacto.dataset_io import Frame
+    from instance_nerfacto.loc_cli import frame_camera
+    from instance_nerfacto.localize import fill_unlabelled, localize_regions
+
+    c2w = np.eye(4)
+    c2w[2, 3] = 2.0
+    frame = Frame(stem="q", image_path=None, c2w=c2w, fx=50.0, fy=50.0, cx=40.0, cy=30.0, width=80, height=60)
+    camera = frame_camera(frame, np.eye(4)[:3], 1.0, "cpu")
+    regions = np.zeros((60, 80), np.int32)
+    regions[:, :30] = 7  # masked, left (world x < 0 -> label 1); pixels 30.. have no mask (a missed object)
+    image = localize_regions(_PlaneModel(), camera, regions, VoteParams(16, 2, 0.5, 1), np.random.default_rng(0))[
+        "image"]
+    assert (image[:, :30] == 1).all() and (image[:, 30:] == 0).all()  # pure mask voting leaves the hole empty
+    filled = image.copy()
+    rays = fill_unlabelled(filled, _PlaneModel(), camera, stride=2)
+    assert rays == 30 * 25  # one ray per 2x2 block of the 60x50 hole
+    assert (filled[:, :30] == 1).all()  # labelled pixels untouched
+    assert (filled[:, 30:40] == 1).all() and (filled[:, 42:] == 2).all()  # the plane's left/right halves
+    # through localize_regions, with a merge table applied to the filled ids too
+    out = localize_regions(_PlaneModel(), camera, regions, VoteParams(16, 2, 0.5, 1, 0.0, 1), np.random.default_rng(0),
+                           merge_table={2: 1})["image"]
+    assert (out == 1).all()
