@@ -62,7 +62,7 @@ def instance_nerfacto_trainer() -> TrainerConfig:
             ),
         ),
         optimizers=_optimizers(max_steps=200000, camera_steps=5000),
-        viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 15, websocket_host="127.0.0.1"),
         vis="viewer",
     )
 
@@ -108,7 +108,7 @@ def instance_nerfacto_small_trainer() -> TrainerConfig:
             ),
         ),
         optimizers=_optimizers(max_steps=20000, camera_steps=2000),
-        viewer=ViewerConfig(num_rays_per_chunk=1 << 13),
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 13, websocket_host="127.0.0.1"),
         vis="viewer",
     )
 

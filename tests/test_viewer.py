@@ -96,3 +96,13 @@ def test_busy_port_is_one_clear_error(tmp_path: Path) -> None:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and f"port {port}" in lines[0] and "in use" in lines[0], proc.stderr
     assert config.read_text() == "not loaded: the port is checked first\n"
+
+
+def test_training_viewer_binds_localhost_by_default() -> None:
+    """ns-train instance-nerfacto* starts its viewer on 127.0.0.1 (nerfstudio's default is 0.0.0.0)."""
+    from instance_nerfacto.config import instance_nerfacto, instance_nerfacto_small
+    from instance_nerfacto.viewer_cli import ViewerCliConfig
+
+    for spec in (instance_nerfacto, instance_nerfacto_small):
+        assert spec.config.viewer.websocket_host == "127.0.0.1"
+    assert ViewerCliConfig(load_config=Path("x")).host == "127.0.0.1"
