@@ -36,7 +36,7 @@ class ExportConfig:
     """Render the views at 1/downscale of their resolution (fewer rays, faster on CPU)."""
     min_opacity: float = 0.9
     """Pixels whose accumulated opacity is below this are skipped (background, floaters)."""
-    grid_resolution: int = 160
+    grid_resolution: int = 256
     """Resolution of the baked density grid (shared with instance-render's cache)."""
     num_samples: int = 192
     """Samples per ray through the baked grid."""

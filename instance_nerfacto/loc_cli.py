@@ -68,7 +68,7 @@ class LocConfig:
     renderer: Literal["surface", "volume"] = "surface"
     """How the sampled rays are rendered: 'surface' marches a baked density grid (cached beside the checkpoint) and
     reads the label field at the surface (fast); 'volume' is nerfstudio's full volume rendering of those rays."""
-    grid_resolution: int = 128
+    grid_resolution: int = 256
     """Resolution of the baked density grid of the 'surface' renderer (shared cache with instance-render)."""
     num_samples: int = 64
     """Coarse samples per ray through the baked grid ('surface' renderer)."""

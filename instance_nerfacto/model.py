@@ -145,6 +145,9 @@ class InstanceNerfactoModel(NerfactoModel):
 
             callbacks.append(merge_callback(training_callback_attributes, views=self.config.merge_views,
                                             segmenter=self.config.merge_segmenter, weights=self.config.merge_weights))
+        from instance_nerfacto.bake import bake_callback
+
+        callbacks.append(bake_callback(training_callback_attributes))
         return callbacks
 
     def set_merge_table(self, table: Dict[int, int]) -> None:

@@ -37,9 +37,9 @@ class RenderConfig:
     """Render at 1/N resolution and upsample (nearest) to the image's full size."""
     full_render: bool = False
     """Exact nerfstudio volume render (proposal sampling + full field) instead of the baked-density fast path."""
-    grid_resolution: int = 128
+    grid_resolution: int = 256
     """Resolution of the baked density grid (fast path); cached beside the checkpoint."""
-    num_samples: int = 64
+    num_samples: int = 192
     """Coarse samples per ray through the baked grid (fast path; 16 fine samples follow around the surface)."""
     no_merge: bool = False
     """Write raw labels even when the run has a merge table."""
@@ -104,7 +104,7 @@ class LabelRenderer:
     """Renders uint16 label images of one trained model, fast (baked density) or full (volume render)."""
 
     def __init__(self, pipeline, checkpoint: Path, step: int, full_render: bool = False,
-                 grid_resolution: int = 128, num_samples: int = 64) -> None:
+                 grid_resolution: int = 256, num_samples: int = 192) -> None:
         self.model = pipeline.model
         self.full_render = full_render
         self.num_samples = num_samples
