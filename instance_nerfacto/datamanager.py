@@ -34,6 +34,17 @@ def default_pseudolabels_dir(data: Path) -> Path:
     return root / "pseudolabels"
 
 
+def read_label_stats(pseudolabels_dir: Path) -> Dict[int, Dict]:
+    """Per-label frame count and mean area from instance-map's labels.json (empty when it has none): shown by the
+    viewer's label-under-the-cursor report."""
+    try:
+        labels = json.loads((Path(pseudolabels_dir) / LABELS_JSON).read_text()).get("labels", [])
+        return {int(item["id"]): {"frames": int(item.get("frames", 0)), "mean_area": float(item.get("mean_area", 0))}
+                for item in labels if isinstance(item, dict) and "id" in item}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
+
+
 def read_num_labels(pseudolabels_dir: Path) -> int:
     """K from ``<pseudolabels>/labels.json`` (key ``num_labels``); InputError when missing or malformed."""
     path = Path(pseudolabels_dir) / LABELS_JSON
@@ -90,7 +101,8 @@ class PseudolabelDataset(InputDataset):
         self.pseudolabels_dir = Path(pseudolabels_dir)
         self.num_labels = read_num_labels(self.pseudolabels_dir)
         # metadata reaches the model's constructor through the pipeline: the field needs K
-        self.metadata = {**self.metadata, "num_labels": self.num_labels}
+        self.metadata = {**self.metadata, "num_labels": self.num_labels,
+                         "label_stats": read_label_stats(self.pseudolabels_dir)}
         image_paths = list(self._dataparser_outputs.image_filenames)
         if require_all:
             self.label_paths: List[Optional[Path]] = list(check_pseudolabels(self.pseudolabels_dir, image_paths))

@@ -118,6 +118,15 @@ class InstanceNerfactoModel(NerfactoModel):
         from nerfstudio.viewer.viewer_elements import ViewerCheckbox
 
         self.viewer_merged_labels = ViewerCheckbox(name="Merged instance labels", default_value=True)
+        # Click the image in the viewer: the label under the cursor, its merged id, and how the pseudolabels saw it
+        # (frames, mean area), so a user can write the hand-edit file of instance-merge --edits.
+        from nerfstudio.viewer.viewer_elements import ViewerControl, ViewerText
+
+        self.viewer_control = ViewerControl()
+        self.viewer_label_info = ViewerText(name="Label under cursor", default_value="click the image", disabled=True)
+        metadata = self.kwargs.get("metadata") or {}
+        self.label_stats: Dict[int, Dict] = {int(k): v for k, v in (metadata.get("label_stats") or {}).items()}
+        self._click_registered = False
 
     def _resolve_num_labels(self) -> int:
         if self.config.num_labels > 0:
@@ -149,6 +158,44 @@ class InstanceNerfactoModel(NerfactoModel):
 
         callbacks.append(bake_callback(training_callback_attributes))
         return callbacks
+
+    def describe_label_at(self, origin, direction) -> str:
+        """The label the field gives the ray ``origin + t * direction`` (world coordinates), as one line."""
+        device = self.merge_lut.device
+        bundle = RayBundle(
+            origins=torch.tensor(origin, dtype=torch.float32, device=device).view(1, 3),
+            directions=torch.nn.functional.normalize(
+                torch.tensor(direction, dtype=torch.float32, device=device).view(1, 3), dim=-1),
+            pixel_area=torch.full((1, 1), 1e-6, device=device),
+            camera_indices=torch.zeros((1, 1), dtype=torch.long, device=device),
+        )
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                outputs = self.forward(bundle)
+        finally:
+            self.train(was_training)
+        raw = int(outputs["instance_logits"].argmax(dim=-1).view(-1)[0]) + 1
+        merged = int(self.merge_lut[raw])
+        confidence = float(outputs["instance_confidence"].view(-1)[0])
+        stats = self.label_stats.get(raw, {})
+        seen = (f"in {stats['frames']} pseudolabel frames, mean area {stats['mean_area']:.0f} px"
+                if stats else "no pseudolabel statistics")
+        merged_text = f" (merged into {merged})" if merged != raw else ""
+        return f"label {raw}{merged_text}, confidence {confidence:.2f}, {seen}"
+
+    def _on_viewer_click(self, click) -> None:
+        text = self.describe_label_at(click.origin, click.direction)
+        self.viewer_label_info.value = text
+        print(f"instance-nerfacto viewer: {text}")
+
+    def get_outputs_for_camera(self, camera, obb_box=None):
+        # The viewer sets up ViewerControl after the model exists; register the click callback on first render.
+        if not self._click_registered and getattr(self.viewer_control, "viewer", None) is not None:
+            self.viewer_control.register_pointer_cb("click", self._on_viewer_click)
+            self._click_registered = True
+        return super().get_outputs_for_camera(camera, obb_box=obb_box)
 
     def set_merge_table(self, table: Dict[int, int]) -> None:
         """Store a label -> merged label table in the model (and so in the next checkpoint)."""

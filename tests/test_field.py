@@ -85,3 +85,25 @@ def test_param_groups_separate_labels_and_cover_everything():
     assert label_ids and field_ids and not (label_ids & field_ids)
     all_field = {id(p) for p in model.field.parameters()}
     assert label_ids | field_ids == all_field
+
+
+def test_click_report_names_the_label_under_the_cursor_and_its_merge():
+    """The viewer's click report: the label the field gives that ray, its merged id, and the pseudolabel statistics."""
+    torch.manual_seed(0)
+    config = instance_nerfacto_small_trainer().pipeline.model
+    config.implementation = "torch"
+    scene_box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+    stats = {1: {"frames": 12, "mean_area": 345.0}, 2: {"frames": 3, "mean_area": 50.0},
+             3: {"frames": 7, "mean_area": 99.0}}
+    model = config.setup(scene_box=scene_box, num_train_data=4, metadata={"num_labels": 3, "label_stats": stats})
+    model.train()
+    origin, direction = (0.0, 0.0, -0.5), (0.0, 0.0, 1.0)
+    text = model.describe_label_at(origin, direction)
+    raw = int(text.split()[1].rstrip(","))
+    assert 1 <= raw <= 3
+    assert f"in {stats[raw]['frames']} pseudolabel frames, mean area {stats[raw]['mean_area']:.0f} px" in text
+    assert "merged" not in text
+    other = 1 if raw != 1 else 2
+    model.set_merge_table({raw: other})
+    assert f"label {raw} (merged into {other})" in model.describe_label_at(origin, direction)
+    assert model.training  # the report leaves the training mode as it was
