@@ -120,15 +120,26 @@ def test_train_checkpoint_loads_and_instance_render_writes_labels(lift_scene: Pa
 
 
 @pytest.mark.slow
-def test_lifted_labels_beat_noisy_pseudolabels(lift_scene: Path, tmp_path: Path):
-    """Training on gt-with-noise pseudolabels, the rendered training views agree with gt better than the noise."""
-    from instance_nerfacto.metrics import evaluate_dirs
+def test_lifted_labels_fill_objects_the_pseudolabels_dropped(lift_scene: Path, tmp_path: Path):
+    """Trained on gt-with-noise pseudolabels (objects dropped from some frames), the rendered training views give
+    most of the dropped objects back their id in those very frames: the 3D field fills what a frame's masks missed."""
+    import numpy as np
+
+    from instance_nerfacto.dataset_io import read_label_png
 
     config = train(lift_scene, tmp_path / "outputs", 600)
     result = render(config, tmp_path / "labels", "--split", "train")
     assert result.returncode == 0, result.stderr[-3000:]
-    stems = [p.stem for p in sorted((tmp_path / "labels").glob("*.png"))]
-    things = lift_scene / "instances.json"
-    lifted = evaluate_dirs(tmp_path / "labels", lift_scene / "gt", things_json=things, stems=stems)
-    noisy = evaluate_dirs(lift_scene / "pseudolabels", lift_scene / "gt", things_json=things, stems=stems)
-    assert lifted["scene_pq"] > noisy["scene_pq"], (lifted, noisy)
+    dropped = recovered = 0
+    for path in sorted((tmp_path / "labels").glob("*.png")):
+        gt = read_label_png(lift_scene / "gt" / path.name)
+        pseudo = read_label_png(lift_scene / "pseudolabels" / path.name)
+        rendered = read_label_png(path)
+        for obj in np.unique(gt):
+            area = int((gt == obj).sum())
+            if obj == 0 or area < 100 or obj in pseudo:
+                continue  # only objects this frame's pseudolabels dropped entirely
+            dropped += 1
+            recovered += int((rendered[gt == obj] == obj).mean() > 0.5)
+    assert dropped >= 5, "the noise dropped too few objects for the test to mean anything"
+    assert recovered / dropped >= 0.6, (recovered, dropped)
