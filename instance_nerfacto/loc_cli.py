@@ -67,11 +67,12 @@ class LocConfig:
     """Regions smaller than this stay 0."""
     renderer: Literal["surface", "volume"] = "surface"
     """How the sampled rays are rendered: 'surface' marches a baked density grid (cached beside the checkpoint) and
-    reads the label field at the surface (fast); 'volume' is nerfstudio's full volume rendering of those rays."""
+    composites the label field at the heaviest samples (fast, and the same ids instance-render gives those pixels);
+    'volume' is nerfstudio's full volume rendering of those rays."""
     grid_resolution: int = 256
     """Resolution of the baked density grid of the 'surface' renderer (shared cache with instance-render)."""
-    num_samples: int = 64
-    """Coarse samples per ray through the baked grid ('surface' renderer)."""
+    num_samples: int = 192
+    """Samples per ray through the baked grid ('surface' renderer; instance-render's default)."""
     split_fraction: float = 0.25
     """Split a region whose samples hold two labels with at least this fraction each (a mask covering two objects):
     each pixel takes the label of its nearest sample. 0 = off."""

@@ -129,7 +129,7 @@ class LabelRenderer:
 
             rays = camera.generate_rays(camera_indices=0, keep_shape=True)
             height, width = rays.origins.shape[:2]
-            logits, _ = render_label_logits(
+            logits, _, _ = render_label_logits(
                 self.grid, self.model.field, rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3),
                 num_samples=self.num_samples, near=self.model.config.near_plane, far=self.model.config.far_plane,
             )

@@ -118,6 +118,34 @@ def test_train_checkpoint_loads_and_instance_render_writes_labels(lift_scene: Pa
     missing = render(tmp_path / "no" / "config.yml", tmp_path / "x")
     assert missing.returncode == 2 and "training config not found" in missing.stderr
 
+    check_loc_query_matches_render(config)
+
+
+def check_loc_query_matches_render(config: Path) -> None:
+    """InstanceLoc's sparse ray query gives a sampled pixel the id instance-render gives it (one fast path, not two
+    renderers that disagree on thin surfaces). The label branch is re-drawn at random so that labels change along every
+    ray: a query that read the label field anywhere else (e.g. at the median depth only) would disagree often."""
+    from instance_nerfacto.loc_surface import SurfaceQuery
+    from instance_nerfacto.localize import query_rays
+    from instance_nerfacto.render import LabelRenderer, load_pipeline, split_cameras
+
+    pipeline, checkpoint, step = load_pipeline(config)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in pipeline.model.field.label_parameters():
+            param.normal_(0.0, 1.0)
+    renderer = LabelRenderer(pipeline, checkpoint, step, grid_resolution=32)
+    query = SurfaceQuery(pipeline.model, checkpoint, step, resolution=32)
+    _, cameras, index = split_cameras(pipeline, "val")[0]
+    image = renderer.render_ids(cameras, index).astype(np.int64)
+    rng = np.random.default_rng(0)
+    coords = np.stack([rng.integers(0, image.shape[0], 300), rng.integers(0, image.shape[1], 300)], axis=1)
+    ids, _ = query_rays(pipeline.model, cameras[index : index + 1], coords, query)
+    hit = ids != 0  # rays through empty space vote 0 in InstanceLoc; instance-render still shows the argmax
+    assert hit.mean() > 0.5
+    assert len(np.unique(image)) > 3
+    np.testing.assert_array_equal(ids[hit], image[coords[hit, 0], coords[hit, 1]])
+
 
 @pytest.mark.slow
 def test_lifted_labels_fill_objects_the_pseudolabels_dropped(lift_scene: Path, tmp_path: Path):
