@@ -16,7 +16,8 @@ from jaxtyping import Float, Int
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.field_components.field_heads import FieldHeadNames
-from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
+from nerfstudio.models.depth_nerfacto import DepthNerfactoModel, DepthNerfactoModelConfig
+from nerfstudio.models.nerfacto import NerfactoModel
 from torch import Tensor
 from torch.nn import Parameter
 
@@ -28,6 +29,8 @@ compat.apply()  # checkpoints of this model load under torch's weights_only defa
 
 PSEUDOLABEL_KEY = "pseudolabel"
 """Batch key of the pseudolabel of each ray: LongTensor[N, 1], 0 = unlabelled, 1..K = label."""
+DEPTH_KEY = "depth_image"
+"""Batch key of the measured depth of each ray (nerfstudio's depth-nerfacto key), present when the dataset has depth."""
 LABEL_PARAM_GROUP = "instance_labels"
 
 
@@ -38,8 +41,10 @@ def lpips_weights_available() -> bool:
 
 
 @dataclass
-class InstanceNerfactoModelConfig(NerfactoModelConfig):
-    """Nerfacto plus an instance label field (3DIML InstanceLift)."""
+class InstanceNerfactoModelConfig(DepthNerfactoModelConfig):
+    """Nerfacto plus an instance label field (3DIML InstanceLift). When the batches carry measured depth
+    (``--pipeline.datamanager.load-depth True`` on a dataset whose transforms.json lists depth maps), depth-nerfacto's
+    depth loss supervises the geometry too; without depth it is plain nerfacto."""
 
     _target: Type = field(default_factory=lambda: InstanceNerfactoModel)
     num_labels: int = 0
@@ -71,8 +76,11 @@ class InstanceNerfactoModelConfig(NerfactoModelConfig):
     """Local FastSAM weights file for merge_segmenter fastsam (never downloaded)."""
 
 
-class InstanceNerfactoModel(NerfactoModel):
-    """NerfactoModel with an instance label branch; outputs ``instance``, ``instance_id``, ``instance_confidence``."""
+class InstanceNerfactoModel(DepthNerfactoModel):
+    """Nerfacto with an instance label branch; outputs ``instance``, ``instance_id``, ``instance_confidence``.
+
+    Built on nerfstudio's DepthNerfactoModel so that measured depth, when the dataset has it, sharpens the geometry
+    that the labels are rendered through (novel views depend on it); batches without depth take nerfacto's path."""
 
     config: InstanceNerfactoModelConfig
     field: InstanceNerfactoField
@@ -224,6 +232,8 @@ class InstanceNerfactoModel(NerfactoModel):
         if self.training:
             outputs["weights_list"] = weights_list
             outputs["ray_samples_list"] = ray_samples_list
+        if ray_bundle.metadata is not None and "directions_norm" in ray_bundle.metadata:
+            outputs["directions_norm"] = ray_bundle.metadata["directions_norm"]  # depth loss: z -> ray depth
         for i in range(self.config.num_proposal_iterations):
             outputs[f"prop_depth_{i}"] = self.renderer_depth(weights=weights_list[i], ray_samples=ray_samples_list[i])
         return outputs
@@ -247,8 +257,14 @@ class InstanceNerfactoModel(NerfactoModel):
         colour = torch.from_numpy(colorize(ids[..., 0].cpu().numpy())).to(logits.device).float() / 255.0
         return {"instance": colour, "instance_id": ids, "instance_confidence": confidence}
 
+    def _depth_supervised(self, batch) -> bool:
+        return DEPTH_KEY in batch and self.config.depth_loss_mult > 0
+
     def get_metrics_dict(self, outputs, batch):
-        metrics = super().get_metrics_dict(outputs, batch)
+        if self._depth_supervised(batch):
+            metrics = super().get_metrics_dict(outputs, batch)
+        else:
+            metrics = NerfactoModel.get_metrics_dict(self, outputs, batch)
         if PSEUDOLABEL_KEY in batch:
             target = batch[PSEUDOLABEL_KEY].to(self.device).long().view(-1)
             pred = outputs["instance_logits"].argmax(dim=-1).view(-1) + 1
@@ -258,7 +274,10 @@ class InstanceNerfactoModel(NerfactoModel):
         return metrics
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None):
-        loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
+        if self._depth_supervised(batch):
+            loss_dict = super().get_loss_dict(outputs, batch, metrics_dict)
+        else:
+            loss_dict = NerfactoModel.get_loss_dict(self, outputs, batch, metrics_dict)
         if PSEUDOLABEL_KEY in batch:
             target = batch[PSEUDOLABEL_KEY].to(self.device).long().view(-1) - 1  # 0 (unlabelled) -> -1 (ignored)
             target = torch.where(target >= self.num_labels, torch.full_like(target, -1), target)
@@ -270,7 +289,10 @@ class InstanceNerfactoModel(NerfactoModel):
     def get_image_metrics_and_images(
         self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
     ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
-        metrics, images = super().get_image_metrics_and_images(outputs, batch)
+        if DEPTH_KEY in batch:
+            metrics, images = super().get_image_metrics_and_images(outputs, batch)
+        else:
+            metrics, images = NerfactoModel.get_image_metrics_and_images(self, outputs, batch)
         if isinstance(self.lpips, _NoLPIPS):
             metrics.pop("lpips", None)
         if PSEUDOLABEL_KEY in batch:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from instance_nerfacto.dataset_io import atomic_write_png, read_label_png
 from instance_nerfacto.errors import InputError
@@ -28,13 +29,14 @@ def lift_scene(tmp_path_factory, tiny_scene: Path) -> Path:
     return scene
 
 
-def setup_datamanager(data: Path, pseudolabels_dir=None, rays: int = 256):
+def setup_datamanager(data: Path, pseudolabels_dir=None, rays: int = 256, load_depth: bool = False):
     from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 
     from instance_nerfacto.datamanager import InstanceDataManagerConfig
 
     config = InstanceDataManagerConfig(dataparser=NerfstudioDataParserConfig(data=data),
-                                       train_num_rays_per_batch=rays, pseudolabels_dir=pseudolabels_dir)
+                                       train_num_rays_per_batch=rays, pseudolabels_dir=pseudolabels_dir,
+                                       load_depth=load_depth)
     return config.setup(device="cpu", test_mode="val")
 
 
@@ -54,6 +56,55 @@ def test_batch_carries_pseudolabels_of_sampled_pixels(lift_scene: Path):
         expected.append(int(png[row, col]))
     assert labels[:, 0].tolist() == expected
     assert len(set(expected)) > 2  # a real mix of labels, not a constant
+
+
+def test_batch_carries_measured_depth_and_the_model_supervises_geometry_with_it(lift_scene: Path, tmp_path: Path):
+    """Depth maps listed in transforms.json reach the batch in the dataparser's scaled metres (depth-nerfacto's
+    convention) and add a depth loss that moves geometry; without them (or with load_depth off) there is none."""
+    from instance_nerfacto.config import instance_nerfacto_small_trainer
+
+    torch.manual_seed(0)
+    datamanager = setup_datamanager(lift_scene, load_depth=True)
+    _, batch = datamanager.next_train(0)
+    outputs = datamanager.train_dataparser_outputs
+    filenames = outputs.image_filenames
+    expected = []
+    for camera, row, col in batch["indices"].tolist():
+        millimetres = np.asarray(Image.open(lift_scene / "depth" / f"{Path(filenames[camera]).stem}.png"))
+        expected.append(float(millimetres[row, col]) * 1e-3 * float(outputs.dataparser_scale))
+    np.testing.assert_allclose(batch["depth_image"][:, 0].numpy(), expected, rtol=1e-5)
+    assert min(expected) > 0
+
+    model_config = instance_nerfacto_small_trainer().pipeline.model
+    model = model_config.setup(scene_box=outputs.scene_box, num_train_data=len(filenames),
+                               metadata=datamanager.train_dataset.metadata)
+    model.train()
+    ray_bundle, batch = datamanager.next_train(1)
+    outputs_ = model(ray_bundle)
+    losses = model.get_loss_dict(outputs_, batch, model.get_metrics_dict(outputs_, batch))
+    assert float(losses["depth_loss"]) > 0
+    losses["depth_loss"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.field.mlp_base.parameters())
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.field.label_parameters())
+
+    no_depth = {k: v for k, v in batch.items() if k != "depth_image"}
+    assert "depth_loss" not in model.get_loss_dict(outputs_, no_depth, model.get_metrics_dict(outputs_, no_depth))
+
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+
+    from instance_nerfacto.datamanager import InstanceDataManagerConfig
+
+    off = InstanceDataManagerConfig(dataparser=NerfstudioDataParserConfig(data=lift_scene),  # the default
+                                    train_num_rays_per_batch=64).setup(device="cpu", test_mode="val")
+    assert "depth_image" not in off.next_train(0)[1]
+
+
+def test_missing_depth_map_is_one_clear_error(lift_scene: Path, tmp_path: Path):
+    scene = Path(shutil.copytree(lift_scene, tmp_path / "scene"))
+    victim = sorted((scene / "depth").glob("*.png"))[0]
+    victim.unlink()
+    with pytest.raises(InputError, match=f"depth map listed in transforms.json is missing: .*{victim.name}"):
+        setup_datamanager(scene, load_depth=True)
 
 
 def test_missing_folder_is_one_clear_error(lift_scene: Path, tmp_path: Path):
