@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--iterations", type=int, default=1500, help="instance-nerfacto-small training iterations")
-    parser.add_argument("--render-every", type=int, default=2, help="render every k-th training view")
+    parser.add_argument("--render-every", type=int, default=4, help="render every k-th training view")
     args = parser.parse_args()
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
