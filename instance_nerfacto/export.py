@@ -18,6 +18,7 @@ import tyro
 from jaxtyping import Float, UInt8, UInt16
 
 from instance_nerfacto.errors import fail, run_cli
+from instance_nerfacto.fast_path import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES
 
 
 @dataclass
@@ -36,9 +37,9 @@ class ExportConfig:
     """Render the views at 1/downscale of their resolution (fewer rays, faster on CPU)."""
     min_opacity: float = 0.9
     """Pixels whose accumulated opacity is below this are skipped (background, floaters)."""
-    grid_resolution: int = 256
+    grid_resolution: int = DEFAULT_GRID_RESOLUTION
     """Resolution of the baked density grid (shared with instance-render's cache)."""
-    num_samples: int = 192
+    num_samples: int = DEFAULT_NUM_SAMPLES
     """Samples per ray through the baked grid."""
     per_instance: bool = False
     """Also write one PLY per instance id beside --output (<stem>_instance_<id>.ply)."""

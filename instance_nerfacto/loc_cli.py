@@ -32,6 +32,7 @@ from instance_nerfacto.dataset_io import (
     read_masks,
 )
 from instance_nerfacto.errors import fail, run_cli
+from instance_nerfacto.fast_path import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES
 from instance_nerfacto.localize import VoteParams, localize_regions, paint_regions, vote_on_label_map
 from instance_nerfacto.merge_table import MergeTable, load_merge_for_run
 from instance_nerfacto.palette import colorize
@@ -69,9 +70,9 @@ class LocConfig:
     """How the sampled rays are rendered: 'surface' marches a baked density grid (cached beside the checkpoint) and
     composites the label field at the heaviest samples (fast, and the same ids instance-render gives those pixels);
     'volume' is nerfstudio's full volume rendering of those rays."""
-    grid_resolution: int = 256
+    grid_resolution: int = DEFAULT_GRID_RESOLUTION
     """Resolution of the baked density grid of the 'surface' renderer (shared cache with instance-render)."""
-    num_samples: int = 192
+    num_samples: int = DEFAULT_NUM_SAMPLES
     """Samples per ray through the baked grid ('surface' renderer; instance-render's default)."""
     split_fraction: float = 0.25
     """Split a region whose samples hold two labels with at least this fraction each (a mask covering two objects):

@@ -16,11 +16,14 @@ from typing import Dict
 import torch
 from torch import Tensor
 
+from instance_nerfacto.fast_path import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES
+
 
 class SurfaceQuery:
     """Callable ``(ray_bundle) -> outputs`` with ``instance_id``, ``instance_confidence`` and ``accumulation``."""
 
-    def __init__(self, model, checkpoint: Path, step: int, resolution: int = 256, num_samples: int = 192) -> None:
+    def __init__(self, model, checkpoint: Path, step: int, resolution: int = DEFAULT_GRID_RESOLUTION,
+                 num_samples: int = DEFAULT_NUM_SAMPLES) -> None:
         from instance_nerfacto.bake import cached_density_grid
 
         self.model = model

@@ -19,6 +19,7 @@ import tyro
 from jaxtyping import UInt16
 
 from instance_nerfacto.errors import fail, run_cli
+from instance_nerfacto.fast_path import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES
 
 
 @dataclass
@@ -37,10 +38,10 @@ class RenderConfig:
     """Render at 1/N resolution and upsample (nearest) to the image's full size."""
     full_render: bool = False
     """Exact nerfstudio volume render (proposal sampling + full field) instead of the baked-density fast path."""
-    grid_resolution: int = 256
+    grid_resolution: int = DEFAULT_GRID_RESOLUTION
     """Resolution of the baked density grid (fast path); cached beside the checkpoint."""
-    num_samples: int = 192
-    """Coarse samples per ray through the baked grid (fast path; 16 fine samples follow around the surface)."""
+    num_samples: int = DEFAULT_NUM_SAMPLES
+    """Samples per ray through the baked grid (fast path); the label field is read at the 4 heaviest."""
     no_merge: bool = False
     """Write raw labels even when the run has a merge table."""
     threads: Optional[int] = None
@@ -104,7 +105,8 @@ class LabelRenderer:
     """Renders uint16 label images of one trained model, fast (baked density) or full (volume render)."""
 
     def __init__(self, pipeline, checkpoint: Path, step: int, full_render: bool = False,
-                 grid_resolution: int = 256, num_samples: int = 192) -> None:
+                 grid_resolution: int = DEFAULT_GRID_RESOLUTION,
+                 num_samples: int = DEFAULT_NUM_SAMPLES) -> None:
         self.model = pipeline.model
         self.full_render = full_render
         self.num_samples = num_samples

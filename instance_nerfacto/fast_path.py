@@ -1,0 +1,13 @@
+"""Settings of the fast label path (baked density grid + top-k label compositing), in one place.
+
+instance-render, instance-loc, instance-export and the end-of-training bake must agree on them: the grid is cached per
+resolution, and InstanceLoc only gives a pixel the id instance-render shows when both march the same samples. This
+module imports nothing heavy, so the CLIs can use it for their defaults and still fail fast on bad input.
+"""
+
+DEFAULT_GRID_RESOLUTION = 256
+"""Baked density grid resolution (one cache file per checkpoint and resolution). On a 100-frame room: 160 -> scene PQ
+0.80 vs the full render's 0.85, 256 -> 0.85, 384 -> 0.86 (bake 57 s, 226 MB)."""
+
+DEFAULT_NUM_SAMPLES = 192
+"""Samples per ray through the baked grid; the label field is then read at the heaviest few of them."""
