@@ -90,13 +90,15 @@ def main() -> None:
     parser.add_argument("--renderer", choices=["surface", "volume"], default="surface",
                         help="instance-loc's ray renderer (baked-density surface query or full volume rendering)")
     parser.add_argument("--plain", choices=["volume", "instance-render", "none"], default="instance-render")
+    parser.add_argument("--query-depth", choices=["auto", "on", "off"], default="auto",
+                        help="instance-loc reads the label field at the query frames' depth maps when they have them")
     args = parser.parse_args()
     masks = args.masks or args.data / "masks"
     loc_dir, plain_dir = args.out / "loc", args.out / f"plain_{args.plain}"
 
     report = loc_main(LocConfig(data=args.data, output=loc_dir, load_config=args.load_config, split=args.split,
                                 masks=masks, samples_per_region=args.samples_per_region,
-                                renderer=args.renderer))
+                                renderer=args.renderer, query_depth=args.query_depth))
     query_s = {stem: r["query_s"] for stem, r in report.items()}
     if args.plain == "none":
         plain_s = {}
@@ -115,6 +117,7 @@ def main() -> None:
         "plain_s_per_frame": float(np.mean([plain_s[s] for s in stems if s in plain_s])),
         "samples_per_region": args.samples_per_region,
         "renderer": args.renderer,
+        "query_depth": args.query_depth,
         "regions_per_image": float(np.mean([len(r["regions"]) for r in report.values()])),
     }
     result["speedup"] = result["plain_s_per_frame"] / result["query_s_mean"]

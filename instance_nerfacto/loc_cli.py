@@ -33,6 +33,7 @@ from instance_nerfacto.dataset_io import (
 )
 from instance_nerfacto.errors import fail, run_cli
 from instance_nerfacto.fast_path import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES
+from instance_nerfacto.loc_dense import localize_dense
 from instance_nerfacto.localize import VoteParams, localize_regions, paint_regions, vote_on_label_map
 from instance_nerfacto.merge_table import MergeTable, load_merge_for_run
 from instance_nerfacto.palette import colorize
@@ -74,6 +75,24 @@ class LocConfig:
     """Resolution of the baked density grid of the 'surface' renderer (shared cache with instance-render)."""
     num_samples: int = DEFAULT_NUM_SAMPLES
     """Samples per ray through the baked grid ('surface' renderer; instance-render's default)."""
+    query_depth: Literal["auto", "on", "off"] = "auto"
+    """Read the label field where each sampled ray meets the query frame's measured depth (depth_file_path of
+    transforms.json, e.g. from an RGB-D camera) instead of the surface rendered from the learned density, which is the
+    weak part of the map from new viewpoints. 'auto': for every query frame that lists a depth map; 'on': every query
+    frame must list one; 'off': always the rendered surface (--renderer). Pixels without a reading (0) use the
+    rendered surface."""
+    mode: Literal["auto", "regions", "dense"] = "auto"
+    """'regions': the paper's InstanceLoc, a few rays per 2D mask and a majority vote per mask. 'dense': every pixel
+    reads the label field (a coarse grid plus full-resolution rays along label boundaries) and the masks relabel only
+    pixels where the field is unsure (--min-confidence). 'auto': dense for frames read at their measured depth, where
+    the field is more precise than noisy masks, regions otherwise (measured on the demo room's novel views: regions
+    0.69 / dense 0.77 things PQ with depth; without depth regions 0.67 beat a dense read, 0.65)."""
+    dense_stride: int = 2
+    """'dense' mode: one ray per stride x stride block away from label boundaries."""
+    min_confidence: float = 0.7
+    """'dense' mode: pixels whose field label has a lower softmax confidence take their mask's majority label."""
+    depth_unit_scale_factor: float = 1e-3
+    """Metres per unit of the depth maps (nerfstudio's default: millimetre PNGs)."""
     split_fraction: float = 0.25
     """Split a region whose samples hold two labels with at least this fraction each (a mask covering two objects):
     each pixel takes the label of its nearest sample. 0 = off."""
@@ -192,6 +211,40 @@ def segment_regions(cfg: LocConfig, frame: Frame) -> Int[np.ndarray, "H W"]:
     return felzenszwalb_labels(image[..., ::-1].copy()).astype(np.int32)
 
 
+def query_depth_paths(cfg: LocConfig, frames: List[Frame]) -> Dict[str, Path]:
+    """Depth map of every query frame that is to be read at its measured depth (see ``--query-depth``)."""
+    if cfg.query_depth == "off":
+        return {}
+    paths: Dict[str, Path] = {}
+    for frame in frames:
+        if frame.depth_path is None:
+            if cfg.query_depth == "on":
+                fail(f"query frame '{frame.stem}' lists no depth map", cfg.data / "transforms.json",
+                     "add depth_file_path to the frame, or pass --query-depth auto / off")
+            continue
+        if not frame.depth_path.is_file():
+            fail(f"depth map of query frame '{frame.stem}' is missing", frame.depth_path,
+                 "restore the file, remove the frame's depth_file_path, or pass --query-depth off")
+        paths[frame.stem] = frame.depth_path
+    return paths
+
+
+def load_query_depth(path: Path, frame: Frame, unit_scale: float) -> Float[np.ndarray, "H W"]:
+    """Depth in metres (0 = no reading) of a query frame: a 16-bit PNG or a .npy array, as nerfstudio reads them."""
+    if path.suffix.lower() == ".npy":
+        try:
+            depth = np.load(path).astype(np.float32)
+        except (OSError, ValueError) as err:
+            fail(f"cannot read depth map ({err.__class__.__name__})", path, "replace the corrupt file")
+        depth = depth[..., 0] if depth.ndim == 3 else depth
+    else:
+        depth = read_label_png(path).astype(np.float32)
+    if depth.shape != (frame.height, frame.width):
+        fail(f"depth map is {depth.shape[-1]}x{depth.shape[0]} but the image is {frame.width}x{frame.height}", path,
+             "give depth maps at the image's resolution, or pass --query-depth off")
+    return np.where(np.isfinite(depth) & (depth > 0), depth * unit_scale, 0.0).astype(np.float32)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # model side
 
@@ -253,6 +306,8 @@ def main(cfg: LocConfig) -> Dict:
     if cfg.denoise is not None and not cfg.denoise.is_dir():
         fail("render folder does not exist", cfg.denoise, "pass --denoise the output folder of instance-render")
     check_weights(cfg)
+    if cfg.dense_stride < 1:
+        fail("--dense-stride must be at least 1", None, "pass e.g. --dense-stride 2")
     if cfg.samples_per_region < 1:
         fail("--samples-per-region must be at least 1", None, "pass e.g. --samples-per-region 12")
     dataset = load_dataset(cfg.data, check_files=False)
@@ -267,6 +322,13 @@ def main(cfg: LocConfig) -> Dict:
             segment_s[frame.stem] = time.perf_counter() - start
         elif not frame.image_path.is_file():
             fail(f"image of query frame '{frame.stem}' is missing", frame.image_path, "restore it or pass --masks DIR")
+    depth_by_stem: Dict[str, np.ndarray] = {}
+    if cfg.denoise is None:
+        frame_of = {frame.stem: frame for frame in frames}
+        for stem, path in query_depth_paths(cfg, frames).items():
+            depth_by_stem[stem] = load_query_depth(path, frame_of[stem], cfg.depth_unit_scale_factor)
+        print(f"instance-loc: {len(depth_by_stem)}/{len(frames)} query frames read the label field at their measured "
+              f"depth (--query-depth {cfg.query_depth}); the rest use the rendered surface (--renderer {cfg.renderer})")
     params = VoteParams(cfg.samples_per_region, cfg.min_votes, cfg.min_fraction, cfg.min_region_pixels,
                         cfg.split_fraction, cfg.fill_stride)
     table = MergeTable()
@@ -303,7 +365,19 @@ def main(cfg: LocConfig) -> Dict:
         start = time.perf_counter()
         if cfg.denoise is None:
             camera = frame_camera(frame, transform, scale, device)
-            result = localize_regions(model, camera, region_map, params, rng, table.table, renderer)
+            frame_renderer = renderer
+            if frame.stem in depth_by_stem:
+                from instance_nerfacto.loc_surface import DepthQuery, ray_distance_map
+
+                distance = ray_distance_map(depth_by_stem[frame.stem], frame.fx, frame.fy, frame.cx, frame.cy, scale)
+                fallback = renderer if renderer is not None else (lambda bundle, coords: model(bundle))
+                frame_renderer = DepthQuery(model.field, distance, fallback)
+            dense = cfg.mode == "dense" or (cfg.mode == "auto" and frame.stem in depth_by_stem)
+            if dense:
+                result = localize_dense(model, camera, region_map, frame_renderer or (lambda b, c: model(b)),
+                                        cfg.dense_stride, cfg.min_confidence, table.table)
+            else:
+                result = localize_regions(model, camera, region_map, params, rng, table.table, frame_renderer)
         else:
             render_path = cfg.denoise / f"{frame.stem}.png"
             rendered = table.apply(read_label_png(render_path))
@@ -319,7 +393,8 @@ def main(cfg: LocConfig) -> Dict:
         atomic_write_png(cfg.output / f"{frame.stem}.png", ids_image)
         atomic_write_png(cfg.output / "color" / f"{frame.stem}.png", colorize(ids_image))
         report[frame.stem] = {"segment_s": round(segment_s[frame.stem], 4), "query_s": round(query_s, 4),
-                              "regions": region_records(region_map, result)}
+                              "mode": "dense" if "rays" in result else "regions",
+                              "depth": frame.stem in depth_by_stem, "regions": region_records(region_map, result)}
     atomic_write_json(cfg.output / "loc.json", report)
     if report:
         q = np.array([r["query_s"] for r in report.values()])

@@ -192,9 +192,10 @@ def vote_on_label_map(
 def query_rays(model, camera, coords: Int[np.ndarray, "... 2"], renderer=None) -> Tuple[np.ndarray, np.ndarray]:
     """Label id and confidence of the rays through pixel centres ``coords`` (row, col) of a one-camera ``Cameras``.
 
-    ``renderer(ray_bundle) -> outputs`` when given (e.g. :class:`instance_nerfacto.loc_surface.SurfaceQuery`), else
-    the model's ``render_label_rays(ray_bundle)`` hook when it has one, otherwise a normal forward pass (volume
-    rendering) of only these rays. Rays that hit nothing vote 0.
+    ``renderer(ray_bundle, coords) -> outputs`` when given (:class:`instance_nerfacto.loc_surface.SurfaceQuery`
+    marches the baked density; :class:`instance_nerfacto.loc_surface.DepthQuery` reads the field at the query frame's
+    measured depth, which needs the pixel ``coords``), else the model's ``render_label_rays(ray_bundle)`` hook when it
+    has one, otherwise a normal forward pass (volume rendering) of only these rays. Rays that hit nothing vote 0.
     """
     import torch
 
@@ -204,8 +205,11 @@ def query_rays(model, camera, coords: Int[np.ndarray, "... 2"], renderer=None) -
     with torch.no_grad():
         index = torch.zeros((len(pix), 1), dtype=torch.long, device=device)
         bundle = camera.generate_rays(camera_indices=index, coords=pix)
-        hook = renderer or getattr(model, "render_label_rays", None)
-        outputs = hook(bundle) if callable(hook) else model(bundle)
+        if renderer is not None:
+            outputs = renderer(bundle, coords.reshape(-1, 2))
+        else:
+            hook = getattr(model, "render_label_rays", None)
+            outputs = hook(bundle) if callable(hook) else model(bundle)
         ids, conf = label_outputs(outputs)
     return ids.reshape(shape), conf.reshape(shape)
 
