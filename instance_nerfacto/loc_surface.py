@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import numpy as np
-
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor

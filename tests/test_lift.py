@@ -198,15 +198,17 @@ def check_loc_query_matches_render(config: Path) -> None:
     np.testing.assert_array_equal(ids[hit], image[coords[hit, 0], coords[hit, 1]])
 
 
+@pytest.fixture(scope="module")
+def trained_600(lift_scene: Path, tmp_path_factory) -> Path:
+    """config.yml of a 600-iteration run on the gt-with-noise pseudolabels (their ids are the gt ids)."""
+    return train(lift_scene, tmp_path_factory.mktemp("trained600") / "outputs", 600)
+
+
 @pytest.mark.slow
-def test_lifted_labels_fill_objects_the_pseudolabels_dropped(lift_scene: Path, tmp_path: Path):
+def test_lifted_labels_fill_objects_the_pseudolabels_dropped(lift_scene: Path, trained_600: Path, tmp_path: Path):
     """Trained on gt-with-noise pseudolabels (objects dropped from some frames), the rendered training views give
     most of the dropped objects back their id in those very frames: the 3D field fills what a frame's masks missed."""
-    import numpy as np
-
-    from instance_nerfacto.dataset_io import read_label_png
-
-    config = train(lift_scene, tmp_path / "outputs", 600)
+    config = trained_600
     result = render(config, tmp_path / "labels", "--split", "train")
     assert result.returncode == 0, result.stderr[-3000:]
     dropped = recovered = 0
@@ -222,3 +224,31 @@ def test_lifted_labels_fill_objects_the_pseudolabels_dropped(lift_scene: Path, t
             recovered += int((rendered[gt == obj] == obj).mean() > 0.5)
     assert dropped >= 5, "the noise dropped too few objects for the test to mean anything"
     assert recovered / dropped >= 0.6, (recovered, dropped)
+
+
+@pytest.mark.slow
+def test_instance_loc_gives_novel_views_the_map_ids(lift_scene: Path, trained_600: Path, tmp_path: Path):
+    """instance-loc on the held-out views with the noisy per-frame masks given: the map's ids (= gt ids here) come
+    back on most object pixels, with the measured-depth dense path and with mask voting alone, and reading the field
+    at the measured depth is at least as good as voting through the rendered surface."""
+    from instance_nerfacto.loc_cli import LocConfig
+    from instance_nerfacto.loc_cli import main as loc_main
+    from instance_nerfacto.metrics import load_stuff_ids
+
+    stuff = list(load_stuff_ids(lift_scene / "instances.json"))
+    scores = {}
+    for query_depth in ("auto", "off"):
+        out = tmp_path / query_depth
+        report = loc_main(LocConfig(data=lift_scene, output=out, load_config=trained_600, split="val",
+                                    masks=lift_scene / "masks", query_depth=query_depth, grid_resolution=64))
+        assert {r["mode"] for r in report.values()} == ({"dense"} if query_depth == "auto" else {"regions"})
+        hit = total = 0
+        for stem in report:
+            gt = read_label_png(lift_scene / "gt" / f"{stem}.png")
+            got = read_label_png(out / f"{stem}.png")
+            on_things = (gt > 0) & ~np.isin(gt, stuff)
+            hit += int((got[on_things] == gt[on_things]).sum())
+            total += int(on_things.sum())
+        scores[query_depth] = hit / total
+    assert scores["off"] > 0.5, scores
+    assert scores["auto"] > 0.6 and scores["auto"] >= scores["off"] - 0.02, scores
