@@ -111,8 +111,15 @@ def main() -> None:
     loc = out / "loc"
     run_stage("instance-loc", [BIN / "instance-loc", "--load-config", config, "--data", scene, "--split", "val",
                                "--masks", scene / "masks", "--output", loc], timings)
-    rows.append({"stage": "InstanceLoc (novel views)", "frames": count_png(loc),
+    rows.append({"stage": "InstanceLoc (novel views, read at their depth maps)", "frames": count_png(loc),
                  "metrics": evaluate(loc, scene, out / "eval_loc.json"), "seconds": timings["instance-loc"]})
+    loc_rgb = out / "loc_rgb_only"
+    run_stage("instance-loc (no depth)", [BIN / "instance-loc", "--load-config", config, "--data", scene, "--split",
+                                          "val", "--masks", scene / "masks", "--output", loc_rgb, "--query-depth",
+                                          "off"], timings)
+    rows.append({"stage": "InstanceLoc (novel views, no depth: mask voting)", "frames": count_png(loc_rgb),
+                 "metrics": evaluate(loc_rgb, scene, out / "eval_loc_rgb_only.json"),
+                 "seconds": timings["instance-loc (no depth)"]})
 
     # 6. labelled point cloud
     run_stage("instance-export", [BIN / "instance-export", "--load-config", config, "--output", out / "scene.ply"],

@@ -230,7 +230,7 @@ def test_lifted_labels_fill_objects_the_pseudolabels_dropped(lift_scene: Path, t
 def test_instance_loc_gives_novel_views_the_map_ids(lift_scene: Path, trained_600: Path, tmp_path: Path):
     """instance-loc on the held-out views with the noisy per-frame masks given: the map's ids (= gt ids here) come
     back on most object pixels, with the measured-depth dense path and with mask voting alone, and reading the field
-    at the measured depth is at least as good as voting through the rendered surface."""
+    at the measured depth beats voting through the rendered surface."""
     from instance_nerfacto.loc_cli import LocConfig
     from instance_nerfacto.loc_cli import main as loc_main
     from instance_nerfacto.metrics import load_stuff_ids
@@ -250,5 +250,6 @@ def test_instance_loc_gives_novel_views_the_map_ids(lift_scene: Path, trained_60
             hit += int((got[on_things] == gt[on_things]).sum())
             total += int(on_things.sum())
         scores[query_depth] = hit / total
-    assert scores["off"] > 0.5, scores
-    assert scores["auto"] > 0.6 and scores["auto"] >= scores["off"] - 0.02, scores
+    # measured on this 600-iteration run: 0.96 at the measured depth, 0.75 through the rendered surface
+    assert scores["off"] > 0.6, scores
+    assert scores["auto"] > 0.85 and scores["auto"] > scores["off"], scores
