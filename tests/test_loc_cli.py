@@ -126,3 +126,29 @@ def test_denoise_votes_over_rendered_labels(data, tmp_path):
     report = json.loads((out / "loc.json").read_text())
     assert set(report) == {"val_00000"} and report["val_00000"]["regions"][0]["label"] == 4
     assert {"segment_s", "query_s", "regions"} <= set(report["val_00000"])
+
+
+def _list_depth(data: Path) -> None:
+    meta = json.loads((data / "transforms.json").read_text())
+    for frame in meta["frames"]:
+        frame["depth_file_path"] = frame["file_path"].replace("images/", "depth/")
+    (data / "transforms.json").write_text(json.dumps(meta))
+
+
+def test_query_depth_errors(data, tmp_path):
+    masks = str(data / "masks")
+    proc = _loc(*_base(data, tmp_path / "out", "--masks", masks, "--query-depth", "on"))
+    _assert_one_line_error(proc, "'val_00000' lists no depth map", "transforms.json", "--query-depth auto / off")
+    _list_depth(data)  # listed, but no depth/ folder
+    proc = _loc(*_base(data, tmp_path / "out", "--masks", masks))
+    _assert_one_line_error(proc, "depth map of query frame 'val_00000' is missing", "val_00000.png",
+                           "--query-depth off")
+    atomic_write_png(data / "depth" / "val_00000.png", np.full((H, W + 2), 1500, np.uint16))
+    proc = _loc(*_base(data, tmp_path / "out", "--masks", masks))
+    _assert_one_line_error(proc, f"depth map is {W + 2}x{H} but the image is {W}x{H}", "val_00000.png")
+    (data / "depth" / "val_00000.png").write_bytes(b"not a png")
+    proc = _loc(*_base(data, tmp_path / "out", "--masks", masks))
+    _assert_one_line_error(proc, "val_00000.png")
+    proc = _loc(*_base(data, tmp_path / "out", "--masks", masks, "--dense-stride", "0"))
+    _assert_one_line_error(proc, "--dense-stride must be at least 1")
+    assert not (tmp_path / "out").exists()
