@@ -96,9 +96,10 @@ class LocConfig:
     split_fraction: float = 0.25
     """Split a region whose samples hold two labels with at least this fraction each (a mask covering two objects):
     each pixel takes the label of its nearest sample. 0 = off."""
-    fill_stride: int = 2
-    """Pixels no mask labels (no mask there, or a too-weak vote) take the label field's id, one ray per
-    stride x stride block (1 = every such pixel); 0 = off, they stay 0."""
+    fill_stride: int = 4
+    """'regions' mode: pixels no mask labels (no mask there, or a too-weak vote) take the label field's id, one ray
+    per stride x stride block (1 = every such pixel); 0 = off, they stay 0. Stride 4 keeps every image under 0.14 s
+    where masks leave large areas uncovered (stride 2 took up to 0.6 s on such images, for +0.01 PQ on average)."""
     denoise: Optional[Path] = None
     """Folder of rendered label maps (<stem>.png, e.g. from instance-render): vote over them instead of rendering."""
     merge: bool = True
