@@ -94,9 +94,19 @@ def test_batch_carries_measured_depth_and_the_model_supervises_geometry_with_it(
 
     from instance_nerfacto.datamanager import InstanceDataManagerConfig
 
-    off = InstanceDataManagerConfig(dataparser=NerfstudioDataParserConfig(data=lift_scene),  # the default
-                                    train_num_rays_per_batch=64).setup(device="cpu", test_mode="val")
-    assert "depth_image" not in off.next_train(0)[1]
+    def first_batch(data: Path, **options):
+        return InstanceDataManagerConfig(dataparser=NerfstudioDataParserConfig(data=data), train_num_rays_per_batch=64,
+                                         **options).setup(device="cpu", test_mode="val").next_train(0)[1]
+
+    assert "depth_image" in first_batch(lift_scene)  # the default: depth maps, when listed, are used
+    assert "depth_image" not in first_batch(lift_scene, load_depth=False)
+    colour_only = Path(shutil.copytree(lift_scene, tmp_path / "no_depth"))
+    meta = json.loads((colour_only / "transforms.json").read_text())
+    for frame in meta["frames"]:
+        del frame["depth_file_path"]
+    (colour_only / "transforms.json").write_text(json.dumps(meta))
+    shutil.rmtree(colour_only / "depth")
+    assert "depth_image" not in first_batch(colour_only)  # a dataset without depth trains on colour
 
 
 def test_missing_depth_map_is_one_clear_error(lift_scene: Path, tmp_path: Path):
