@@ -92,13 +92,15 @@ def main() -> None:
     parser.add_argument("--plain", choices=["volume", "instance-render", "none"], default="instance-render")
     parser.add_argument("--query-depth", choices=["auto", "on", "off"], default="auto",
                         help="instance-loc reads the label field at the query frames' depth maps when they have them")
+    parser.add_argument("--mode", choices=["auto", "regions", "dense"], default="auto",
+                        help="instance-loc's --mode: mask voting, a dense read, or dense where it pays (the default)")
     args = parser.parse_args()
     masks = args.masks or args.data / "masks"
     loc_dir, plain_dir = args.out / "loc", args.out / f"plain_{args.plain}"
 
     report = loc_main(LocConfig(data=args.data, output=loc_dir, load_config=args.load_config, split=args.split,
                                 masks=masks, samples_per_region=args.samples_per_region,
-                                renderer=args.renderer, query_depth=args.query_depth))
+                                renderer=args.renderer, query_depth=args.query_depth, mode=args.mode))
     query_s = {stem: r["query_s"] for stem, r in report.items()}
     if args.plain == "none":
         plain_s = {}
@@ -118,6 +120,8 @@ def main() -> None:
         "samples_per_region": args.samples_per_region,
         "renderer": args.renderer,
         "query_depth": args.query_depth,
+        "mode": args.mode,
+        "modes_used": sorted({f"{r['mode']}{'+depth' if r['depth'] else ''}" for r in report.values()}),
         "regions_per_image": float(np.mean([len(r["regions"]) for r in report.values()])),
     }
     result["speedup"] = result["plain_s_per_frame"] / result["query_s_mean"]
@@ -126,7 +130,7 @@ def main() -> None:
         result[f"{name}_all"] = summarize(evaluate_dirs(folder, args.data / "gt", stems=stems))
     atomic_write_json(args.out / "benchmark.json", result)
     print(f"frames {result['frames']}, {result['regions_per_image']:.1f} regions/image, "
-          f"{args.samples_per_region} samples/region")
+          f"{args.samples_per_region} samples/region; instance-loc modes used: {', '.join(result['modes_used'])}")
     print(f"InstanceLoc query: {result['query_s_mean']:.3f} s/image mean ({result['query_s_median']:.3f} median, "
           f"{result['query_s_max']:.3f} max)")
     print(f"plain {args.plain}: {result['plain_s_per_frame']:.3f} s/frame; speedup {result['speedup']:.1f}x")
