@@ -63,6 +63,8 @@ class Dataset:
     root: Path
     frames: List[Frame]
     meta: Dict = field(default_factory=dict)
+    transforms_path: Optional[Path] = None
+    """The JSON the poses came from: root/transforms.json, or a pose file passed directly."""
 
     @property
     def has_depth(self) -> bool:
@@ -87,11 +89,15 @@ def _intrinsic(frame: Dict, meta: Dict, key: str, path: Path):
 
 
 def load_dataset(root: Path | str, check_files: bool = True) -> Dataset:
-    """Load a nerfstudio dataset folder; raises InputError with one actionable line on any problem."""
+    """Load a nerfstudio dataset folder, or a pose file in transforms.json's format (intrinsics and camera-to-world
+    per frame, paths relative to the file's folder); raises InputError with one actionable line on any problem."""
     root = Path(root)
-    if not root.is_dir():
+    if root.suffix.lower() == ".json" and root.is_file():
+        tpath, root = root, root.parent
+    elif not root.is_dir():
         fail("dataset folder does not exist", root, "pass --data the folder that holds transforms.json")
-    tpath = root / "transforms.json"
+    else:
+        tpath = root / "transforms.json"
     if not tpath.is_file():
         fail("missing transforms.json", tpath, "run ns-process-data first, or point --data at a nerfstudio dataset")
     try:
@@ -149,7 +155,7 @@ def load_dataset(root: Path | str, check_files: bool = True) -> Dataset:
             if not f.image_path.is_file():
                 fail(f"image of frame '{f.stem}' listed in transforms.json is missing", f.image_path,
                      "restore the file or remove the frame from transforms.json")
-    return Dataset(root=root, frames=frames, meta=meta)
+    return Dataset(root=root, frames=frames, meta=meta, transforms_path=tpath)
 
 
 def read_image_size(path: Path) -> tuple[int, int]:

@@ -44,7 +44,9 @@ class LocConfig:
     """Localize the 2D regions of new posed images in a trained instance-nerfacto label map (InstanceLoc)."""
 
     data: Path
-    """Dataset folder with transforms.json holding the query images' poses and intrinsics."""
+    """Dataset folder with transforms.json holding the query images' poses and intrinsics, or a JSON file in that
+    format (fl_x, fl_y, cx, cy, w, h and a camera-to-world transform_matrix per frame, in the training data's world
+    frame; file paths relative to the JSON's folder). A JSON file without split lists makes all its frames queries."""
     output: Path
     """Output folder: <stem>.png (uint16 ids), color/<stem>.png, loc.json."""
     load_config: Optional[Path] = None
@@ -120,10 +122,13 @@ class LocConfig:
 
 def select_frames(dataset: Dataset, pattern: Optional[str], split: str) -> List[Frame]:
     """Query frames: every image matched by ``pattern`` must have a pose in transforms.json."""
+    pose_file = dataset.transforms_path is not None and dataset.transforms_path.name != "transforms.json"
+    if pattern is None and pose_file and not any(dataset.meta.get(k) for k in ("val_filenames", "test_filenames")):
+        return list(dataset.frames)  # a pose file of new images: all its frames are queries
     if pattern is None:
         frames = dataset.split(split)
         if not frames:
-            fail(f"transforms.json has no '{split}' frames", dataset.root / "transforms.json",
+            fail(f"transforms.json has no '{split}' frames", dataset.transforms_path,
                  "pass --split all, or choose images with --frames GLOB")
         return frames
     by_stem = dataset.by_stem()
@@ -213,7 +218,7 @@ def segment_regions(cfg: LocConfig, frame: Frame) -> Int[np.ndarray, "H W"]:
     return felzenszwalb_labels(image[..., ::-1].copy()).astype(np.int32)
 
 
-def query_depth_paths(cfg: LocConfig, frames: List[Frame]) -> Dict[str, Path]:
+def query_depth_paths(cfg: LocConfig, frames: List[Frame], poses: Optional[Path]) -> Dict[str, Path]:
     """Depth map of every query frame that is to be read at its measured depth (see ``--query-depth``)."""
     if cfg.query_depth == "off":
         return {}
@@ -221,7 +226,7 @@ def query_depth_paths(cfg: LocConfig, frames: List[Frame]) -> Dict[str, Path]:
     for frame in frames:
         if frame.depth_path is None:
             if cfg.query_depth == "on":
-                fail(f"query frame '{frame.stem}' lists no depth map", cfg.data / "transforms.json",
+                fail(f"query frame '{frame.stem}' lists no depth map", poses,
                      "add depth_file_path to the frame, or pass --query-depth auto / off")
             continue
         if not frame.depth_path.is_file():
@@ -363,7 +368,7 @@ def main(cfg: LocConfig) -> Dict:
     depth_by_stem: Dict[str, np.ndarray] = {}
     if cfg.denoise is None:
         frame_of = {frame.stem: frame for frame in frames}
-        for stem, path in query_depth_paths(cfg, frames).items():
+        for stem, path in query_depth_paths(cfg, frames, dataset.transforms_path).items():
             depth_by_stem[stem] = load_query_depth(path, frame_of[stem], cfg.depth_unit_scale_factor)
         print(f"instance-loc: {len(depth_by_stem)}/{len(frames)} query frames read the label field at their measured "
               f"depth (--query-depth {cfg.query_depth}); the rest use the rendered surface (--renderer {cfg.renderer})")

@@ -263,3 +263,19 @@ def test_instance_loc_gives_novel_views_the_map_ids(lift_scene: Path, trained_60
     # measured on this 600-iteration run: 0.96 at the measured depth, 0.75 through the rendered surface
     assert scores["off"] > 0.6, scores
     assert scores["auto"] > 0.85 and scores["auto"] > scores["off"], scores
+
+    # the same query frames given as a pose file of new images (all its frames are queries) give the same ids
+    meta = json.loads((lift_scene / "transforms.json").read_text())
+    val = {Path(f).stem for f in meta["val_filenames"]}
+    shots = {k: v for k, v in meta.items() if k not in ("frames", "train_filenames", "val_filenames")}
+    shots["frames"] = [f for f in meta["frames"] if Path(f["file_path"]).stem in val]
+    (lift_scene / "new_shots.json").write_text(json.dumps(shots))
+    try:
+        report = loc_main(LocConfig(data=lift_scene / "new_shots.json", output=tmp_path / "shots",
+                                    load_config=trained_600, masks=lift_scene / "masks", grid_resolution=64))
+    finally:
+        (lift_scene / "new_shots.json").unlink()
+    assert sorted(report) == sorted(val)
+    for stem in report:
+        np.testing.assert_array_equal(read_label_png(tmp_path / "shots" / f"{stem}.png"),
+                                      read_label_png(tmp_path / "auto" / f"{stem}.png"))

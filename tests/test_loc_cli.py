@@ -152,3 +152,25 @@ def test_query_depth_errors(data, tmp_path):
     proc = _loc(*_base(data, tmp_path / "out", "--masks", masks, "--dense-stride", "0"))
     _assert_one_line_error(proc, "--dense-stride must be at least 1")
     assert not (tmp_path / "out").exists()
+
+
+def test_query_poses_from_a_json_file(data, tmp_path):
+    """--data may be a pose file of new images (transforms.json's format, any name): all its frames are queries, and
+    its errors name that file."""
+    shots = data / "shots"
+    shots.mkdir()
+    atomic_write_png(shots / "phone_0001.png", np.zeros((H, W, 3), np.uint8))
+    c2w = np.eye(4)
+    frame = {"file_path": "phone_0001.png", "transform_matrix": c2w.tolist(), "fl_x": 30.0, "fl_y": 30.0,
+             "cx": W / 2, "cy": H / 2, "w": W, "h": H}
+    poses = shots / "new_shots.json"
+    poses.write_text(json.dumps({"frames": [frame]}))
+    # the frame is read from the file and chosen as a query: its masks are looked up next
+    proc = _loc(*_base(data, tmp_path / "out", "--masks", str(data / "masks"))[:2], "--data", str(poses),
+                "--output", str(tmp_path / "out"), "--masks", str(data / "masks"))
+    _assert_one_line_error(proc, "no masks for query image 'phone_0001'")
+    frame["transform_matrix"][0][0] = float("nan")
+    poses.write_text(json.dumps({"frames": [frame]}))
+    proc = _loc(*_base(data, tmp_path / "out")[:2], "--data", str(poses), "--output", str(tmp_path / "out"))
+    _assert_one_line_error(proc, "NaN or infinite pose", "new_shots.json")
+    assert not (tmp_path / "out").exists()
