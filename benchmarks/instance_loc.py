@@ -121,7 +121,7 @@ def main() -> None:
         "renderer": args.renderer,
         "query_depth": args.query_depth,
         "mode": args.mode,
-        "modes_used": sorted({f"{r['mode']}{'+depth' if r['depth'] else ''}" for r in report.values()}),
+        "modes_used": sorted({f"{r['mode']} at {r['depth']} depth" for r in report.values()}),
         "regions_per_image": float(np.mean([len(r["regions"]) for r in report.values()])),
     }
     result["speedup"] = result["plain_s_per_frame"] / result["query_s_mean"]

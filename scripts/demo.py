@@ -113,6 +113,19 @@ def main() -> None:
                                "--masks", scene / "masks", "--output", loc], timings)
     rows.append({"stage": "InstanceLoc (novel views, read at their depth maps)", "frames": count_png(loc),
                  "metrics": evaluate(loc, scene, out / "eval_loc.json"), "seconds": timings["instance-loc"]})
+    # the same novel views as photos without depth maps (a pose file of new images): read at the map's depth
+    meta = json.loads((scene / "transforms.json").read_text())
+    novel = {Path(f).stem for f in meta["val_filenames"]}
+    photos = {k: v for k, v in meta.items() if k not in ("frames", "train_filenames", "val_filenames")}
+    photos["frames"] = [{k: v for k, v in f.items() if k != "depth_file_path"} for f in meta["frames"]
+                        if Path(f["file_path"]).stem in novel]
+    (scene / "photos.json").write_text(json.dumps(photos, indent=1))  # paths relative to the scene folder
+    loc_map = out / "loc_photos"
+    run_stage("instance-loc (photos)", [BIN / "instance-loc", "--load-config", config, "--data", scene / "photos.json",
+                                        "--masks", scene / "masks", "--output", loc_map], timings)
+    rows.append({"stage": "InstanceLoc (novel views as photos without depth: map depth)", "frames": count_png(loc_map),
+                 "metrics": evaluate(loc_map, scene, out / "eval_loc_photos.json"),
+                 "seconds": timings["instance-loc (photos)"]})
     loc_rgb = out / "loc_rgb_only"
     run_stage("instance-loc (no depth)", [BIN / "instance-loc", "--load-config", config, "--data", scene, "--split",
                                           "val", "--masks", scene / "masks", "--output", loc_rgb, "--query-depth",

@@ -260,7 +260,7 @@ def test_instance_loc_gives_novel_views_the_map_ids(lift_scene: Path, trained_60
             hit += int((got[on_things] == gt[on_things]).sum())
             total += int(on_things.sum())
         scores[query_depth] = hit / total
-    # measured on this 600-iteration run: 0.96 at the measured depth, 0.75 through the rendered surface
+    # measured on this 600-iteration run: 0.98 at the measured depth, 0.80 through the rendered surface
     assert scores["off"] > 0.6, scores
     assert scores["auto"] > 0.85 and scores["auto"] > scores["off"], scores
 
@@ -279,3 +279,23 @@ def test_instance_loc_gives_novel_views_the_map_ids(lift_scene: Path, trained_60
     for stem in report:
         np.testing.assert_array_equal(read_label_png(tmp_path / "shots" / f"{stem}.png"),
                                       read_label_png(tmp_path / "auto" / f"{stem}.png"))
+
+    # new photos without depth maps, of a map trained on RGB-D frames: read at the training depth maps splatted
+    for frame in shots["frames"]:
+        frame.pop("depth_file_path", None)
+    (lift_scene / "rgb_shots.json").write_text(json.dumps(shots))
+    try:
+        report = loc_main(LocConfig(data=lift_scene / "rgb_shots.json", output=tmp_path / "rgb",
+                                    load_config=trained_600, masks=lift_scene / "masks", grid_resolution=64))
+    finally:
+        (lift_scene / "rgb_shots.json").unlink()
+    assert {(r["mode"], r["depth"]) for r in report.values()} == {("dense", "map")}
+    hit = total = 0
+    for stem in report:
+        gt = read_label_png(lift_scene / "gt" / f"{stem}.png")
+        got = read_label_png(tmp_path / "rgb" / f"{stem}.png")
+        on_things = (gt > 0) & ~np.isin(gt, stuff)
+        hit += int((got[on_things] == gt[on_things]).sum())
+        total += int(on_things.sum())
+    # measured: 0.85 at the map's depth, between the rendered surface (0.80) and the frames' own depth (0.98)
+    assert scores["off"] + 0.02 < hit / total < scores["auto"], (hit / total, scores)
