@@ -46,15 +46,16 @@ class LocConfig:
     data: Path
     """Dataset folder with transforms.json holding the query images' poses and intrinsics, or a JSON file in that
     format (fl_x, fl_y, cx, cy, w, h and a camera-to-world transform_matrix per frame, in the training data's world
-    frame; file paths relative to the JSON's folder). A JSON file without split lists makes all its frames queries."""
+    frame; file paths relative to the JSON's folder)."""
     output: Path
     """Output folder: <stem>.png (uint16 ids), color/<stem>.png, loc.json."""
     load_config: Optional[Path] = None
     """config.yml of the training run (required unless --denoise is given)."""
     frames: Optional[str] = None
     """Glob choosing the query images, relative to --data (e.g. 'images/val_*.png') or matched against stems."""
-    split: Literal["train", "val", "all"] = "val"
-    """Split of transforms.json to localize when --frames is not given."""
+    split: Optional[Literal["train", "val", "all"]] = None
+    """Split of the poses to localize when --frames is not given (default: 'val' when the JSON lists val or test
+    files, else every frame, as in a pose file of new images)."""
     masks: Optional[Path] = None
     """Folder of given 2D masks (<stem>.png label image or <stem>.npz stack); otherwise the image is segmented."""
     segmenter: Literal["felzenszwalb", "fastsam"] = "felzenszwalb"
@@ -127,11 +128,11 @@ class LocConfig:
 # inputs
 
 
-def select_frames(dataset: Dataset, pattern: Optional[str], split: str) -> List[Frame]:
-    """Query frames: every image matched by ``pattern`` must have a pose in transforms.json."""
-    pose_file = dataset.transforms_path is not None and dataset.transforms_path.name != "transforms.json"
-    if pattern is None and pose_file and not any(dataset.meta.get(k) for k in ("val_filenames", "test_filenames")):
-        return list(dataset.frames)  # a pose file of new images: all its frames are queries
+def select_frames(dataset: Dataset, pattern: Optional[str], split: Optional[str]) -> List[Frame]:
+    """Query frames: every image matched by ``pattern`` must have a pose in transforms.json. Without a pattern or a
+    split: the val frames when the poses list any, else all of them."""
+    if pattern is None and split is None:
+        split = "val" if any(dataset.meta.get(k) for k in ("val_filenames", "test_filenames")) else "all"
     if pattern is None:
         frames = dataset.split(split)
         if not frames:
@@ -339,7 +340,6 @@ class ModelQuery:
         cfg, model = self.cfg, self.model
         camera = frame_camera(frame, self.transform, self.scale, self.device)
         source = self.depth_source(frame)
-        measured = source != "rendered"
 
         def volume(bundle, coords):
             return model(bundle)
@@ -355,9 +355,9 @@ class ModelQuery:
             depth = fill_small_holes(splat_depth(self.map_points, c2w, frame.fx, frame.fy, frame.cx, frame.cy,
                                                  frame.height, frame.width))
             distance = ray_distance_map(depth, frame.fx, frame.fy, frame.cx, frame.cy, 1.0)  # already model units
-        if measured:
+        if source != "rendered":
             renderer = DepthQuery(model.field, distance, renderer or volume)
-        if cfg.mode == "dense" or (cfg.mode == "auto" and measured):
+        if cfg.mode == "dense" or (cfg.mode == "auto" and source != "rendered"):
             return localize_dense(model, camera, region_map, renderer or volume, cfg.dense_stride, cfg.min_confidence,
                                   merge_table)
         return localize_regions(model, camera, region_map, params, rng, merge_table, renderer)

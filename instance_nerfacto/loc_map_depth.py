@@ -37,13 +37,14 @@ def backproject_depth(depth: Float[np.ndarray, "H W"], c2w_gl: Float[np.ndarray,
     return (cam @ c2w[:3, :3].T + c2w[:3, 3]).astype(np.float32)
 
 
-def splat_depth(points: Float[np.ndarray, "N 3"], c2w_gl: Float[np.ndarray, "3 4"], fx: float, fy: float, cx: float,
-                cy: float, height: int, width: int, near: float = 1e-3) -> Float[np.ndarray, "H W"]:
+def splat_depth(points: Float[np.ndarray, "N 3"] | torch.Tensor, c2w_gl: Float[np.ndarray, "3 4"], fx: float,
+                fy: float, cx: float, cy: float, height: int, width: int, near: float = 1e-3
+                ) -> Float[np.ndarray, "H W"]:
     """z-depth of the nearest point at every pixel of an OpenGL camera (0 where no point lands). Each point covers
     the 2x2 pixels around its projection, so points back-projected at a stride of a few pixels still close up."""
-    c2w = np.asarray(c2w_gl, dtype=np.float64)
-    rot, origin = c2w[:3, :3], c2w[:3, 3]
-    cam = torch.from_numpy(((np.asarray(points, np.float64) - origin) @ rot).astype(np.float32))
+    c2w = torch.as_tensor(np.asarray(c2w_gl, dtype=np.float32))
+    # float32 and no copy of the points: this runs once per query image over every training depth point
+    cam = (torch.as_tensor(points, dtype=torch.float32) - c2w[:3, 3]) @ c2w[:3, :3]
     z = -cam[:, 2]
     keep = z > near
     cam, z = cam[keep], z[keep]
