@@ -30,8 +30,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-from instance_nerfacto.metrics import evaluate_dirs
-from instance_nerfacto.noisy_labels import make_noisy_pseudolabels
+from instance_nerfacto.eval.metrics import evaluate_dirs
+from instance_nerfacto.eval.noisy_labels import make_noisy_pseudolabels
 
 
 def prepare_scene(scene: Path, work: Path) -> Path:
@@ -57,7 +57,7 @@ def part_a(data: Path, iterations: int = 20, blocks: int = 3) -> Dict:
     from nerfstudio.models.nerfacto import NerfactoModelConfig
 
     from instance_nerfacto.config import instance_nerfacto_small_trainer
-    from instance_nerfacto.model import _lpips_guard
+    from instance_nerfacto.lift.model import _lpips_guard
 
     trainer = instance_nerfacto_small_trainer()
     datamanager_config = trainer.pipeline.datamanager
@@ -109,7 +109,7 @@ def train(data: Path, work: Path, max_iterations: int, save_every: int, extra: O
 
 def render(config: Path, out: Path, step: Optional[int] = None, full: bool = False, every: int = 1,
            split: str = "train") -> Dict:
-    from instance_nerfacto.render import RenderConfig, main
+    from instance_nerfacto.render.cli import RenderConfig, main
 
     cpu_started = time.process_time()
     result = main(RenderConfig(load_config=config, output=out, split=split, every=every, full_render=full,
@@ -141,7 +141,7 @@ def part_c(config: Path, data: Path, work: Path, every: int) -> Dict:
         results[name] = {**timing, **score(out, data, stems)}
         print(f"(c) {name}: {results[name]}", flush=True)
     results["speedup"] = results["full"]["seconds_per_frame"] / results["fast"]["seconds_per_frame"]
-    from instance_nerfacto.dataset_io import read_label_png
+    from instance_nerfacto.core.files import read_label_png
 
     agree = [float((read_label_png(work / "render_fast" / f"{s}.png") == read_label_png(path)).mean())
              for s, path in ((p.stem, p) for p in sorted((work / "render_full").glob("*.png")))]

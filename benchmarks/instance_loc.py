@@ -22,27 +22,25 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from instance_nerfacto.dataset_io import atomic_write_json, atomic_write_png, load_dataset  # noqa: E402
-from instance_nerfacto.loc_cli import LocConfig, frame_camera, load_trained_pipeline  # noqa: E402
-from instance_nerfacto.loc_cli import main as loc_main  # noqa: E402
-from instance_nerfacto.merge_table import load_merge_for_run  # noqa: E402
-from instance_nerfacto.metrics import evaluate_dirs  # noqa: E402
+from instance_nerfacto.core.dataset import load_dataset
+from instance_nerfacto.core.files import atomic_write_json, atomic_write_png  # noqa: E402
+from instance_nerfacto.eval.metrics import evaluate_dirs  # noqa: E402
+from instance_nerfacto.loc.cli import LocConfig
+from instance_nerfacto.loc.cli import main as loc_main  # noqa: E402
+from instance_nerfacto.render.cameras import frame_camera
+from instance_nerfacto.render.run import load_run  # noqa: E402
 
 
 def plain_volume_render(cfg_path: Path, data: Path, split: str, out: Path) -> dict:
     """Full-frame volume render of the label field for every frame of ``split``; seconds per frame."""
     import torch
 
-    pipeline, transform, scale, _, _ = load_trained_pipeline(cfg_path)
-    model = pipeline.model
-    model.eval()
-    if hasattr(model, "merge_table"):
-        model.merge_table = None  # merged below, like instance-loc, so both use one table
-    table = load_merge_for_run(cfg_path.parent)
+    run = load_run(cfg_path)
+    model = run.model
     device = next(model.parameters()).device
     seconds = {}
     for frame in load_dataset(data, check_files=False).split(split):
-        camera = frame_camera(frame, transform, scale, device)
+        camera = frame_camera(frame, run.to_model, device)
         start = time.perf_counter()
         with torch.no_grad():
             outputs = model.get_outputs_for_camera(camera)
@@ -50,7 +48,7 @@ def plain_volume_render(cfg_path: Path, data: Path, split: str, out: Path) -> di
         acc = outputs["accumulation"].reshape(frame.height, frame.width).cpu().numpy()
         ids = np.where(acc < 0.5, 0, ids)
         seconds[frame.stem] = time.perf_counter() - start
-        atomic_write_png(out / f"{frame.stem}.png", table.apply(ids.astype(np.uint16)))
+        atomic_write_png(out / f"{frame.stem}.png", ids.astype(np.uint16))  # instance_id is merged already
     return seconds
 
 
@@ -58,12 +56,13 @@ def plain_instance_render(cfg_path: Path, split: str, out: Path) -> dict:
     """instance-render's fast label renderer (baked density + surface label query) on every frame of ``split``,
     timed per frame around ``render_ids`` after one warm-up frame (model load and grid bake excluded, as for
     instance-loc's query time)."""
-    from instance_nerfacto.render import LabelRenderer, split_cameras
+    from instance_nerfacto.render.labels import LabelRenderer
+    from instance_nerfacto.render.run import split_cameras
 
-    pipeline, _, _, checkpoint, step = load_trained_pipeline(cfg_path)
-    renderer = LabelRenderer(pipeline, checkpoint, step)
-    table = load_merge_for_run(cfg_path.parent)
-    frames = split_cameras(pipeline, split)
+    run = load_run(cfg_path)
+    renderer = LabelRenderer(run.pipeline, run.checkpoint, run.step)
+    table = run.merge_table()
+    frames = split_cameras(run.pipeline, split)
     renderer.render_ids(frames[0][1], frames[0][2])
     seconds = {}
     for stem, cameras, index in frames:

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from oracle_pq import oracle_scores  # noqa: E402
 
-from instance_nerfacto.metrics import evaluate_dirs  # noqa: E402
+from instance_nerfacto.eval.metrics import evaluate_dirs  # noqa: E402
 
 CLI = [sys.executable, "-c", "from data_preprocess.instance_map import entrypoint; entrypoint()"]
 

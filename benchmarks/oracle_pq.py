@@ -21,8 +21,8 @@ from jaxtyping import UInt16
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from instance_nerfacto.dataset_io import read_label_png  # noqa: E402
-from instance_nerfacto.metrics import PanopticAccumulator, load_stuff_ids  # noqa: E402
+from instance_nerfacto.core.files import read_label_png  # noqa: E402
+from instance_nerfacto.eval.metrics import PanopticAccumulator, load_stuff_ids  # noqa: E402
 
 
 def oracle_labels(masks: UInt16[np.ndarray, "H W"], gt: UInt16[np.ndarray, "H W"]) -> UInt16[np.ndarray, "H W"]:

@@ -14,7 +14,7 @@ from typing import Dict, Iterable, Optional
 
 import numpy as np
 
-from instance_nerfacto.dataset_io import atomic_save_npz
+from instance_nerfacto.core.files import atomic_save_npz
 
 
 def file_fingerprint(paths: Iterable[Optional[Path]]) -> list:

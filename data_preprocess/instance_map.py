@@ -29,16 +29,10 @@ from data_preprocess.graph import OverlapRecords, mutual_best_edges, pair_overla
 from data_preprocess.matching import make_matcher, sparse_depth, triangulate
 from data_preprocess.pairs import View, exhaustive_pairs, pose_pairs, sequential_pairs, similarity_pairs
 from data_preprocess.rasterize import frame_labels, order_labels, owner_map
-from instance_nerfacto.dataset_io import (
-    MASK_SUFFIXES,
-    atomic_write_json,
-    atomic_write_png,
-    find_mask_file,
-    load_dataset,
-    read_depth,
-    read_masks,
-)
-from instance_nerfacto.errors import fail, run_cli
+from instance_nerfacto.core.dataset import load_dataset
+from instance_nerfacto.core.errors import fail, run_cli
+from instance_nerfacto.core.files import atomic_write_json, atomic_write_png, read_depth
+from instance_nerfacto.core.masks import MASK_SUFFIXES, find_mask_file, read_masks
 
 VERSION = 1
 MAX_LABELS = 65535

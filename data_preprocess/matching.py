@@ -18,7 +18,7 @@ import numpy as np
 from jaxtyping import Float, Int
 
 from data_preprocess.pairs import View, backproject, project
-from instance_nerfacto.errors import fail
+from instance_nerfacto.core.errors import fail
 
 MATCHERS = ("depth", "flow", "sift", "loftr")
 

@@ -13,7 +13,7 @@ from typing import List
 import numpy as np
 from jaxtyping import Float
 
-from instance_nerfacto.errors import fail
+from instance_nerfacto.core.errors import fail
 
 
 def _build(n_clusters: int = 64):

@@ -20,10 +20,12 @@ from typing import Dict, List, Literal, Optional, Tuple
 
 import numpy as np
 import tyro
-from jaxtyping import Bool, Float, UInt8, UInt16
+from jaxtyping import Bool, Float, Int, UInt8, UInt16
 
-from instance_nerfacto.dataset_io import atomic_save_npz, atomic_write_png, load_dataset
-from instance_nerfacto.errors import fail, run_cli
+from instance_nerfacto.core.dataset import load_dataset
+from instance_nerfacto.core.errors import fail, run_cli
+from instance_nerfacto.core.files import atomic_save_npz, atomic_write_png
+from instance_nerfacto.core.masks import masks_to_labels
 
 
 @dataclass
@@ -95,11 +97,13 @@ class FastSAMSegmenter:
                  weights, "pass an ultralytics FastSAM/YOLO-seg .pt checkpoint")
         self.device, self.imgsz, self.conf = device, imgsz, conf
 
-    def __call__(self, image_path: Path, height: int, width: int,
+    def __call__(self, image: Path | UInt8[np.ndarray, "H W 3"], height: int, width: int,
                  min_area: float) -> Tuple[Bool[np.ndarray, "N H W"], Float[np.ndarray, "N"]]:
+        """Masks and scores of an image file, or of an RGB array (a rendered view)."""
         import cv2
 
-        results = self.model(str(image_path), device=self.device, retina_masks=True, imgsz=self.imgsz,
+        source = str(image) if isinstance(image, (str, Path)) else np.ascontiguousarray(image[..., ::-1])  # BGR
+        results = self.model(source, device=self.device, retina_masks=True, imgsz=self.imgsz,
                              conf=self.conf, iou=0.9, verbose=False)
         res = results[0]
         if res.masks is None or len(res.masks.data) == 0:
@@ -114,6 +118,32 @@ class FastSAMSegmenter:
         return masks[keep], scores[keep].astype(np.float32)
 
 
+_LOADED: Dict[Tuple[str, str, int, float], FastSAMSegmenter] = {}
+
+
+def load_fastsam(weights: Optional[Path], device: str = "cpu", imgsz: int = 640, conf: float = 0.4) -> FastSAMSegmenter:
+    """A FastSAM segmenter, loaded once per process for each weights file and setting."""
+    key = (str(weights), device, imgsz, conf)
+    if key not in _LOADED:
+        _LOADED[key] = FastSAMSegmenter(weights, device, imgsz, conf)
+    return _LOADED[key]
+
+
+def segment_regions(rgb: UInt8[np.ndarray, "H W 3"], segmenter: str = "felzenszwalb", weights: Optional[Path] = None,
+                    device: str = "cpu", scale: float = 300.0, sigma: float = 0.8,
+                    min_area: float = 0.002, imgsz: int = 640) -> Int[np.ndarray, "H W"]:
+    """Region map (0 = no region) of an RGB image, by the segmenters of instance-segment: the one entry point that
+    instance-loc (query photos) and label merging (rendered views) use. FastSAM's overlapping masks are flattened
+    with the larger drawn first, so small objects stay on top."""
+    if segmenter == "fastsam":
+        h, w = rgb.shape[:2]
+        masks, _ = load_fastsam(weights, device, imgsz)(rgb, h, w, min_area)
+        return masks_to_labels(masks, order="largest_first").astype(np.int32)
+    if segmenter != "felzenszwalb":
+        fail(f"unknown segmenter '{segmenter}'", None, "use felzenszwalb or fastsam")
+    return felzenszwalb_labels(rgb, scale, sigma, min_area).astype(np.int32)
+
+
 def main(cfg: SegmentConfig) -> Dict:
     import cv2
     from tqdm import tqdm
@@ -126,7 +156,7 @@ def main(cfg: SegmentConfig) -> Dict:
     out = cfg.out or cfg.data / "masks"
     if out.exists() and out.resolve() in (cfg.data.resolve(), (cfg.data / "images").resolve()):
         fail("output folder is an input folder", out, "pass --out a separate folder (default DATA/masks)")
-    model = FastSAMSegmenter(cfg.weights, cfg.device, cfg.imgsz, cfg.conf) if cfg.segmenter == "fastsam" else None
+    model = load_fastsam(cfg.weights, cfg.device, cfg.imgsz, cfg.conf) if cfg.segmenter == "fastsam" else None
     n_masks: List[int] = []
     for fr in tqdm(frames, desc=f"segment ({cfg.segmenter})", disable=True if cfg.quiet else None, leave=False):
         image = cv2.imread(str(fr.image_path), cv2.IMREAD_COLOR)

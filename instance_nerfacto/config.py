@@ -9,12 +9,12 @@ from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataPars
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
-from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
-from instance_nerfacto.datamanager import InstanceDataManagerConfig
-from instance_nerfacto.errors import install_excepthook
-from instance_nerfacto.model import LABEL_PARAM_GROUP, InstanceNerfactoModelConfig
+from instance_nerfacto.core.errors import install_excepthook
+from instance_nerfacto.lift.datamanager import InstanceDataManagerConfig
+from instance_nerfacto.lift.model import LABEL_PARAM_GROUP, InstanceNerfactoModelConfig
+from instance_nerfacto.pipeline import InstancePipelineConfig
 
 # ns-train is nerfstudio's program: our bad-input errors raised inside it still print one line and exit 2.
 install_excepthook()
@@ -49,7 +49,7 @@ def instance_nerfacto_trainer() -> TrainerConfig:
         steps_per_save=1000,
         max_num_iterations=5000,
         mixed_precision=True,
-        pipeline=VanillaPipelineConfig(
+        pipeline=InstancePipelineConfig(
             datamanager=InstanceDataManagerConfig(
                 dataparser=NerfstudioDataParserConfig(),
                 train_num_rays_per_batch=4096,
@@ -79,7 +79,7 @@ def instance_nerfacto_small_trainer() -> TrainerConfig:
         steps_per_save=500,
         max_num_iterations=2000,
         mixed_precision=False,
-        pipeline=VanillaPipelineConfig(
+        pipeline=InstancePipelineConfig(
             datamanager=InstanceDataManagerConfig(
                 dataparser=NerfstudioDataParserConfig(),
                 train_num_rays_per_batch=512,

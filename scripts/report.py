@@ -16,8 +16,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from instance_nerfacto.dataset_io import read_label_png
-from instance_nerfacto.palette import colorize
+from instance_nerfacto.core.files import read_label_png
+from instance_nerfacto.core.palette import colorize
 
 UNMATCHED_OFFSET = 40_000  # colour slot for ids that match no ground-truth object (far from gt ids)
 

@@ -17,11 +17,11 @@ from typing import Dict, Iterable, List, Optional, Sequence
 # modules of the project's CLIs (the console scripts point at the same entrypoints)
 SEGMENT = "data_preprocess.segment"
 MAP = "data_preprocess.instance_map"
-RENDER = "instance_nerfacto.render"
-LOC = "instance_nerfacto.loc_cli"
-EVAL = "instance_nerfacto.eval_cli"
-EXPORT = "instance_nerfacto.export"
-MERGE = "instance_nerfacto.merge_cli"
+RENDER = "instance_nerfacto.render.cli"
+LOC = "instance_nerfacto.loc.cli"
+EVAL = "instance_nerfacto.eval.cli"
+EXPORT = "instance_nerfacto.export.cli"
+MERGE = "instance_nerfacto.merge.cli"
 SYNTH = "data_preprocess.synth.cli"
 
 

@@ -277,7 +277,7 @@ def test_mask_formats_symlinks_spaces_and_uppercase_give_the_same_pseudolabels(t
 
 
 def test_palette_png_masks_are_read_by_index(tmp_path: Path) -> None:
-    from instance_nerfacto.dataset_io import read_masks
+    from instance_nerfacto.core.masks import read_masks
 
     ids = np.zeros((20, 30), dtype=np.uint8)
     ids[2:8, 3:9] = 1

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from instance_nerfacto.export import to_original_world, write_ply
+from instance_nerfacto.export.points import write_ply
+from instance_nerfacto.render.cameras import DatasetToModel
 
 RUN_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -42,7 +43,7 @@ def test_to_original_world_inverts_dataparser_normalisation(tiny_scene: Path):
     expected = original_centres(tiny_scene, outputs.image_filenames)
     assert len(expected) == 30
     assert np.abs(normalized - expected).max() > 0.1  # normalisation is not the identity here
-    restored = to_original_world(normalized, transform, scale)
+    restored = DatasetToModel.from_dataparser(transform, scale, {}).points_to_dataset(normalized)
     assert np.abs(restored - expected).max() < 1e-5
 
     # plausible wrong inverses are caught: rotation not transposed, rotation forgotten, scale forgotten
@@ -79,7 +80,8 @@ def test_write_ply_round_trips_with_int_instance(tmp_path: Path):
 
 def gt_object_points(scene: Path, instance_id: int, stems) -> np.ndarray:
     """World points (transforms.json frame) of one gt object, back-projected from gt/ + depth/ of a few frames."""
-    from instance_nerfacto.dataset_io import load_dataset, read_depth, read_label_png
+    from instance_nerfacto.core.dataset import load_dataset
+    from instance_nerfacto.core.files import read_depth, read_label_png
 
     frames = load_dataset(scene).by_stem()
     points = []
@@ -115,7 +117,7 @@ def test_export_of_trained_model_puts_objects_where_gt_depth_says(tiny_scene_cop
     """
     from plyfile import PlyData
 
-    from instance_nerfacto.dataset_io import read_label_png
+    from instance_nerfacto.core.files import read_label_png
 
     scene = tiny_scene_copy
     shutil.copytree(scene / "gt", scene / "pseudolabels")

@@ -7,7 +7,8 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 
 from instance_nerfacto.config import instance_nerfacto_small_trainer
-from instance_nerfacto.model import PSEUDOLABEL_KEY, InstanceNerfactoModel
+from instance_nerfacto.core.merge_table import MergeTable
+from instance_nerfacto.lift.model import PSEUDOLABEL_KEY, InstanceNerfactoModel
 
 
 def build_model(num_labels: int = 5) -> InstanceNerfactoModel:
@@ -71,7 +72,7 @@ def test_unlabelled_pixels_are_ignored_and_outputs_have_shapes():
     assert outputs["instance"].shape == (16, 3) and float(outputs["instance"].max()) <= 1.0
     confidence = outputs["instance_confidence"]
     assert confidence.shape == (16, 1) and bool(((confidence >= 1 / 3 - 1e-6) & (confidence <= 1)).all())
-    model.merge_table = {2: 1, 3: 1}  # label merging maps everything onto label 1
+    model.set_merge_table(MergeTable({2: 1, 3: 1}))  # label merging maps everything onto label 1
     with torch.no_grad():
         merged = model.get_outputs(random_rays(16))["instance_id"]
     assert set(merged.unique().tolist()) == {1}
@@ -104,6 +105,6 @@ def test_click_report_names_the_label_under_the_cursor_and_its_merge():
     assert f"in {stats[raw]['frames']} pseudolabel frames, mean area {stats[raw]['mean_area']:.0f} px" in text
     assert "merged" not in text
     other = 1 if raw != 1 else 2
-    model.set_merge_table({raw: other})
+    model.set_merge_table(MergeTable({raw: other}))
     assert f"label {raw} (merged into {other})" in model.describe_label_at(origin, direction)
     assert model.training  # the report leaves the training mode as it was

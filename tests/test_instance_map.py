@@ -19,8 +19,8 @@ import pytest
 
 from data_preprocess import communities as comm
 from data_preprocess.instance_map import MapConfig, main
-from instance_nerfacto.dataset_io import read_label_png
-from instance_nerfacto.metrics import evaluate_dirs
+from instance_nerfacto.core.files import read_label_png
+from instance_nerfacto.eval.metrics import evaluate_dirs
 
 CLI = [sys.executable, "-c", "from data_preprocess.instance_map import entrypoint; entrypoint()"]
 

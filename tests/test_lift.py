@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from instance_nerfacto.dataset_io import atomic_write_png, read_label_png
-from instance_nerfacto.errors import InputError
-from instance_nerfacto.noisy_labels import make_noisy_pseudolabels
+from instance_nerfacto.core.errors import InputError
+from instance_nerfacto.core.files import atomic_write_png, read_label_png
+from instance_nerfacto.eval.noisy_labels import make_noisy_pseudolabels
 
 RUN_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -32,7 +32,7 @@ def lift_scene(tmp_path_factory, tiny_scene: Path) -> Path:
 def setup_datamanager(data: Path, pseudolabels_dir=None, rays: int = 256, load_depth: bool = False):
     from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 
-    from instance_nerfacto.datamanager import InstanceDataManagerConfig
+    from instance_nerfacto.lift.datamanager import InstanceDataManagerConfig
 
     config = InstanceDataManagerConfig(dataparser=NerfstudioDataParserConfig(data=data),
                                        train_num_rays_per_batch=rays, pseudolabels_dir=pseudolabels_dir,
@@ -92,7 +92,7 @@ def test_batch_carries_measured_depth_and_the_model_supervises_geometry_with_it(
 
     from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 
-    from instance_nerfacto.datamanager import InstanceDataManagerConfig
+    from instance_nerfacto.lift.datamanager import InstanceDataManagerConfig
 
     def first_batch(data: Path, **options):
         return InstanceDataManagerConfig(dataparser=NerfstudioDataParserConfig(data=data), train_num_rays_per_batch=64,
@@ -148,7 +148,7 @@ def train(scene: Path, out: Path, iterations: int, *extra: str) -> Path:
 
 
 def render(config: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-c", "from instance_nerfacto.render import entrypoint; entrypoint()",
+    command = [sys.executable, "-c", "from instance_nerfacto.render.cli import entrypoint; entrypoint()",
                "--load-config", str(config), "--output", str(out), *extra]
     return subprocess.run(command, capture_output=True, text=True, env=RUN_ENV, timeout=900)
 
@@ -186,11 +186,13 @@ def check_loc_query_matches_render(config: Path) -> None:
     """InstanceLoc's sparse ray query gives a sampled pixel the id instance-render gives it (one fast path, not two
     renderers that disagree on thin surfaces). The label branch is re-drawn at random so that labels change along every
     ray: a query that read the label field anywhere else (e.g. at the median depth only) would disagree often."""
-    from instance_nerfacto.loc_surface import SurfaceQuery
-    from instance_nerfacto.localize import query_rays
-    from instance_nerfacto.render import LabelRenderer, load_pipeline, split_cameras
+    from instance_nerfacto.loc.surface import SurfaceQuery
+    from instance_nerfacto.loc.voting import query_rays
+    from instance_nerfacto.render.labels import LabelRenderer
+    from instance_nerfacto.render.run import load_run, split_cameras
 
-    pipeline, checkpoint, step = load_pipeline(config)
+    run = load_run(config)
+    pipeline, checkpoint, step = run.pipeline, run.checkpoint, run.step
     torch.manual_seed(0)
     with torch.no_grad():
         for param in pipeline.model.field.label_parameters():
@@ -238,7 +240,7 @@ def test_lifted_labels_fill_objects_the_pseudolabels_dropped(lift_scene: Path, t
 
 def thing_hit_rate(scene: Path, folder: Path, stems) -> float:
     """Fraction of the gt things' pixels of ``stems`` whose label in ``folder`` is their gt id."""
-    from instance_nerfacto.metrics import load_stuff_ids
+    from instance_nerfacto.eval.metrics import load_stuff_ids
 
     stuff = list(load_stuff_ids(scene / "instances.json"))
     hit = total = 0
@@ -257,8 +259,8 @@ def test_instance_loc_gives_novel_views_the_map_ids(lift_scene: Path, trained_60
     back on most object pixels, with the measured-depth dense path and with mask voting alone, and reading the field
     at the measured depth beats voting through the rendered surface; the same views as a pose file of new photos get
     the same ids, and as photos without depth maps are read at the map's depth."""
-    from instance_nerfacto.loc_cli import LocConfig
-    from instance_nerfacto.loc_cli import main as loc_main
+    from instance_nerfacto.loc.cli import LocConfig
+    from instance_nerfacto.loc.cli import main as loc_main
 
     def localize(data: Path, out: Path, **options) -> dict:
         return loc_main(LocConfig(data=data, output=out, load_config=trained_600, masks=lift_scene / "masks",

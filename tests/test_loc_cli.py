@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from instance_nerfacto.dataset_io import atomic_save_npz, atomic_write_png
+from instance_nerfacto.core.files import atomic_save_npz, atomic_write_png
 
 W, H = 32, 24
 
@@ -36,12 +36,12 @@ def _dataset(root: Path) -> Path:
 
 
 def _loc(*args: str):
-    cmd = [sys.executable, "-c", "from instance_nerfacto.loc_cli import entrypoint; entrypoint()", *args]
+    cmd = [sys.executable, "-c", "from instance_nerfacto.loc.cli import entrypoint; entrypoint()", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
 def _merge(*args: str):
-    cmd = [sys.executable, "-c", "from instance_nerfacto.merge_cli import entrypoint; entrypoint()", *args]
+    cmd = [sys.executable, "-c", "from instance_nerfacto.merge.cli import entrypoint; entrypoint()", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
@@ -114,11 +114,12 @@ def test_denoise_votes_over_rendered_labels(data, tmp_path):
     rendered[4:12, 4:20] = 9
     rendered[4:6, 4:20] = 2  # noise on the region's top rows
     atomic_write_png(renders / "val_00000.png", rendered)
-    (data / "run" / "merge_table.json").write_text(json.dumps({"merge": {"9": 4}}))
+    edits = tmp_path / "fixes.txt"
+    edits.write_text("9 4\n")  # renders carry the run's merges already; hand edits still apply
     out = tmp_path / "out"
-    proc = _loc(*_base(data, out, "--masks", str(data / "masks"), "--denoise", str(renders)))
+    proc = _loc(*_base(data, out, "--masks", str(data / "masks"), "--denoise", str(renders), "--edits", str(edits)))
     assert proc.returncode == 0, proc.stderr
-    from instance_nerfacto.dataset_io import read_label_png
+    from instance_nerfacto.core.files import read_label_png
 
     ids = read_label_png(out / "val_00000.png")
     assert np.all(ids[4:12, 4:20] == 4) and ids.sum() == 4 * 8 * 16  # denoised and merged (9 -> 4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from instance_nerfacto.loc_dense import coarse_to_fine_labels, region_majority, relabel_unsure_pixels
+from instance_nerfacto.loc.dense import coarse_to_fine_labels, region_majority, relabel_unsure_pixels
 
 
 def _shapes(height: int = 48, width: int = 64) -> np.ndarray:
@@ -75,10 +75,10 @@ class _RecordingField:
 def test_depth_query_reads_the_field_at_the_back_projected_depth():
     """The label field is read at exactly the 3D point each depth pixel sees (independently back-projected here with
     the OpenGL camera convention, the dataparser transform and scale); rays without a reading go to the fallback."""
-    from instance_nerfacto.dataset_io import Frame
-    from instance_nerfacto.loc_cli import frame_camera
-    from instance_nerfacto.loc_surface import DepthQuery, ray_distance_map
-    from instance_nerfacto.localize import query_rays
+    from instance_nerfacto.core.dataset import Frame
+    from instance_nerfacto.loc.surface import DepthQuery, ray_distance_map
+    from instance_nerfacto.loc.voting import query_rays
+    from instance_nerfacto.render.cameras import DatasetToModel, frame_camera
 
     height, width, fx, fy, cx, cy = 60, 80, 40.0, 42.0, 41.0, 29.0
     c2w = np.eye(4)
@@ -101,7 +101,8 @@ def test_depth_query_reads_the_field_at_the_back_projected_depth():
 
     query = DepthQuery(field, ray_distance_map(depth, fx, fy, cx, cy, scale), fallback)
     coords = np.stack([rng.integers(0, height, 200), rng.integers(0, width, 200)], axis=1)
-    ids, _ = query_rays(None, frame_camera(frame, transform, scale, "cpu"), coords, query)
+    camera = frame_camera(frame, DatasetToModel.from_dataparser(transform, scale), "cpu")
+    ids, _ = query_rays(None, camera, coords, query)
 
     measured = depth[coords[:, 0], coords[:, 1]] > 0
     z = depth[coords[:, 0], coords[:, 1]][measured].astype(np.float64)

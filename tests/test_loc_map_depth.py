@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from instance_nerfacto.loc_map_depth import backproject_depth, fill_small_holes, splat_depth, training_depth_points
+from instance_nerfacto.loc.map_depth import backproject_depth, fill_small_holes, splat_depth, training_depth_points
 
 
 def _look_at(eye, target) -> np.ndarray:
@@ -64,8 +64,9 @@ def test_training_depth_points_reproduce_a_held_out_frames_measured_depth(tiny_s
     orientation transform, scale and depth unit), splatted into a held-out view: its measured depth comes back."""
     from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 
-    from instance_nerfacto.dataset_io import load_dataset, read_depth
-    from instance_nerfacto.loc_cli import frame_camera
+    from instance_nerfacto.core.dataset import load_dataset
+    from instance_nerfacto.core.files import read_depth
+    from instance_nerfacto.render.cameras import DatasetToModel, frame_camera
 
     outputs = NerfstudioDataParserConfig(data=tiny_scene).setup().get_dataparser_outputs("train")
     pipeline = SimpleNamespace(datamanager=SimpleNamespace(train_dataparser_outputs=outputs))
@@ -74,7 +75,7 @@ def test_training_depth_points_reproduce_a_held_out_frames_measured_depth(tiny_s
     transform = outputs.dataparser_transform.numpy()
     covered, close = [], []
     for frame in load_dataset(tiny_scene).split("val"):
-        camera = frame_camera(frame, transform, scale, "cpu")
+        camera = frame_camera(frame, DatasetToModel.from_dataparser(transform, scale), "cpu")
         c2w = camera.camera_to_worlds[0].numpy()
         depth = fill_small_holes(splat_depth(points, c2w, frame.fx, frame.fy, frame.cx, frame.cy, frame.height,
                                              frame.width)) / scale

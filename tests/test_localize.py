@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from instance_nerfacto.localize import (
+from instance_nerfacto.core.merge_table import MergeTable
+from instance_nerfacto.loc.voting import (
     VoteParams,
     interior_distance,
     paint_regions,
@@ -93,15 +94,15 @@ class _PlaneModel:
 
 
 def test_localize_regions_through_camera_rays_left_right():
-    from instance_nerfacto.dataset_io import Frame
-    from instance_nerfacto.loc_cli import frame_camera
-    from instance_nerfacto.localize import localize_regions
+    from instance_nerfacto.core.dataset import Frame
+    from instance_nerfacto.loc.voting import localize_regions
+    from instance_nerfacto.render.cameras import DatasetToModel, frame_camera
 
     # camera 2 m above the origin looking straight down (OpenGL: looks along -z), image x along world x
     c2w = np.eye(4)
     c2w[2, 3] = 2.0
     frame = Frame(stem="q", image_path=None, c2w=c2w, fx=50.0, fy=50.0, cx=40.0, cy=30.0, width=80, height=60)
-    camera = frame_camera(frame, np.eye(4)[:3], 1.0, "cpu")
+    camera = frame_camera(frame, DatasetToModel.from_dataparser(np.eye(4)[:3], 1.0), "cpu")
     regions = np.zeros((60, 80), np.int32)
     regions[:, :35] = 7  # left of the image = world x < 0
     regions[:, 45:] = 3
@@ -112,27 +113,27 @@ def test_localize_regions_through_camera_rays_left_right():
     assert got[5] in (0, 1, 2)
     # a merge table maps the votes before voting: 2 -> 1 makes both sides one label
     result = localize_regions(_PlaneModel(), camera, regions, VoteParams(16, 2, 0.8, 1), np.random.default_rng(0),
-                              merge_table={2: 1})
+                              merge_table=MergeTable({2: 1}))
     got = dict(zip(result["region_ids"].tolist(), result["labels"].tolist()))
     assert got == {3: 1, 5: 1, 7: 1}
 
 
 def test_dataparser_transform_and_scale_are_applied():
-    from instance_nerfacto.dataset_io import Frame
-    from instance_nerfacto.loc_cli import frame_camera
+    from instance_nerfacto.core.dataset import Frame
+    from instance_nerfacto.render.cameras import DatasetToModel, frame_camera
 
     c2w = np.eye(4)
     c2w[:3, 3] = [1.0, 2.0, 3.0]
     frame = Frame(stem="q", image_path=None, c2w=c2w, fx=50.0, fy=50.0, cx=40.0, cy=30.0, width=80, height=60)
     transform = np.array([[0, -1, 0, 0.5], [1, 0, 0, 0], [0, 0, 1, -1.0]], dtype=np.float64)
-    cam = frame_camera(frame, transform, 0.5, "cpu")
+    cam = frame_camera(frame, DatasetToModel.from_dataparser(transform, 0.5), "cpu")
     got = cam.camera_to_worlds[0].numpy()
     np.testing.assert_allclose(got[:, 3], 0.5 * np.array([-2 + 0.5, 1.0, 2.0]), atol=1e-6)
     np.testing.assert_allclose(got[:3, :3], transform[:, :3], atol=1e-6)
 
 
 def test_split_regions_repaints_a_mask_covering_two_objects():
-    from instance_nerfacto.localize import split_regions
+    from instance_nerfacto.loc.voting import split_regions
 
     regions = np.zeros((10, 20), np.int32)
     regions[:, :] = 1  # one mask covers two objects: left half label 4, right half label 8
@@ -150,14 +151,14 @@ def test_split_regions_repaints_a_mask_covering_two_objects():
 
 
 def test_fill_unlabelled_gives_unmasked_pixels_the_field_label():
-    from instance_nerfacto.dataset_io import Frame
-    from instance_nerfacto.loc_cli import frame_camera
-    from instance_nerfacto.localize import fill_unlabelled, localize_regions
+    from instance_nerfacto.core.dataset import Frame
+    from instance_nerfacto.loc.voting import fill_unlabelled, localize_regions
+    from instance_nerfacto.render.cameras import DatasetToModel, frame_camera
 
     c2w = np.eye(4)
     c2w[2, 3] = 2.0
     frame = Frame(stem="q", image_path=None, c2w=c2w, fx=50.0, fy=50.0, cx=40.0, cy=30.0, width=80, height=60)
-    camera = frame_camera(frame, np.eye(4)[:3], 1.0, "cpu")
+    camera = frame_camera(frame, DatasetToModel.from_dataparser(np.eye(4)[:3], 1.0), "cpu")
     regions = np.zeros((60, 80), np.int32)
     regions[:, :30] = 7  # masked, left (world x < 0 -> label 1); pixels 30.. have no mask (a missed object)
     image = localize_regions(_PlaneModel(), camera, regions, VoteParams(16, 2, 0.5, 1), np.random.default_rng(0))[
@@ -170,5 +171,5 @@ def test_fill_unlabelled_gives_unmasked_pixels_the_field_label():
     assert (filled[:, 30:40] == 1).all() and (filled[:, 42:] == 2).all()  # the plane's left/right halves
     # through localize_regions, with a merge table applied to the filled ids too
     out = localize_regions(_PlaneModel(), camera, regions, VoteParams(16, 2, 0.5, 1, 0.0, 1), np.random.default_rng(0),
-                           merge_table={2: 1})["image"]
+                           merge_table=MergeTable({2: 1}))["image"]
     assert (out == 1).all()

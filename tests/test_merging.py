@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from instance_nerfacto.errors import InputError
-from instance_nerfacto.merge_table import (
+from instance_nerfacto.core.errors import InputError
+from instance_nerfacto.core.merge_table import (
+    MergeTable,
     apply_edits,
-    apply_merge,
-    load_merge_table,
     parse_edits,
+    read_edits,
+    read_record,
     resolve,
-    save_merge_table,
+    store_merge_table,
 )
-from instance_nerfacto.merging import (
+from instance_nerfacto.merge.cooccurrence import (
     MergeParams,
     cannot_link_pairs,
     compute_merge_table,
@@ -60,7 +62,7 @@ def test_merging_joins_split_labels_and_keeps_side_by_side_twins_apart():
     assert table == {5: 3} or table == {3: 5}
     assert 8 not in table and 9 not in table and 7 not in table
     assert [8, 9] in stats["refused_cannot_link"]
-    merged = apply_merge(labels[0], table)
+    merged = MergeTable(table).apply(labels[0])
     assert len(set(np.unique(merged)) - {0}) == 4  # A, B, and the two twins
 
 
@@ -96,17 +98,49 @@ def test_union_find_refuses_chain_through_cannot_link():
     assert table == {2: 1}
 
 
-def test_merge_table_roundtrip_and_apply(tmp_path):
-    path = tmp_path / "merge_table.json"
-    save_merge_table(path, {3: 5, 5: 1}, views=4)
-    obj = json.loads(path.read_text())
-    assert obj["merge"] == {"3": 1, "5": 1} and obj["views"] == 4
-    assert load_merge_table(path) == {3: 1, 5: 1}
+def fake_run(tmp_path, num_labels: int = 12) -> Path:
+    """A run folder whose checkpoint holds an identity merge_lut, as a trained model saves it."""
+    import torch
+
+    models = tmp_path / "run" / "nerfstudio_models"
+    models.mkdir(parents=True)
+    state = {"step": 100, "pipeline": {"_model.merge_lut": torch.arange(num_labels + 1), "_model.w": torch.ones(2)}}
+    torch.save(state, models / "step-000000100.ckpt")
+    return tmp_path / "run"
+
+
+def stored_lut(run: Path) -> list:
+    import torch
+
+    state = torch.load(run / "nerfstudio_models" / "step-000000100.ckpt", weights_only=False)
+    return state["pipeline"]["_model.merge_lut"].tolist()
+
+
+def test_merge_table_stored_in_checkpoint_and_record(tmp_path):
+    run = fake_run(tmp_path)
+    final = store_merge_table(run, {3: 5, 5: 1}, [(7, 3)], views=4)
+    assert final == MergeTable({3: 1, 5: 1, 7: 1})
+    lut = stored_lut(run)
+    assert lut[3] == lut[5] == lut[7] == 1 and lut[2] == 2 and lut[0] == 0 and len(lut) == 13
+    assert MergeTable.from_lut(np.array(lut)) == final  # what every consumer reads back
+    record = read_record(run)
+    assert record["merge"] == {3: 1, 5: 1} and record["edits"] == [[7, 3]] and record["views"] == 4
+    assert record["final"] == {"3": 1, "5": 1, "7": 1}
     ids = np.array([[0, 3, 5], [1, 2, 9]], dtype=np.uint16)
-    out = apply_merge(ids, {3: 1, 5: 1})
-    assert out.dtype == np.uint16
-    assert out.tolist() == [[0, 1, 1], [1, 2, 9]]
-    assert load_merge_table(tmp_path / "absent.json") == {}
+    out = final.apply(ids)
+    assert out.dtype == np.uint16 and out.tolist() == [[0, 1, 1], [1, 2, 9]]
+    assert read_record(tmp_path / "absent") == {}
+    assert not list((run / "nerfstudio_models").glob(".*tmp"))  # written through a temporary name
+
+
+def test_merge_table_applies_to_torch_ids_like_numpy():
+    import torch
+
+    table = MergeTable({4: 2, 6: 2})
+    ids = torch.tensor([[0, 4], [6, 9]], dtype=torch.int64)
+    assert table.apply(ids).tolist() == [[0, 2], [2, 9]]
+    assert table.apply(ids.numpy()).tolist() == [[0, 2], [2, 9]]
+    assert MergeTable().apply(ids).tolist() == ids.tolist()
 
 
 def test_resolve_breaks_cycles():
@@ -120,9 +154,7 @@ def test_hand_edits_apply_on_top(tmp_path):
     table = apply_edits({5: 12}, parse_edits(text))
     # 5 -> 12 (merge table), then 12 becomes 4, then 4 becomes 2: the whole group ends at 2; 9 is dropped
     assert table == {5: 2, 12: 2, 4: 2, 9: 0}
-    (tmp_path / "merge_table.json").write_text(json.dumps({"merge": {"5": 12}}))
-    (tmp_path / "merge_edits.txt").write_text(text)
-    assert load_merge_table(tmp_path / "merge_table.json") == table  # edits beside the table are picked up
+    assert MergeTable({5: 12}).with_edits(parse_edits(text)) == MergeTable(table)
 
 
 @pytest.mark.parametrize("line", ["12", "12 4 7", "a b", "0 3", "3 70000", "-1 2"])
@@ -130,25 +162,32 @@ def test_bad_edit_lines_get_one_line_errors(line, tmp_path):
     path = tmp_path / "edits.txt"
     path.write_text(f"# header\n{line}\n")
     with pytest.raises(InputError) as err:
-        load_merge_table(tmp_path / "none.json", edits=path)
+        read_edits(path)
     msg = err.value.line()
     assert "\n" not in msg and f"{path}:2" in msg and "A B" in msg
 
 
-def test_missing_edit_file_and_bad_table(tmp_path):
+def test_missing_edit_file_bad_record_and_old_checkpoint(tmp_path):
     with pytest.raises(InputError, match="edit file does not exist"):
-        load_merge_table(tmp_path / "none.json", edits=tmp_path / "missing.txt")
+        read_edits(tmp_path / "missing.txt")
     bad = tmp_path / "merge_table.json"
     bad.write_text("{not json")
-    with pytest.raises(InputError, match="not valid JSON"):
-        load_merge_table(bad)
+    with pytest.raises(InputError, match="not a valid record"):
+        read_record(tmp_path)
     bad.write_text(json.dumps({"merge": {"x": 1}}))
-    with pytest.raises(InputError, match="not an integer"):
-        load_merge_table(bad)
+    with pytest.raises(InputError, match="not a valid record"):
+        read_record(tmp_path)
+    import torch
+
+    old = tmp_path / "old" / "nerfstudio_models"
+    old.mkdir(parents=True)
+    torch.save({"pipeline": {"_model.w": torch.ones(1)}}, old / "step-000000001.ckpt")
+    with pytest.raises(InputError, match="no merge table buffer"):
+        store_merge_table(old.parent, {2: 1}, [])
 
 
 def test_load_cannot_link_from_pseudolabel_pngs(tmp_path):
-    from instance_nerfacto.dataset_io import atomic_write_png
+    from instance_nerfacto.core.files import atomic_write_png
 
     a = np.zeros((20, 20), np.uint16)
     a[:10] = 1
@@ -162,7 +201,7 @@ def test_load_cannot_link_from_pseudolabel_pngs(tmp_path):
 
 
 def test_label_statistics_for_the_viewer_report():
-    from instance_nerfacto.merging import label_statistics
+    from instance_nerfacto.merge.cooccurrence import label_statistics
 
     a = np.zeros((4, 4), np.uint16)
     a[:2] = 5
@@ -179,9 +218,9 @@ def test_merge_callback_runs_once_after_training():
 
     from nerfstudio.engine.callbacks import TrainingCallbackLocation
 
-    from instance_nerfacto.merge_cli import merge_callback
+    from instance_nerfacto.merge.views import MergeViews, merge_callback
 
-    callback = merge_callback(SimpleNamespace(trainer=None, pipeline=None))
+    callback = merge_callback(SimpleNamespace(trainer=None, pipeline=None), MergeViews())
     assert callback.where_to_run == [TrainingCallbackLocation.AFTER_TRAIN]
     callback.run_callback_at_location(10, TrainingCallbackLocation.AFTER_TRAIN_ITERATION)  # not here
     callback.run_callback_at_location(10, TrainingCallbackLocation.AFTER_TRAIN)  # no trainer: nothing to do

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from instance_nerfacto.dataset_io import atomic_write_json, atomic_write_png, read_label_png
-from instance_nerfacto.merge_table import apply_merge
-from instance_nerfacto.noisy_labels import make_noisy_pseudolabels
+from instance_nerfacto.core.files import atomic_write_json, atomic_write_png, read_label_png
+from instance_nerfacto.core.merge_table import MergeTable, read_record
+from instance_nerfacto.eval.noisy_labels import make_noisy_pseudolabels
 from tests.test_lift import train
 
 
@@ -52,9 +52,13 @@ def test_merge_after_training_joins_a_split_object_and_keeps_twins_apart(tiny_sc
     target, new, others = split_most_seen_thing(scene)
     config = train(scene, tmp_path / "outputs", 600)
 
-    table = json.loads((config.parent / "merge_table.json").read_text())
-    merge = {int(k): int(v) for k, v in table["merge"].items()}
-    merged = apply_merge(np.array([target, new] + others), merge)
+    table = read_record(config.parent)
+    merged = MergeTable(table["merge"]).apply(np.array([target, new] + others))
+    import torch
+
+    checkpoint = sorted((config.parent / "nerfstudio_models").glob("step-*.ckpt"))[-1]
+    lut = torch.load(checkpoint, weights_only=False)["pipeline"]["_model.merge_lut"].numpy()
+    assert MergeTable.from_lut(lut) == MergeTable(table["merge"])  # what ns-render and the viewer will show
     assert merged[0] == merged[1], table  # the split object is one label again
     assert len(set(merged[2:].tolist())) == len(others), table  # every other object keeps its own id
     assert merged[0] not in merged[2:], table

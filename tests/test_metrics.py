@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from instance_nerfacto.dataset_io import atomic_write_png
-from instance_nerfacto.errors import InputError
-from instance_nerfacto.metrics import PanopticAccumulator, evaluate_dirs, load_stuff_ids, scene_metrics
+from instance_nerfacto.core.errors import InputError
+from instance_nerfacto.core.files import atomic_write_png
+from instance_nerfacto.eval.metrics import PanopticAccumulator, evaluate_dirs, load_stuff_ids, scene_metrics
 
 # ---------------------------------------------------------------------------------------------------------------
 # the hand-computed two-frame case (1 x 12 images; column index = pixel)
@@ -202,7 +202,7 @@ def test_evaluate_dirs_prefix_and_things(tmp_path):
 
 
 def _eval_cmd(*args) -> list:
-    return [sys.executable, "-c", "from instance_nerfacto.eval_cli import entrypoint; entrypoint()", *map(str, args)]
+    return [sys.executable, "-c", "from instance_nerfacto.eval.cli import entrypoint; entrypoint()", *map(str, args)]
 
 
 def _checksums(root: Path) -> dict:

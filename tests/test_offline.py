@@ -11,7 +11,7 @@ import pytest
 
 
 def test_stock_nerfacto_trains_offline_on_a_synth_scene(tiny_scene: Path, tmp_path: Path) -> None:
-    from instance_nerfacto.compat import lpips_weights_available
+    from instance_nerfacto.core.compat import lpips_weights_available
 
     if lpips_weights_available():
         pytest.skip("AlexNet weights are cached here: LPIPS is built normally, nothing offline to prove")

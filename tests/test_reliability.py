@@ -102,7 +102,7 @@ def test_more_labels_than_uint16_is_a_clear_error(tiny_scene: Path, tmp_path: Pa
     """Drive the real pipeline on the tiny scene, but let rasterization see 65,536 labels (building a mask set that
     really yields them needs >130k masks: too big for a unit test). The run must stop with one line, not wrap ids."""
     import data_preprocess.instance_map as instance_map
-    from instance_nerfacto.errors import run_cli as run_in_process
+    from instance_nerfacto.core.errors import run_cli as run_in_process
 
     real_order_labels = instance_map.order_labels
 
@@ -134,7 +134,7 @@ def test_frame_labels_round_trip_at_the_uint16_limit() -> None:
 def test_atomic_outputs_get_ordinary_file_permissions(tmp_path: Path) -> None:
     import os
 
-    from instance_nerfacto.dataset_io import atomic_write_png
+    from instance_nerfacto.core.files import atomic_write_png
 
     umask = os.umask(0o022)
     os.umask(umask)

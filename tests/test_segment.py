@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from data_preprocess.segment import SegmentConfig, felzenszwalb_labels, main
-from instance_nerfacto.dataset_io import read_label_png, read_masks
+from instance_nerfacto.core.files import read_label_png
+from instance_nerfacto.core.masks import read_masks
 
 CLI = [sys.executable, "-c", "from data_preprocess.segment import entrypoint; entrypoint()"]
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from jaxtyping import Float
 
-from instance_nerfacto.dataset_io import Frame, load_dataset, read_depth, read_label_png
+from instance_nerfacto.core.dataset import Frame, load_dataset
+from instance_nerfacto.core.files import read_depth, read_label_png
 from tests.conftest import make_scene
 
 MIN_CHECKED_PIXELS = 1000  # of 160x120 = 19,200: a pair must really overlap for its agreement to mean anything

@@ -26,7 +26,7 @@ def _free_port() -> int:
 
 
 def _viewer_cmd(config: Path, port: int) -> list:
-    return [sys.executable, "-c", "from instance_nerfacto.viewer_cli import entrypoint; entrypoint()",
+    return [sys.executable, "-c", "from instance_nerfacto.render.viewer_cli import entrypoint; entrypoint()",
             "--load-config", str(config), "--port", str(port)]
 
 
@@ -101,7 +101,7 @@ def test_busy_port_is_one_clear_error(tmp_path: Path) -> None:
 def test_training_viewer_binds_localhost_by_default() -> None:
     """ns-train instance-nerfacto* starts its viewer on 127.0.0.1 (nerfstudio's default is 0.0.0.0)."""
     from instance_nerfacto.config import instance_nerfacto, instance_nerfacto_small
-    from instance_nerfacto.viewer_cli import ViewerCliConfig
+    from instance_nerfacto.render.viewer_cli import ViewerCliConfig
 
     for spec in (instance_nerfacto, instance_nerfacto_small):
         assert spec.config.viewer.websocket_host == "127.0.0.1"

@@ -29,7 +29,7 @@ import tyro
 from data_preprocess.synth.cameras import Intrinsics, trajectories
 from data_preprocess.synth.frontend import FrontendNoise, draw_traits, simulate_masks
 from data_preprocess.synth.scene import RoomScene
-from instance_nerfacto.errors import fail, run_cli
+from instance_nerfacto.core.errors import fail, run_cli
 
 SYNTH_VERSION = 2  # 2: fixed share of hard objects, graded small-object misses, smaller boundary warp
 

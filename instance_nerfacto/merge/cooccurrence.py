@@ -17,6 +17,7 @@ from typing import Dict, FrozenSet, Iterable, List, Mapping, Set, Tuple
 
 import numpy as np
 from jaxtyping import Integer
+from scipy.cluster.hierarchy import DisjointSet
 
 Pair = Tuple[int, int]
 
@@ -58,7 +59,7 @@ def cannot_link_pairs(frames: Iterable[Integer[np.ndarray, "H W"]], min_pixels: 
 
 def load_cannot_link(pseudolabel_dir: Path | str, min_pixels: int = 20) -> Set[Pair]:
     """Cannot-link set from ``pseudolabels/*.png`` (labels that share a frame are different objects)."""
-    from instance_nerfacto.dataset_io import read_label_png
+    from instance_nerfacto.core.files import read_label_png
 
     paths = sorted(Path(pseudolabel_dir).glob("*.png"))
     return cannot_link_pairs((read_label_png(p) for p in paths), min_pixels)
@@ -122,31 +123,19 @@ def union_find_merge(
     """Greedy union-find over candidate pairs (in order); a union is refused when any member of one group is
     cannot-linked to any member of the other. Each group maps to its most frequent label (ties: smallest id)."""
     weight = weight or {}
-    parent: Dict[int, int] = {}
-    members: Dict[int, Set[int]] = {}
-
-    def find(x: int) -> int:
-        parent.setdefault(x, x)
-        members.setdefault(x, {x})
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    groups = DisjointSet()
     for a, b in candidates:
-        ra, rb = find(a), find(b)
-        if ra == rb:
+        for x in (a, b):
+            if x not in groups:
+                groups.add(x)
+        if groups.connected(a, b):
             continue
-        if any(_pair(x, y) in cannot_link for x in members[ra] for y in members[rb]):
+        if any(_pair(x, y) in cannot_link for x in groups.subset(a) for y in groups.subset(b)):
             continue
-        if len(members[ra]) < len(members[rb]):
-            ra, rb = rb, ra
-        parent[rb] = ra
-        members[ra] |= members.pop(rb)
-
+        groups.merge(a, b)
     table: Dict[int, int] = {}
-    for root, group in members.items():
-        if parent.get(root, root) != root or len(group) < 2:
+    for group in groups.subsets():
+        if len(group) < 2:
             continue
         target = min(group, key=lambda x: (-weight.get(x, 0), x))
         for x in group:
@@ -202,7 +191,7 @@ def label_statistics(frames: Mapping[str, Integer[np.ndarray, "H W"]]) -> Dict[i
 
 def load_label_statistics(pseudolabel_dir: Path | str) -> Dict[int, Dict]:
     """:func:`label_statistics` over ``pseudolabels/*.png``."""
-    from instance_nerfacto.dataset_io import read_label_png
+    from instance_nerfacto.core.files import read_label_png
 
     paths = sorted(Path(pseudolabel_dir).glob("*.png"))
     return label_statistics({p.stem: read_label_png(p) for p in paths})

@@ -8,7 +8,6 @@ and depth loading is on: the model's depth loss then supervises geometry, as ner
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Type
@@ -23,67 +22,15 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 from torch import Tensor
 
-from instance_nerfacto.dataset_io import read_label_png
-from instance_nerfacto.errors import fail
-from instance_nerfacto.model import DEPTH_KEY, PSEUDOLABEL_KEY
-
-LABELS_JSON = "labels.json"
-
-
-def default_pseudolabels_dir(data: Path) -> Path:
-    """``<data>/pseudolabels`` where ``data`` is the dataset folder (or its transforms.json)."""
-    data = Path(data)
-    root = data.parent if data.suffix == ".json" else data
-    return root / "pseudolabels"
-
-
-def read_label_stats(pseudolabels_dir: Path) -> Dict[int, Dict]:
-    """Per-label frame count and mean area from instance-map's labels.json (empty when it has none): shown by the
-    viewer's label-under-the-cursor report."""
-    try:
-        labels = json.loads((Path(pseudolabels_dir) / LABELS_JSON).read_text()).get("labels", [])
-        return {int(item["id"]): {"frames": int(item.get("frames", 0)), "mean_area": float(item.get("mean_area", 0))}
-                for item in labels if isinstance(item, dict) and "id" in item}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return {}
-
-
-def read_num_labels(pseudolabels_dir: Path) -> int:
-    """K from ``<pseudolabels>/labels.json`` (key ``num_labels``); InputError when missing or malformed."""
-    path = Path(pseudolabels_dir) / LABELS_JSON
-    if not path.is_file():
-        fail("pseudolabel folder has no labels.json", path,
-             "run instance-map first, or pass --pipeline.datamanager.pseudolabels-dir pointing at its output")
-    try:
-        meta = json.loads(path.read_text())
-        num_labels = int(meta["num_labels"] if "num_labels" in meta else meta["K"])
-    except (ValueError, KeyError, TypeError) as err:
-        fail(f"labels.json has no valid integer 'num_labels' ({err})", path, "re-run instance-map")
-    if num_labels < 1:
-        fail(f"labels.json says num_labels = {num_labels}: nothing to train on", path,
-             "check instance-map's output (no instance survived its filters?)")
-    return num_labels
-
-
-def check_pseudolabels(pseudolabels_dir: Path, image_paths: List[Path]) -> List[Path]:
-    """The pseudolabel PNG of every image, checked to exist and to have the image's size (header reads only)."""
-    pseudolabels_dir = Path(pseudolabels_dir)
-    if not pseudolabels_dir.is_dir():
-        fail("pseudolabel folder does not exist", pseudolabels_dir,
-             "run instance-map on the dataset first, or pass --pipeline.datamanager.pseudolabels-dir")
-    label_paths = []
-    for image_path in image_paths:
-        label_path = pseudolabels_dir / f"{Path(image_path).stem}.png"
-        if not label_path.is_file():
-            fail(f"image '{Path(image_path).name}' has no pseudolabel PNG", label_path,
-                 "re-run instance-map on this dataset (the pseudolabels belong to another image set?)")
-        with Image.open(image_path) as image, Image.open(label_path) as label:
-            if image.size != label.size:
-                fail(f"pseudolabel is {label.size[0]}x{label.size[1]} but its image is "
-                     f"{image.size[0]}x{image.size[1]}", label_path,
-                     "pseudolabels must have the images' full resolution; re-run instance-map")
-        label_paths.append(label_path)
-    return label_paths
+from instance_nerfacto.core.errors import fail
+from instance_nerfacto.core.files import read_label_png
+from instance_nerfacto.core.pseudolabels import (
+    check_pseudolabels,
+    default_pseudolabels_dir,
+    read_label_stats,
+    read_num_labels,
+)
+from instance_nerfacto.lift.model import DEPTH_KEY, PSEUDOLABEL_KEY
 
 
 class PseudolabelDataset(InputDataset):
@@ -189,7 +136,9 @@ class InstanceDataManager(VanillaDataManager[PseudolabelDataset]):
 
     config: InstanceDataManagerConfig
 
-    def _pseudolabels_dir(self) -> Path:
+    @property
+    def pseudolabels_dir(self) -> Path:
+        """The pseudolabel folder this run trains on (the one place its default is derived)."""
         if self.config.pseudolabels_dir is not None:
             return Path(self.config.pseudolabels_dir)
         data = self.config.data if self.config.data is not None else self.config.dataparser.data
@@ -199,7 +148,7 @@ class InstanceDataManager(VanillaDataManager[PseudolabelDataset]):
         return PseudolabelDataset(
             dataparser_outputs=self.train_dataparser_outputs,
             scale_factor=self.config.camera_res_scale_factor,
-            pseudolabels_dir=self._pseudolabels_dir(),
+            pseudolabels_dir=self.pseudolabels_dir,
             require_all=self.test_mode != "inference",
             load_depth=self.config.load_depth and self.test_mode != "inference",
         )
@@ -213,7 +162,7 @@ class InstanceDataManager(VanillaDataManager[PseudolabelDataset]):
         return PseudolabelDataset(
             dataparser_outputs=outputs,
             scale_factor=self.config.camera_res_scale_factor,
-            pseudolabels_dir=self._pseudolabels_dir(),
+            pseudolabels_dir=self.pseudolabels_dir,
             require_all=False,
             load_depth=self.config.load_depth and self.test_mode != "inference",
         )

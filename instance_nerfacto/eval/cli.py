@@ -12,9 +12,9 @@ from typing import Dict, Optional
 
 import tyro
 
-from instance_nerfacto.dataset_io import atomic_write_json
-from instance_nerfacto.errors import run_cli
-from instance_nerfacto.metrics import evaluate_dirs
+from instance_nerfacto.core.errors import run_cli
+from instance_nerfacto.core.files import atomic_write_json
+from instance_nerfacto.eval.metrics import evaluate_dirs
 
 
 @dataclass

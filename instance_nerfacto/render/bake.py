@@ -17,9 +17,9 @@ from jaxtyping import Float
 from nerfstudio.field_components.activations import trunc_exp
 from torch import Tensor
 
-from instance_nerfacto.dataset_io import atomic_write_bytes
-from instance_nerfacto.fast_path import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES
-from instance_nerfacto.field import InstanceNerfactoField
+from instance_nerfacto.core.files import atomic_write_bytes
+from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES
+from instance_nerfacto.lift.field import InstanceNerfactoField
 
 BAKE_VERSION = 1
 

@@ -23,7 +23,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from instance_nerfacto.fast_path import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES
+from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES
 
 
 class SurfaceQuery:
@@ -31,7 +31,7 @@ class SurfaceQuery:
 
     def __init__(self, model, checkpoint: Path, step: int, resolution: int = DEFAULT_GRID_RESOLUTION,
                  num_samples: int = DEFAULT_NUM_SAMPLES) -> None:
-        from instance_nerfacto.bake import cached_density_grid
+        from instance_nerfacto.render.bake import cached_density_grid
 
         self.model = model
         self.num_samples = num_samples
@@ -40,7 +40,7 @@ class SurfaceQuery:
 
     @torch.no_grad()
     def __call__(self, bundle, coords=None) -> Dict[str, Tensor]:
-        from instance_nerfacto.bake import logits_to_ids, render_label_logits
+        from instance_nerfacto.render.bake import logits_to_ids, render_label_logits
 
         origins = bundle.origins.reshape(-1, 3)
         directions = bundle.directions.reshape(-1, 3)
@@ -80,8 +80,8 @@ class DepthQuery:
 
     @torch.no_grad()
     def __call__(self, bundle, coords: Int[np.ndarray, "N 2"]) -> Dict[str, Tensor]:
-        from instance_nerfacto.bake import logits_to_ids
-        from instance_nerfacto.localize import label_outputs
+        from instance_nerfacto.loc.voting import label_outputs
+        from instance_nerfacto.render.bake import logits_to_ids
 
         origins = bundle.origins.reshape(-1, 3)
         directions = bundle.directions.reshape(-1, 3)

@@ -14,6 +14,8 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import numpy as np
 from jaxtyping import Float, Int, Integer, UInt16
 
+from instance_nerfacto.core.merge_table import MergeTable
+
 ACCUMULATION_MIN = 0.5  # a ray whose accumulated density is below this hit nothing: its vote is 0
 
 
@@ -243,15 +245,13 @@ def fill_unlabelled(
 ) -> int:
     """In place: give the pixels still 0 in ``image`` the label field's id, one ray per ``stride x stride`` block of
     such pixels. Returns the number of rays rendered."""
-    from instance_nerfacto.merge_table import apply_merge
-
     rows, cols = np.nonzero(image == 0)
     if len(rows) == 0:
         return 0
     blocks = np.stack([rows - rows % stride, cols - cols % stride], axis=1)
     reps, inverse = np.unique(blocks, axis=0, return_inverse=True)
     ids, _ = query_rays(model, camera, reps, renderer)
-    ids = apply_merge(np.asarray(ids), merge_table)
+    ids = (merge_table or MergeTable()).apply(np.asarray(ids))
     image[rows, cols] = np.asarray(ids).reshape(-1)[np.asarray(inverse).reshape(-1)].astype(image.dtype)
     return len(reps)
 
@@ -262,19 +262,17 @@ def localize_regions(
     region_map: Integer[np.ndarray, "H W"],
     params: VoteParams,
     rng: np.random.Generator,
-    merge_table: Optional[Mapping[int, int]] = None,
+    merge_table: Optional[MergeTable] = None,
     renderer=None,
 ) -> Dict:
     """InstanceLoc for one image: sample, render the sampled rays, vote. Returns region ids, labels, support and
     per-sample votes. Votes are mapped through the merge table first, so split labels pool their votes."""
-    from instance_nerfacto.merge_table import apply_merge
-
     region_ids, coords = sample_region_pixels(region_map, params.samples_per_region, rng, params.min_region_pixels)
     if len(region_ids) == 0:
         return {"region_ids": region_ids, "labels": region_ids.copy(), "support": np.zeros(0), "votes": [],
                 "image": np.zeros(np.shape(region_map), dtype=np.uint16), "split": []}
     sample_ids, conf = query_rays(model, camera, coords, renderer)
-    sample_ids = apply_merge(sample_ids, merge_table)
+    sample_ids = (merge_table or MergeTable()).apply(sample_ids)
     labels, support = vote(sample_ids, conf, params.min_votes, params.min_fraction)
     image = paint_regions(region_map, region_ids, labels)
     split = []
@@ -285,3 +283,19 @@ def localize_regions(
         fill_unlabelled(image, model, camera, params.fill_stride, merge_table, renderer)
     return {"region_ids": region_ids, "labels": labels, "support": support, "votes": sample_ids, "image": image,
             "split": split}
+
+
+def region_records(region_map: Integer[np.ndarray, "H W"], result: Dict) -> List[Dict]:
+    ids, sizes = np.unique(region_map, return_counts=True)
+    size_of = dict(zip(ids.tolist(), sizes.tolist()))
+    votes = result.get("votes")
+    records = []
+    for i, rid in enumerate(result["region_ids"].tolist()):
+        rec = {"region": int(rid), "label": int(result["labels"][i]), "pixels": int(size_of.get(rid, 0)),
+               "support": round(float(result["support"][i]), 3)}
+        if rid in result.get("split", ()):
+            rec["split"] = True
+        if votes is not None and len(votes):
+            rec["votes"] = [int(v) for v in np.asarray(votes[i]).tolist()]
+        records.append(rec)
+    return records

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import tyro
 
-from instance_nerfacto.errors import fail, run_cli
+from instance_nerfacto.core.errors import fail, run_cli
 
 
 @dataclass
@@ -48,7 +48,7 @@ def main(cfg: ViewerCliConfig) -> None:
     check_port_free(cfg.host, cfg.port)
     from nerfstudio.scripts.viewer.run_viewer import RunViewer, ViewerConfigWithoutNumRays
 
-    from instance_nerfacto import compat
+    from instance_nerfacto.core import compat
 
     compat.apply()
     viewer = ViewerConfigWithoutNumRays(websocket_host=cfg.host, websocket_port=cfg.port)

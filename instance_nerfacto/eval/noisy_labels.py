@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from instance_nerfacto.dataset_io import atomic_write_json, atomic_write_png, read_label_png
+from instance_nerfacto.core.files import atomic_write_json, atomic_write_png, read_label_png
 
 
 def make_noisy_pseudolabels(gt_dir: Path, out_dir: Path, drop: float = 0.1, blocks: int = 3, block_size: int = 8,

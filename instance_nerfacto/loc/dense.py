@@ -14,10 +14,12 @@ full-resolution rays only along label boundaries: ~40% of the rays of a full rea
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 from jaxtyping import Float, Int, Integer
+
+from instance_nerfacto.core.merge_table import MergeTable
 
 QueryFn = Callable[[Int[np.ndarray, "N 2"]], Tuple[Int[np.ndarray, "N"], Float[np.ndarray, "N"]]]
 
@@ -109,19 +111,18 @@ def localize_dense(
     renderer,
     stride: int = 2,
     min_confidence: float = 0.7,
-    merge_table: Optional[Mapping[int, int]] = None,
+    merge_table: Optional[MergeTable] = None,
 ) -> Dict:
     """InstanceLoc for one image with a depth map (``renderer`` is a ``DepthQuery``): labels for every pixel, then
     the masks relabel the unsure pixels. Returns the same keys as :func:`instance_nerfacto.localize.localize_regions`
     (per region: the label most of it got, and that fraction as support), plus ``rays``."""
-    from instance_nerfacto.localize import query_rays
-    from instance_nerfacto.merge_table import apply_merge
+    from instance_nerfacto.loc.voting import query_rays
 
     height, width = np.shape(region_map)
 
     def query(coords):
         ids, conf = query_rays(model, camera, coords, renderer)
-        return apply_merge(np.asarray(ids), merge_table), conf
+        return (merge_table or MergeTable()).apply(np.asarray(ids)), conf
 
     ids, conf, rays = coarse_to_fine_labels(query, height, width, stride)
     image = relabel_unsure_pixels(ids, conf, region_map, min_confidence).astype(np.uint16)

@@ -14,16 +14,16 @@ from typing import Dict, List, Literal, Optional, Tuple, Type
 import torch
 from jaxtyping import Float, Int
 from nerfstudio.cameras.rays import RayBundle
-from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.models.depth_nerfacto import DepthNerfactoModel, DepthNerfactoModelConfig
 from nerfstudio.models.nerfacto import NerfactoModel
 from torch import Tensor
 from torch.nn import Parameter
 
-from instance_nerfacto import compat
-from instance_nerfacto.field import INSTANCE_LOGITS, InstanceNerfactoField
-from instance_nerfacto.palette import colorize
+from instance_nerfacto.core import compat
+from instance_nerfacto.core.merge_table import MergeTable
+from instance_nerfacto.core.palette import colorize
+from instance_nerfacto.lift.field import INSTANCE_LOGITS, InstanceNerfactoField
 
 compat.apply()  # checkpoints of this model load under torch's weights_only default (ns-render, ns-viewer)
 
@@ -32,12 +32,6 @@ PSEUDOLABEL_KEY = "pseudolabel"
 DEPTH_KEY = "depth_image"
 """Batch key of the measured depth of each ray (nerfstudio's depth-nerfacto key), present when the dataset has depth."""
 LABEL_PARAM_GROUP = "instance_labels"
-
-
-def lpips_weights_available() -> bool:
-    """True when LPIPS can be built without a download (torchvision AlexNet weights in the torch hub cache)."""
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / "alexnet-owt-7be5be79.pth"
-    return cached.is_file()
 
 
 @dataclass
@@ -156,20 +150,6 @@ class InstanceNerfactoModel(DepthNerfactoModel):
         groups[LABEL_PARAM_GROUP] = self.field.label_parameters()
         return groups
 
-    def get_training_callbacks(
-        self, training_callback_attributes: TrainingCallbackAttributes
-    ) -> List[TrainingCallback]:
-        callbacks = list(super().get_training_callbacks(training_callback_attributes))
-        if self.config.merge_after_training:
-            from instance_nerfacto.merge_cli import merge_callback
-
-            callbacks.append(merge_callback(training_callback_attributes, views=self.config.merge_views,
-                                            segmenter=self.config.merge_segmenter, weights=self.config.merge_weights))
-        from instance_nerfacto.bake import bake_callback
-
-        callbacks.append(bake_callback(training_callback_attributes))
-        return callbacks
-
     def describe_label_at(self, origin, direction) -> str:
         """The label the field gives the ray ``origin + t * direction`` (world coordinates), as one line."""
         device = self.merge_lut.device
@@ -208,13 +188,9 @@ class InstanceNerfactoModel(DepthNerfactoModel):
             self._click_registered = True
         return super().get_outputs_for_camera(camera, obb_box=obb_box)
 
-    def set_merge_table(self, table: Dict[int, int]) -> None:
-        """Store a label -> merged label table in the model (and so in the next checkpoint)."""
-        lut = torch.arange(self.num_labels + 1, dtype=torch.long)
-        for src, dst in table.items():
-            if 0 <= int(src) <= self.num_labels:
-                lut[int(src)] = int(dst)
-        self.merge_lut.copy_(lut.to(self.merge_lut.device))
+    def set_merge_table(self, table: MergeTable) -> None:
+        """Hold a merge table (label -> merged label) in the model, and so in the next checkpoint it saves."""
+        self.merge_lut.copy_(torch.from_numpy(table.lut(self.num_labels)).to(self.merge_lut.device))
 
     def get_outputs(self, ray_bundle: RayBundle):
         if self.training:
@@ -329,7 +305,7 @@ class _lpips_guard:
 
         self._module = lpip_module
         self._original = lpip_module.LearnedPerceptualImagePatchSimilarity
-        if not lpips_weights_available():
+        if not compat.lpips_weights_available():
             if not _lpips_guard._warned:
                 warnings.warn("LPIPS weights (AlexNet) are not in the torch hub cache: the lpips metric is skipped")
                 _lpips_guard._warned = True

@@ -27,7 +27,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 import numpy as np
 from jaxtyping import Integer, UInt16
 
-from instance_nerfacto.errors import fail
+from instance_nerfacto.core.errors import fail
 
 IOU_MATCH_THRESHOLD = 0.5
 VOID_FRACTION_IGNORE = 0.5  # an unmatched prediction lying more than this much on void is not a false positive
@@ -189,7 +189,7 @@ def read_label_image(path: Path) -> UInt16[np.ndarray, "H W"]:
     """
     from PIL import Image
 
-    from instance_nerfacto.dataset_io import read_label_png
+    from instance_nerfacto.core.files import read_label_png
 
     try:
         with Image.open(path) as im:

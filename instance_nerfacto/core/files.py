@@ -1,0 +1,123 @@
+"""Files the project reads and writes: label and depth PNGs, image sizes, and atomic outputs (a temporary name in the
+same folder, then a rename, so an interrupted command never leaves a half-written file)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from jaxtyping import Float, UInt16
+
+from instance_nerfacto.core.errors import fail
+
+
+def read_image_size(path: Path) -> tuple[int, int]:
+    """(height, width) of an image file without decoding all of it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except Exception as err:  # PIL raises many types for corrupt files
+        fail(f"cannot read image ({type(err).__name__})", path, "replace the corrupt file")
+
+
+def read_label_png(path: Path) -> UInt16[np.ndarray, "H W"]:
+    """Read a label PNG (8 or 16 bit, grey; RGB(A) packed as R + 256*G is not accepted)."""
+    import cv2
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        fail("label file is missing", path, "create it or remove the frame")
+    # Pillow first: libpng inside OpenCV prints its own warnings to stderr on a corrupt file (breaking the one-line
+    # error), and Pillow decodes 8/16-bit grey PNGs directly.
+    try:
+        with Image.open(path) as im:
+            im.load()
+            # "P": palette PNGs (DAVIS / YouTube-VOS annotations) carry the id in the palette index
+            if im.mode in ("L", "P", "I;16", "I;16B", "I;16L"):
+                return np.asarray(im).astype(np.uint16)
+    except Exception as err:  # Pillow raises many types for corrupt files
+        fail(f"cannot decode PNG (corrupt or not a PNG: {type(err).__name__})", path,
+             "re-export the file as an 8/16-bit grey PNG")
+    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        fail("cannot decode PNG (corrupt or not a PNG)", path, "re-export the file as an 8/16-bit grey PNG")
+    if arr.ndim == 3:
+        if arr.shape[2] == 4 and np.all(arr[..., 3] == arr[..., 3].flat[0]):
+            arr = arr[..., :3]
+        if arr.ndim == 3 and np.all(arr == arr[..., :1]):
+            arr = arr[..., 0]
+        else:
+            fail("label PNG is colour, not a single-channel id image", path,
+                 "write masks as 8/16-bit grey PNGs with one id per pixel (0 = no mask)")
+    if arr.dtype not in (np.uint8, np.uint16):
+        fail(f"label PNG has dtype {arr.dtype}", path, "use 8 or 16-bit unsigned PNG")
+    return arr.astype(np.uint16)
+
+
+def read_depth(path: Path, scale: float = 1e-3) -> Float[np.ndarray, "H W"]:
+    """Depth in metres from a uint16 millimetre PNG (0 = invalid -> 0)."""
+    arr = read_label_png(path)
+    return arr.astype(np.float32) * scale
+
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# atomic outputs: write to a temporary name in the same folder, then rename into place
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def _atomic_target(path: Path) -> tuple[int, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = _atomic_target(path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs get the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path | str, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def atomic_write_png(path: Path | str, image: np.ndarray) -> None:
+    """Write uint8/uint16 grey or uint8 RGB (given as RGB) PNG atomically."""
+    import cv2
+
+    if image.ndim == 3:
+        image = image[..., ::-1]  # cv2 writes BGR
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image))
+    if not ok:
+        raise RuntimeError(f"PNG encoding failed for {path}")
+    atomic_write_bytes(path, buf.tobytes())
+
+
+def atomic_save_npz(path: Path | str, **arrays) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,73 @@
+"""``instance-merge``: merge the labels of a trained run that are one object, and apply hand edits.
+
+    instance-merge --load-config outputs/.../config.yml                       # render, segment, merge
+    instance-merge --load-config outputs/.../config.yml --edits fixes.txt     # + hand edits ('A B' per line)
+
+The table is stored in the run's latest checkpoint (``merge_lut``), which ``ns-render``, the viewer,
+``instance-render``, ``instance-loc`` and ``instance-export`` all read, and recorded in ``<run dir>/merge_table.json``.
+With ``--edits``, the automatic merges of that record are kept (``--remerge`` computes them again).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import tyro
+
+from instance_nerfacto.core.errors import fail, run_cli
+from instance_nerfacto.core.merge_table import MERGE_TABLE_NAME, MergeTable, read_edits, read_record, store_merge_table
+from instance_nerfacto.merge.views import MergeViews
+
+
+@dataclass(kw_only=True)
+class MergeConfig(MergeViews):
+    """Merge labels of a trained instance-nerfacto run that are one object (stored in its checkpoint)."""
+
+    load_config: Path
+    """config.yml of the training run."""
+    edits: Optional[Path] = None
+    """Hand-edit file ('A B' per line: label A becomes label B), applied on top of the automatic merges."""
+    remerge: bool = False
+    """With --edits: compute the automatic merges again instead of keeping those of merge_table.json."""
+    pseudolabels: Optional[Path] = None
+    """Pseudolabel folder for the cannot-link set (default: the one the run was trained on)."""
+
+
+def main(cfg: MergeConfig) -> MergeTable:
+    from instance_nerfacto.render.run import check_run_files, load_run
+
+    if not cfg.load_config.is_file():
+        fail("training config not found", cfg.load_config, "pass the config.yml that ns-train printed at the end")
+    if cfg.views < 1:
+        fail("--views must be at least 1", None, "pass e.g. --views 8")
+    if cfg.segmenter == "fastsam" and (cfg.weights is None or not cfg.weights.is_file()):
+        fail("FastSAM weights file does not exist", cfg.weights,
+             "pass --weights a local FastSAM .pt file, or use --segmenter felzenszwalb")
+    if cfg.pseudolabels is not None and not cfg.pseudolabels.is_dir():
+        fail("pseudolabel folder does not exist", cfg.pseudolabels, "pass the folder the run was trained on")
+    edits = read_edits(cfg.edits) if cfg.edits is not None else []  # a bad edit file fails before the model loads
+    check_run_files(cfg.load_config)
+    run_dir = cfg.load_config.parent
+    record = read_record(run_dir)
+    if edits and record and not cfg.remerge:
+        automatic, stats = record["merge"], {}
+    else:
+        from instance_nerfacto.merge.views import merge_labels
+
+        run = load_run(cfg.load_config)
+        automatic, stats = merge_labels(run.pipeline, cfg, cfg.pseudolabels)
+        del run
+    final = store_merge_table(run_dir, automatic, edits, **stats)
+    print(f"instance-merge: {len(automatic)} labels merged automatically, {len(edits)} hand edits, "
+          f"{len(final)} labels mapped -> checkpoint and {run_dir / MERGE_TABLE_NAME}")
+    return final
+
+
+def entrypoint(argv: Optional[list] = None) -> None:
+    run_cli(lambda: main(tyro.cli(MergeConfig, args=argv)))
+
+
+if __name__ == "__main__":
+    entrypoint()

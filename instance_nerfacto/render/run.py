@@ -1,0 +1,94 @@
+"""Loading a trained instance-nerfacto run: one loader for every command, benchmark and test.
+
+:func:`load_run` wraps nerfstudio's ``eval_setup`` (inference mode, no images decoded) with one-line errors for a
+missing config, a run without checkpoints, a step that does not exist and a run of another method, and returns the
+pipeline together with what every consumer needs next to it: the checkpoint (the baked density grid is cached per
+checkpoint), the map from dataset poses to the model's frame, and the run's merge table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+from instance_nerfacto.core.errors import fail
+from instance_nerfacto.core.merge_table import MergeTable
+from instance_nerfacto.render.cameras import DatasetToModel
+
+
+@dataclass
+class TrainedRun:
+    """A loaded training run."""
+
+    pipeline: object
+    """nerfstudio pipeline in eval mode; ``pipeline.model`` is an InstanceNerfactoModel."""
+    config_path: Path
+    """The run's config.yml."""
+    checkpoint: Path
+    """The checkpoint that was loaded."""
+    step: int
+    """Its training step."""
+    to_model: DatasetToModel
+    """Dataset frame (transforms.json poses) -> the model's normalised frame."""
+
+    @property
+    def model(self):
+        return self.pipeline.model
+
+    @property
+    def run_dir(self) -> Path:
+        return self.config_path.parent
+
+    def merge_table(self) -> MergeTable:
+        """The merge table the model carries (what ns-render and the viewer show)."""
+        return MergeTable.from_lut(self.model.merge_lut.cpu().numpy())
+
+
+def check_run_files(config_path: Path, load_step: Optional[int] = None) -> Path:
+    """The run's checkpoint folder, after checking that config.yml and the wanted checkpoint exist."""
+    config_path = Path(config_path)
+    if not config_path.is_file():
+        fail("training config not found", config_path, "pass the config.yml that ns-train printed at the end")
+    models_dir = config_path.parent / "nerfstudio_models"
+    if not models_dir.is_dir() or not any(models_dir.glob("step-*.ckpt")):
+        fail("training run has no checkpoint", models_dir, "train longer than one save interval, or check the path")
+    if load_step is not None and not (models_dir / f"step-{load_step:09d}.ckpt").is_file():
+        fail(f"no checkpoint for step {load_step}", models_dir, "pick a step-*.ckpt that exists, or omit --load-step")
+    return models_dir
+
+
+def load_run(config_path: Path | str, load_step: Optional[int] = None) -> TrainedRun:
+    """Load a run for inference; InputError with one line when it cannot be found or is not instance-nerfacto."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from instance_nerfacto.core import compat
+    from instance_nerfacto.lift.model import InstanceNerfactoModel
+
+    compat.apply()
+    config_path = Path(config_path)
+    check_run_files(config_path, load_step)
+
+    def pick_step(config):
+        config.load_step = load_step
+        return config
+
+    _, pipeline, checkpoint, step = eval_setup(config_path, test_mode="inference", update_config_callback=pick_step)
+    pipeline.eval()
+    if not isinstance(pipeline.model, InstanceNerfactoModel):
+        fail(f"run is a {type(pipeline.model).__name__}, not instance-nerfacto", config_path,
+             "train with ns-train instance-nerfacto or instance-nerfacto-small")
+    return TrainedRun(pipeline, config_path, Path(checkpoint), int(step), DatasetToModel.from_pipeline(pipeline))
+
+
+def split_cameras(pipeline, split: str) -> List[Tuple[str, object, int]]:
+    """(image stem, Cameras, index) for every frame of the split, in dataset order, as the dataparser posed them."""
+    datamanager = pipeline.datamanager
+    sources = {"train": [datamanager.train_dataset], "val": [datamanager.eval_dataset]}
+    sources["all"] = sources["train"] + sources["val"]
+    frames = []
+    for dataset in sources[split]:
+        outputs = dataset._dataparser_outputs
+        for index, filename in enumerate(outputs.image_filenames):
+            frames.append((Path(filename).stem, outputs.cameras, index))
+    return frames
