@@ -12,6 +12,7 @@ from typing import Dict, List, Set, Tuple
 
 import numpy as np
 from jaxtyping import Float, Int, Int16
+from scipy.cluster.hierarchy import DisjointSet
 
 
 def touching_pairs(owner: Int16[np.ndarray, "H W"], offset: int) -> Set[Tuple[int, int]]:
@@ -41,18 +42,16 @@ def leiden(n_nodes: int, edges: Int[np.ndarray, "E 2"], weights: Float[np.ndarra
 
 
 class _Groups:
-    """Union-find over nodes that refuses a union putting two non-touching masks of one frame in one group."""
+    """Union-find (scipy's DisjointSet) over nodes that refuses a union putting two non-touching masks of one frame
+    in one group."""
 
     def __init__(self, nodes: List[int], frame_of: np.ndarray, touching: Set[Tuple[int, int]]) -> None:
-        self.parent = {n: n for n in nodes}
+        self.sets = DisjointSet(nodes)
         self.frames: Dict[int, Dict[int, List[int]]] = {n: {int(frame_of[n]): [n]} for n in nodes}
         self.touching = touching
 
     def find(self, n: int) -> int:
-        while self.parent[n] != n:
-            self.parent[n] = self.parent[self.parent[n]]
-            n = self.parent[n]
-        return n
+        return self.sets[n]
 
     def compatible(self, ra: int, rb: int) -> bool:
         fa, fb = self.frames[ra], self.frames[rb]
@@ -65,16 +64,16 @@ class _Groups:
         return True
 
     def union(self, a: int, b: int) -> bool:
-        ra, rb = self.find(a), self.find(b)
+        ra, rb = self.sets[a], self.sets[b]
         if ra == rb:
             return True
         if not self.compatible(ra, rb):
             return False
-        if len(self.frames[ra]) < len(self.frames[rb]):
-            ra, rb = rb, ra
-        self.parent[rb] = ra
-        for f, nodes in self.frames.pop(rb).items():
-            self.frames[ra].setdefault(f, []).extend(nodes)
+        self.sets.merge(ra, rb)
+        root = self.sets[ra]
+        other = rb if root == ra else ra
+        for f, nodes in self.frames.pop(other).items():
+            self.frames[root].setdefault(f, []).extend(nodes)
         return True
 
 
@@ -310,19 +309,15 @@ def merge_revisits(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "
     out = membership.copy()
     if not cands:
         return out
-    parent = {c: c for c in keys}
-
-    def find(c: int) -> int:
-        while parent[c] != c:
-            c = parent[c]
-        return c
-
+    groups = DisjointSet(keys)
     members_frames = {c: set(frames[c]) for c in keys}
     for _, a, b in sorted(cands):
-        ra, rb = find(a), find(b)
+        ra, rb = groups[a], groups[b]
         if ra != rb and not (members_frames[ra] & members_frames[rb]):
-            parent[rb] = ra
-            members_frames[ra] |= members_frames.pop(rb)
+            groups.merge(ra, rb)
+            root = groups[ra]
+            other = rb if root == ra else ra
+            members_frames[root] |= members_frames.pop(other)
     for c in keys:
-        out[membership == c] = find(c)
+        out[membership == c] = groups[c]
     return out

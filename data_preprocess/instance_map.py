@@ -11,7 +11,6 @@ Leiden communities with cannot-link splitting and filters (``communities.py``) -
 
 from __future__ import annotations
 
-import json
 import resource
 import sys
 import time
@@ -31,11 +30,15 @@ from data_preprocess.pairs import View, exhaustive_pairs, pose_pairs, sequential
 from data_preprocess.rasterize import frame_labels, order_labels, owner_map
 from instance_nerfacto.core.dataset import load_dataset
 from instance_nerfacto.core.errors import fail, run_cli
-from instance_nerfacto.core.files import atomic_write_json, atomic_write_png, read_depth
-from instance_nerfacto.core.masks import MASK_SUFFIXES, find_mask_file, read_masks
-
-VERSION = 1
-MAX_LABELS = 65535
+from instance_nerfacto.core.files import atomic_write_png, read_depth
+from instance_nerfacto.core.masks import MASK_SUFFIXES, load_frame_masks
+from instance_nerfacto.core.pseudolabels import (
+    LABELS_JSON,
+    MAX_LABELS,
+    default_pseudolabels_dir,
+    previous_frames,
+    write_labels_json,
+)
 
 
 @dataclass
@@ -138,14 +141,8 @@ def load_views(cfg: MapConfig, mask_dir: Path):
     areas: List[np.ndarray] = []
     mask_files: List[Path] = []
     for fr in _progress(frames, cfg, "masks"):
-        path = find_mask_file(mask_dir, fr.stem)
-        if path is None:
-            fail(f"frame '{fr.stem}' has no mask file", mask_dir / f"{fr.stem}.png",
-                 "run instance-segment for every frame, or pass --split / --masks")
-        masks, _ = read_masks(path)
-        if masks.shape[1:] != (fr.height, fr.width):
-            fail(f"mask is {masks.shape[2]}x{masks.shape[1]} but image '{fr.stem}' is {fr.width}x{fr.height}", path,
-                 "write masks at the image resolution")
+        masks, _, path = load_frame_masks(mask_dir, fr.stem, fr.height, fr.width,
+                                          "run instance-segment for every frame, or pass --split / --masks")
         if len(masks) == 0 and not cfg.allow_empty:
             fail(f"frame '{fr.stem}' has no masks", path, "re-run the segmenter on it, or pass --allow-empty")
         if len(masks) > np.iinfo(np.int16).max:
@@ -184,7 +181,7 @@ def main(cfg: MapConfig) -> Dict:
     timings: Dict[str, float] = {}
     memory_mb: Dict[str, float] = {}  # peak RSS of the process after each stage
     mask_dir = cfg.masks or cfg.data / "masks"
-    output = cfg.output or cfg.data / "pseudolabels"
+    output = cfg.output or default_pseudolabels_dir(cfg.data)
     for protected in (mask_dir, cfg.data, cfg.data / "images", cfg.data / "depth"):
         if output.exists() and protected.exists() and output.resolve() == protected.resolve():
             fail("output folder is an input folder", output,
@@ -301,16 +298,10 @@ def main(cfg: MapConfig) -> Dict:
         fail(f"{len(stats)} labels do not fit uint16 pseudolabels", mask_dir,
              f"raise --min-frames/--min-size so that at most {MAX_LABELS} labels remain")
     output.mkdir(parents=True, exist_ok=True)
-    previous = output / "labels.json"
-    stale = set()
-    if previous.is_file():
-        try:
-            stale = set(json.loads(previous.read_text()).get("frames", []))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            stale = set()
+    stale = set(previous_frames(output))
     # labels.json is written last and marks a complete output: remove the old one before any PNG changes, so an
     # interrupted run never leaves a labels.json beside a mix of old and new PNGs.
-    previous.unlink(missing_ok=True)
+    (output / LABELS_JSON).unlink(missing_ok=True)
     for k, v in enumerate(_progress(views, cfg, "writing")):
         atomic_write_png(output / f"{v.stem}.png", frame_labels(v.owner, node_label[offsets[k]:offsets[k + 1]]))
     for stem in sorted(stale - set(stems)):
@@ -326,15 +317,10 @@ def main(cfg: MapConfig) -> Dict:
         "communities_after_revisits": n_revisit, "labels": len(stats),
     }
     peak_mb = _peak_rss_mb()
-    meta = {
-        "version": VERSION, "num_labels": len(stats),
-        "K": len(stats), "labels": stats, "frames": stems, "matcher": matcher_name,
-        "pairs": cfg.pairs, "summary": summary,
-        "parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
-        "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        "peak_rss_mb": memory_mb,
-    }
-    atomic_write_json(previous, meta)  # last: its presence marks a complete output
+    meta = write_labels_json(  # last: its presence marks a complete output
+        output, len(stats), stats, stems, matcher=matcher_name, pairs=cfg.pairs, summary=summary,
+        parameters={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        timings_s={k: round(v, 3) for k, v in timings.items()}, peak_rss_mb=memory_mb)
     _log(cfg, f"instance-map: {len(views)} frames, {len(pairs)} pairs ({cfg.pairs}), matcher {matcher_note}, "
               f"{len(records.shared)} mask overlaps, graph {n_nodes} nodes / {len(edges)} edges, "
               f"{n_communities} communities ({n_split} after cannot-link split, {n_merged} after fragment merge, "

@@ -101,7 +101,7 @@ def test_empty_masks(data, tmp_path):
 def test_missing_mask_file_and_config(data, tmp_path):
     (data / "masks" / "val_00000.png").unlink()
     proc = _loc(*_base(data, tmp_path / "out", "--masks", str(data / "masks")))
-    _assert_one_line_error(proc, "no masks for query image 'val_00000'")
+    _assert_one_line_error(proc, "frame 'val_00000' has no mask file")
     proc = _loc("--load-config", str(tmp_path / "nope.yml"), "--data", str(data), "--output", str(tmp_path / "o"))
     _assert_one_line_error(proc, "training config not found")
     proc = _merge("--load-config", str(tmp_path / "nope.yml"))
@@ -169,7 +169,7 @@ def test_query_poses_from_a_json_file(data, tmp_path):
     # the frame is read from the file and chosen as a query: its masks are looked up next
     proc = _loc(*_base(data, tmp_path / "out", "--masks", str(data / "masks"))[:2], "--data", str(poses),
                 "--output", str(tmp_path / "out"), "--masks", str(data / "masks"))
-    _assert_one_line_error(proc, "no masks for query image 'phone_0001'")
+    _assert_one_line_error(proc, "frame 'phone_0001' has no mask file")
     frame["transform_matrix"][0][0] = float("nan")
     poses.write_text(json.dumps({"frames": [frame]}))
     proc = _loc(*_base(data, tmp_path / "out")[:2], "--data", str(poses), "--output", str(tmp_path / "out"))

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_preprocess.segment import SegmentConfig, felzenszwalb_labels, main
+from data_preprocess.segment import SegmentConfig, main
+from data_preprocess.segmenters import felzenszwalb_labels
 from instance_nerfacto.core.files import read_label_png
 from instance_nerfacto.core.masks import read_masks
 

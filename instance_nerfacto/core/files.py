@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from jaxtyping import Float, UInt16
 
-from instance_nerfacto.core.errors import fail
+from instance_nerfacto.core.errors import InputError, fail
 
 
 def read_image_size(path: Path) -> tuple[int, int]:
@@ -39,8 +39,13 @@ def read_label_png(path: Path) -> UInt16[np.ndarray, "H W"]:
         with Image.open(path) as im:
             im.load()
             # "P": palette PNGs (DAVIS / YouTube-VOS annotations) carry the id in the palette index
-            if im.mode in ("L", "P", "I;16", "I;16B", "I;16L"):
-                return np.asarray(im).astype(np.uint16)
+            if im.mode in ("L", "P", "I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im)
+                if arr.dtype != np.uint8 and arr.size and (arr.min() < 0 or arr.max() > 65535):
+                    fail("label PNG holds ids outside 0..65535", path, "write 8 or 16-bit unsigned grey PNGs")
+                return arr.astype(np.uint16)
+    except InputError:
+        raise
     except Exception as err:  # Pillow raises many types for corrupt files
         fail(f"cannot decode PNG (corrupt or not a PNG: {type(err).__name__})", path,
              "re-export the file as an 8/16-bit grey PNG")

@@ -56,3 +56,17 @@ def masks_to_labels(
     for i in order if order is not None else range(n):
         out[masks[i]] = i + 1
     return out
+
+
+def load_frame_masks(mask_dir: Path, stem: str, height: int, width: int,
+                     fix_missing: str) -> tuple[Bool[np.ndarray, "N H W"], Float[np.ndarray, "N"], Path]:
+    """The masks of one frame, found by its image stem and checked against the image size; one-line errors name the
+    file (``fix_missing`` says what to do when there is none)."""
+    path = find_mask_file(mask_dir, stem)
+    if path is None:
+        fail(f"frame '{stem}' has no mask file", Path(mask_dir) / f"{stem}.png", fix_missing)
+    masks, scores = read_masks(path)
+    if masks.shape[1:] != (height, width):
+        fail(f"masks are {masks.shape[2]}x{masks.shape[1]} but image '{stem}' is {width}x{height}", path,
+             "write masks at the image's resolution")
+    return masks, scores, path

@@ -30,9 +30,9 @@ from jaxtyping import Integer
 
 from instance_nerfacto.core.errors import fail
 from instance_nerfacto.core.files import atomic_write_bytes, atomic_write_json
+from instance_nerfacto.core.pseudolabels import MAX_LABELS
 
 MERGE_TABLE_NAME = "merge_table.json"
-MAX_LABEL = 65535
 
 
 def resolve(table: Mapping[int, int]) -> Dict[int, int]:
@@ -68,8 +68,8 @@ def parse_edits(text: str, path: Optional[Path] = None) -> List[Tuple[int, int]]
         except ValueError:
             fail(f"edit line {lineno} is not two integer label ids ('{raw.strip()}')", where,
                  "write one pair per line: 'A B' means label A becomes label B")
-        if not (0 < a <= MAX_LABEL and 0 <= b <= MAX_LABEL):
-            fail(f"edit line {lineno} uses an id outside 1..{MAX_LABEL} (A) / 0..{MAX_LABEL} (B)", where,
+        if not (0 < a <= MAX_LABELS and 0 <= b <= MAX_LABELS):
+            fail(f"edit line {lineno} uses an id outside 1..{MAX_LABELS} (A) / 0..{MAX_LABELS} (B)", where,
                  "write 'A B' with A a label id and B a label id or 0 (unlabelled)")
         pairs.append((a, b))
     return pairs

@@ -34,7 +34,9 @@ def default_pseudolabels_dir(data: Path | str) -> Path:
 
 def write_labels_json(folder: Path | str, num_labels: int, labels: List[Dict], frames: List[str], **extra) -> Dict:
     """Write ``labels.json`` atomically; call it after every PNG is in place. Returns what was written."""
-    meta = {"version": 1, KEY_NUM_LABELS: int(num_labels), KEY_LABELS: labels, KEY_FRAMES: list(frames), **extra}
+    # "K" is the paper's (and DESIGN.md's) name for the number of labels; num_labels is what readers use
+    meta = {"version": 1, KEY_NUM_LABELS: int(num_labels), "K": int(num_labels), KEY_LABELS: labels,
+            KEY_FRAMES: list(frames), **extra}
     atomic_write_json(Path(folder) / LABELS_JSON, meta)
     return meta
 

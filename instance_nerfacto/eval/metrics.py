@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
-from jaxtyping import Integer, UInt16
+from jaxtyping import Integer
 
 from instance_nerfacto.core.errors import fail
+from instance_nerfacto.core.files import read_label_png
 
 IOU_MATCH_THRESHOLD = 0.5
 VOID_FRACTION_IGNORE = 0.5  # an unmatched prediction lying more than this much on void is not a false positive
@@ -181,31 +182,6 @@ def load_stuff_ids(path: Path | str) -> Set[int]:
     return stuff
 
 
-def read_label_image(path: Path) -> UInt16[np.ndarray, "H W"]:
-    """A grey label PNG as uint16, decoded with Pillow; anything else goes through dataset_io.read_label_png.
-
-    Pillow first because libpng (inside OpenCV) prints its own warnings to stderr on a corrupt file, which would break
-    the one-line error; it is also a little faster for 8/16-bit grey PNGs.
-    """
-    from PIL import Image
-
-    from instance_nerfacto.core.files import read_label_png
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            arr = np.asarray(im) if mode in ("L", "I;16", "I;16B", "I;16L", "I") else None
-    except Exception as err:  # Pillow raises many types for corrupt files
-        fail(f"cannot decode PNG (corrupt or not a PNG: {type(err).__name__})", path,
-             "re-export the file as an 8/16-bit grey PNG")
-    if arr is None:  # colour or palette PNG: the shared reader decides whether it is usable
-        return read_label_png(path)
-    if arr.dtype != np.uint8 and arr.size and (arr.min() < 0 or arr.max() > 65535):
-        fail("label PNG holds ids outside 0..65535", path, "write 8 or 16-bit unsigned grey PNGs")
-    return arr.astype(np.uint16)
-
-
 def select_stems(pred_dir: Path, prefix: str = "") -> List[str]:
     """Stems of the label PNGs in ``pred_dir`` that start with ``prefix``, sorted."""
     return sorted(p.stem for p in pred_dir.iterdir()
@@ -236,8 +212,8 @@ def evaluate_dirs(pred_dir: Path | str, gt_dir: Path | str, prefix: str = "",
         if not gt_path.is_file():
             fail(f"prediction frame '{stem}' has no ground-truth PNG", gt_path,
                  "evaluate only frames that have ground truth (use --prefix) or add the missing file")
-        pred = read_label_image(pred_path)
-        gt = read_label_image(gt_path)
+        pred = read_label_png(pred_path)
+        gt = read_label_png(gt_path)
         if pred.shape != gt.shape:
             fail(f"prediction {pred.shape[1]}x{pred.shape[0]} and ground truth {gt.shape[1]}x{gt.shape[0]} "
                  f"of frame '{stem}' differ in size", pred_path, "render predictions at the ground-truth resolution")

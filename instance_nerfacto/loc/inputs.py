@@ -12,7 +12,7 @@ from jaxtyping import Float, Int, UInt8
 from instance_nerfacto.core.dataset import Dataset, Frame
 from instance_nerfacto.core.errors import fail
 from instance_nerfacto.core.files import read_image_size, read_label_png
-from instance_nerfacto.core.masks import find_mask_file, masks_to_labels, read_masks
+from instance_nerfacto.core.masks import load_frame_masks, masks_to_labels
 
 
 def select_frames(dataset: Dataset, pattern: Optional[str], split: Optional[str]) -> List[Frame]:
@@ -46,14 +46,9 @@ def select_frames(dataset: Dataset, pattern: Optional[str], split: Optional[str]
 
 
 def load_given_regions(mask_dir: Path, frame: Frame) -> Int[np.ndarray, "H W"]:
-    path = find_mask_file(mask_dir, frame.stem)
-    if path is None:
-        fail(f"no masks for query image '{frame.stem}'", mask_dir / f"{frame.stem}.png",
-             "write <stem>.png or <stem>.npz into --masks for every query image, or segment with --segmenter")
-    masks, _ = read_masks(path)
-    if masks.shape[1:] != (frame.height, frame.width):
-        fail(f"masks are {masks.shape[2]}x{masks.shape[1]} but the image is {frame.width}x{frame.height}", path,
-             "give masks at the image's resolution")
+    masks, _, path = load_frame_masks(mask_dir, frame.stem, frame.height, frame.width,
+                                      "write <stem>.png or <stem>.npz into --masks for every query image, or segment "
+                                      "with --segmenter")
     if len(masks) == 0:
         fail(f"query image '{frame.stem}' has no masks (empty mask file)", path,
              "give at least one mask per query image, or leave the image out")

@@ -74,7 +74,7 @@ def render_view(model, camera) -> Tuple[np.ndarray, np.ndarray]:
 
 def merge_labels(pipeline, how: MergeViews, pseudolabels: Optional[Path] = None) -> Tuple[Dict[int, int], Dict]:
     """Render, segment, merge: the automatic merge table of a loaded pipeline and its statistics."""
-    from data_preprocess.segment import segment_regions
+    from data_preprocess.segmenters import segment_regions
 
     start = time.perf_counter()
     pseudo_dir = Path(pseudolabels) if pseudolabels is not None else pipeline.datamanager.pseudolabels_dir
