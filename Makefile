@@ -9,7 +9,7 @@ DEMO_DIR ?= outputs/demo
 export OMP_NUM_THREADS ?= 2
 export YOLO_OFFLINE := 1
 
-.PHONY: install test test-all lint demo clean ffmpeg chromium
+.PHONY: install test test-all lint demo clean ffmpeg chromium colmap
 
 install: $(STAMP) ffmpeg
 
@@ -35,10 +35,17 @@ chromium:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# Debian COLMAP (CPU build) for the photos-only path: the slow COLMAP test and benchmarks/colmap_path.py.
+colmap:
+	@command -v colmap >/dev/null 2>&1 || { \
+		echo "installing Debian colmap (photos-only path)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq colmap >/dev/null; }
+
 test: install
 	$(BIN)/python -m pytest -m "not slow" -q -p no:cacheprovider
 
-test-all: install chromium
+test-all: install chromium colmap
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: install

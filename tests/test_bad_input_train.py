@@ -21,7 +21,8 @@ from tests.badinput import assert_one_line_error, assert_unchanged, cli_env, sna
 
 VICTIM = "frame_00003"
 
-NS_TRAIN_CASES = ["missing_pseudolabel_folder", "missing_pseudolabel_frame", "pseudolabel_size_mismatch"]
+NS_TRAIN_CASES = ["missing_pseudolabel_folder", "missing_pseudolabel_frame", "pseudolabel_size_mismatch",
+                  "depth_listed_for_some_frames"]
 _ns_train_results: Dict[str, tuple] = {}
 
 
@@ -37,6 +38,12 @@ def _ns_train_bad(case: str, tiny_scene: Path, tmp_path: Path) -> tuple[subproce
         (pseudo / "labels.json").write_text(json.dumps({"num_labels": n}))
     if case == "missing_pseudolabel_folder":
         name = "pseudolabels"
+    elif case == "depth_listed_for_some_frames":  # nerfstudio's dataparser would stop with a 45-line assertion
+        meta = json.loads((scene / "transforms.json").read_text())
+        for frame in meta["frames"][::3]:
+            frame.pop("depth_file_path")
+        (scene / "transforms.json").write_text(json.dumps(meta))
+        name = "transforms.json"
     elif case == "missing_pseudolabel_frame":
         (pseudo / f"{VICTIM}.png").unlink()
         name = f"{VICTIM}.png"
@@ -59,7 +66,7 @@ def test_ns_train_bad_pseudolabels_last_line_is_ours(case: str, tiny_scene: Path
     proc, name, scene, before = _ns_train_bad(case, tiny_scene, tmp_path)
     assert proc.returncode != 0
     last = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1]
-    assert last.startswith("instance_nerfacto.errors.InputError: ") or ": error: " in last, proc.stderr[-3000:]
+    assert last.startswith("instance_nerfacto.core.errors.InputError: ") or ": error: " in last, proc.stderr[-3000:]
     assert name in last and " - " in last, last
     assert_unchanged(before, [scene])
     assert not list((tmp_path / "runs").rglob("*.ckpt"))

@@ -62,3 +62,21 @@ def test_dataset_poses_land_where_nerfstudio_puts_them(tiny_scene: Path, tmp_pat
     wrong[:, :3, 3] *= float(outputs.dataparser_scale)
     error = np.abs(wrong - expected).max()
     assert (error > 0.1) if applied else (error < 1e-4)
+
+
+def test_depth_listed_for_some_frames_is_one_line(tiny_scene: Path, tmp_path: Path):
+    from instance_nerfacto.core.dataset import check_depth_listing
+    from instance_nerfacto.core.errors import InputError
+
+    meta = json.loads((tiny_scene / "transforms.json").read_text())
+    check_depth_listing(tiny_scene / "transforms.json")  # every frame lists one: fine
+    for frame in meta["frames"][:5]:
+        frame.pop("depth_file_path")
+    path = tmp_path / "transforms.json"
+    path.write_text(json.dumps(meta))
+    with pytest.raises(InputError, match=f"lists depth maps for {len(meta['frames']) - 5} of {len(meta['frames'])}"):
+        check_depth_listing(path)
+    for frame in meta["frames"]:
+        frame.pop("depth_file_path", None)
+    path.write_text(json.dumps(meta))
+    check_depth_listing(path)  # none: fine

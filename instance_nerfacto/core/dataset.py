@@ -152,3 +152,18 @@ def load_dataset(root: Path | str, check_files: bool = True) -> Dataset:
                 fail(f"image of frame '{f.stem}' listed in transforms.json is missing", f.image_path,
                      "restore the file or remove the frame from transforms.json")
     return Dataset(root=root, frames=frames, meta=meta, transforms_path=tpath)
+
+
+def check_depth_listing(transforms_path: Path | str) -> None:
+    """nerfstudio's dataparser needs ``depth_file_path`` on every frame or on none (it stops with an assertion
+    otherwise): say so in one line, with what to do, before it is reached."""
+    path = Path(transforms_path)
+    try:
+        frames = json.loads(path.read_text()).get("frames", [])
+    except (OSError, ValueError, AttributeError):
+        return  # missing or unreadable: the loaders that need it report that
+    listed = sum(1 for frame in frames if isinstance(frame, dict) and "depth_file_path" in frame)
+    if 0 < listed < len(frames):
+        fail(f"transforms.json lists depth maps for {listed} of {len(frames)} frames; nerfstudio needs all or none",
+             path, "give every frame its depth_file_path (or none); to query new photos without depth, list them in "
+                   "a pose file of their own (transforms.json format, any name) and pass it as instance-loc --data")

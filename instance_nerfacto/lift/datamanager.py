@@ -22,6 +22,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 from torch import Tensor
 
+from instance_nerfacto.core.dataset import check_depth_listing
 from instance_nerfacto.core.errors import fail
 from instance_nerfacto.core.files import read_label_png
 from instance_nerfacto.core.pseudolabels import (
@@ -135,6 +136,13 @@ class InstanceDataManager(VanillaDataManager[PseudolabelDataset]):
     """VanillaDataManager over :class:`PseudolabelDataset`."""
 
     config: InstanceDataManagerConfig
+
+    def __init__(self, config: InstanceDataManagerConfig, *args, **kwargs) -> None:
+        data = config.data if config.data is not None else config.dataparser.data
+        if data is not None:  # one line instead of the dataparser's assertion on partly listed depth maps
+            data = Path(data)
+            check_depth_listing(data if data.suffix == ".json" else data / "transforms.json")
+        super().__init__(config, *args, **kwargs)
 
     @property
     def pseudolabels_dir(self) -> Path:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from instance_nerfacto.core.dataset import check_depth_listing
 from instance_nerfacto.core.errors import fail
 from instance_nerfacto.core.merge_table import MergeTable
 from instance_nerfacto.render.cameras import DatasetToModel
@@ -68,6 +69,7 @@ def load_run(config_path: Path | str, load_step: Optional[int] = None) -> Traine
     compat.apply()
     config_path = Path(config_path)
     check_run_files(config_path, load_step)
+    check_depth_listing(training_transforms(config_path))
 
     def pick_step(config):
         config.load_step = load_step
@@ -79,6 +81,16 @@ def load_run(config_path: Path | str, load_step: Optional[int] = None) -> Traine
         fail(f"run is a {type(pipeline.model).__name__}, not instance-nerfacto", config_path,
              "train with ns-train instance-nerfacto or instance-nerfacto-small")
     return TrainedRun(pipeline, config_path, Path(checkpoint), int(step), DatasetToModel.from_pipeline(pipeline))
+
+
+def training_transforms(config_path: Path) -> Path:
+    """transforms.json of the dataset a run was trained on, read from its config.yml as nerfstudio does."""
+    import yaml
+
+    config = yaml.load(Path(config_path).read_text(), Loader=yaml.Loader)
+    datamanager = config.pipeline.datamanager
+    data = Path(datamanager.data if getattr(datamanager, "data", None) is not None else datamanager.dataparser.data)
+    return data if data.suffix == ".json" else data / "transforms.json"
 
 
 def split_cameras(pipeline, split: str) -> List[Tuple[str, object, int]]:
