@@ -1,6 +1,6 @@
 """``instance-map``: associate per-frame 2D instance masks into 3D-consistent pseudolabels (InstanceMap, 3DIML).
 
-    instance-map --data data/room                       # depth matcher when depth/ exists, flow otherwise
+    instance-map --data data/room                       # depth matcher when depth/ exists, stereo otherwise
     instance-map --data data/room --matcher sift --pairs exhaustive
 
 Stages (each a pure function in its own module, hloc style, cached under ``<output>/.cache``): pairs
@@ -29,6 +29,7 @@ from data_preprocess.graph import OverlapRecords, mutual_best_edges, pair_overla
 from data_preprocess.matching import make_matcher, sparse_depth, triangulate
 from data_preprocess.pairs import View, exhaustive_pairs, pose_pairs, sequential_pairs, similarity_pairs
 from data_preprocess.rasterize import frame_labels, order_labels, owner_map
+from data_preprocess.stereo import stereo_depths
 from instance_nerfacto.dataset_io import (
     MASK_SUFFIXES,
     atomic_write_json,
@@ -59,9 +60,14 @@ class MapConfig:
     """Frames of transforms.json to process; train keeps the held-out val frames unseen."""
     pairs: Literal["pose", "exhaustive", "sequential", "netvlad"] = "pose"
     """How to choose frame pairs: pose overlap, all pairs, a sequential window, or NetVLAD similarity (paper)."""
-    matcher: Optional[Literal["depth", "flow", "sift", "loftr"]] = None
-    """Correspondences: depth reprojection, pose-checked dense optical flow, SIFT, LoFTR; default depth when the
-    dataset has depth maps, sift otherwise."""
+    matcher: Optional[Literal["depth", "stereo", "flow", "sift", "loftr"]] = None
+    """Correspondences: depth reprojection, reprojection on depth estimated by multi-view stereo from the images and
+    poses, pose-checked dense optical flow, SIFT, LoFTR; default depth when the dataset has depth maps, stereo
+    otherwise."""
+    stereo_neighbours: int = 4
+    """Stereo: neighbour frames whose flow is triangulated into each frame's depth map."""
+    stereo_min_agree: int = 2
+    """Stereo: neighbours that must agree (within 5%) on a pixel's depth for it to be kept."""
     weights: Optional[Path] = None
     """Local LoFTR weights file (--matcher loftr); never downloaded."""
     netvlad_weights: Optional[Path] = None
@@ -200,10 +206,10 @@ def main(cfg: MapConfig) -> Dict:
     ds, frames, views, n_masks, areas, mask_files = load_views(cfg, mask_dir)
     timings["load"] = time.perf_counter() - t
     memory_mb["load"] = _peak_rss_mb()
-    matcher_name = cfg.matcher or ("depth" if ds.has_depth else "sift")
+    matcher_name = cfg.matcher or ("depth" if ds.has_depth else "stereo")
     matcher_note = {"depth": "depth (dataset has depth maps)" if cfg.matcher is None else "depth",
-                    "sift": "sift (no depth maps)" if cfg.matcher is None else "sift"
-                    }.get(matcher_name, matcher_name)
+                    "stereo": "stereo (no depth maps: depth triangulated from optical flow between posed frames)"
+                    if cfg.matcher is None else "stereo"}.get(matcher_name, matcher_name)
     if matcher_name == "depth" and not ds.has_depth:
         missing = next((f for f in ds.frames if f.depth_path is None or not f.depth_path.exists()), None)
         where = missing.depth_path if missing is not None and missing.depth_path is not None else \
@@ -218,6 +224,25 @@ def main(cfg: MapConfig) -> Dict:
     cache = StageCache(output if cfg.cache else None)
     stems = [v.stem for v in views]
     inputs = file_fingerprint([cfg.data / "transforms.json"] + mask_files + [f.depth_path for f in frames])
+    image_inputs = file_fingerprint([v.image_path for v in views]) \
+        if matcher_name in ("stereo", "flow", "sift", "loftr") else []
+    if matcher_name == "stereo":
+        t = time.perf_counter()
+        stereo_params = {"k": cfg.stereo_neighbours, "min_agree": cfg.stereo_min_agree, "split": cfg.split}
+        skey = cache_key("stereo", {**stereo_params, "stems": stems}, inputs + image_inputs)
+        cached = cache.load("stereo", skey)
+        if cached is None:
+            for v in views:  # estimated from the images alone, also when --matcher stereo runs on an RGB-D dataset
+                v.depth = None
+            depths, _ = stereo_depths(views, cfg.stereo_neighbours, min_agree=cfg.stereo_min_agree,
+                                                 workers=cfg.workers)
+            cached = {"depth": np.stack(depths)}
+            cache.save("stereo", skey, **cached)
+        for v, d in zip(views, cached["depth"]):
+            v.depth = d
+        dense_depth = False
+        timings["stereo"] = time.perf_counter() - t
+        memory_mb["stereo"] = _peak_rss_mb()
 
     t = time.perf_counter()
     pair_params = {k: getattr(cfg, k) for k in ("pairs", "top_k", "min_pair_overlap", "window", "split")}
@@ -235,7 +260,6 @@ def main(cfg: MapConfig) -> Dict:
     t = time.perf_counter()
     offsets = np.concatenate([[0], np.cumsum(n_masks)]).astype(np.int64)
     frame_of = np.repeat(np.arange(len(views)), n_masks)
-    image_inputs = file_fingerprint([v.image_path for v in views]) if matcher_name in ("flow", "sift", "loftr") else []
     mkey = cache_key("matches", {"matcher": matcher_name, "pairs": pkey, "weights": str(cfg.weights)},
                      inputs + image_inputs)
     cached = cache.load("matches", mkey)
@@ -245,7 +269,7 @@ def main(cfg: MapConfig) -> Dict:
         tri = tuple(cached[k] for k in tri_keys)
     else:
         match = make_matcher(matcher_name, cfg.weights)
-        want_tri = matcher_name != "depth"
+        want_tri = matcher_name not in ("depth", "stereo")
 
         def run_pair(ij):
             i, j = int(ij[0]), int(ij[1])

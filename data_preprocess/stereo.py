@@ -1,0 +1,164 @@
+"""Depth maps from posed RGB frames without a depth sensor: multi-view stereo by triangulated optical flow.
+
+For every frame, a few neighbours with a usable baseline are chosen from the known poses (``stereo_neighbours``). Dense
+optical flow (OpenCV DIS) to each neighbour is kept where it passes a forward-backward check and the epipolar
+constraint of the poses, and every kept pixel is triangulated (``triangulate_flow``). The per-neighbour depths are fused
+per pixel (``fuse_depths``): the median, kept where enough neighbours agree with it. The result is a depth map with
+holes (0 = unknown) that the exact ``depth`` matcher of ``matching.py`` can use as if it came from a sensor: it turns
+a wide-baseline pair, where flow fails, into reprojection.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+from jaxtyping import Float, Int
+
+from data_preprocess.pairs import View, overlap_matrix, proxy_depth
+
+
+def stereo_neighbours(views: List[View], k: int = 4, min_angle_deg: float = 2.0, max_angle_deg: float = 20.0,
+                      min_overlap: float = 0.5) -> List[List[int]]:
+    """Per frame, up to ``k`` other frames that overlap it most among those seen at a usable triangulation angle.
+
+    The angle is the one the two camera centres subtend at the point a frame looks at (its proxy depth along the
+    optical axis): too small and depth is noise, too large and the flow breaks.
+    """
+    n = len(views)
+    if n < 2:
+        return [[] for _ in views]
+    overlap = overlap_matrix(views)
+    sym = np.minimum(overlap, overlap.T)
+    depth = proxy_depth(views)
+    centres = np.stack([v.c2w_cv[:3, 3] for v in views])
+    focus = centres + depth[:, None] * np.stack([v.c2w_cv[:3, 2] for v in views])
+    out = []
+    for i in range(n):
+        ra = centres[i] - focus[i]
+        rb = centres - focus[i]
+        cos = (rb @ ra) / np.maximum(np.linalg.norm(rb, axis=1) * np.linalg.norm(ra), 1e-12)
+        angle = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+        ok = (angle >= min_angle_deg) & (angle <= max_angle_deg) & (sym[i] >= min_overlap)
+        ok[i] = False
+        cand = np.flatnonzero(ok)
+        out.append(cand[np.argsort(-sym[i, cand], kind="stable")][:k].tolist())
+    return out
+
+
+def triangulate_flow(a: View, b: View, flow_ab: Float[np.ndarray, "H W 2"], flow_ba: Float[np.ndarray, "H W 2"],
+                     fb_tol: float = 1.0, epi_tol: float = 1.5, min_angle_deg: float = 1.0) -> np.ndarray:
+    """Depth of every pixel of ``a`` (0 where rejected) from its flow into ``b`` and the two known poses.
+
+    A pixel is kept when its flow returns within ``fb_tol`` px (forward-backward), lands within ``epi_tol`` px of its
+    epipolar line, and the two rays meet in front of both cameras at an angle of at least ``min_angle_deg``.
+    """
+    from data_preprocess.matching import epipolar_distance, fundamental
+
+    h, w = flow_ab.shape[:2]
+    vv, uu = np.mgrid[0:h, 0:w]
+    u, v = uu.ravel().astype(np.float64), vv.ravel().astype(np.float64)
+    du, dv = flow_ab.reshape(-1, 2).T.astype(np.float64)
+    tu, tv = u + du, v + dv
+    ok = (tu > -0.5) & (tu < w - 0.5) & (tv > -0.5) & (tv < h - 0.5)
+    iu, iv = np.round(tu).astype(np.int64).clip(0, w - 1), np.round(tv).astype(np.int64).clip(0, h - 1)
+    back = flow_ba[iv, iu].astype(np.float64)
+    ok &= np.hypot(du + back[:, 0], dv + back[:, 1]) < fb_tol
+    ok &= epipolar_distance(fundamental(a, b), np.stack([u, v], 1), np.stack([tu, tv], 1)) < epi_tol
+    z = np.zeros(h * w)
+    sel = np.flatnonzero(ok)
+    if len(sel):
+        z[sel] = _two_ray_depth(a, b, u[sel], v[sel], tu[sel], tv[sel], min_angle_deg)
+    return z.reshape(h, w)
+
+
+def _two_ray_depth(a: View, b: View, ua, va, ub, vb, min_angle_deg: float) -> np.ndarray:
+    """Optical-axis depth in ``a`` of the midpoint triangulation of pixel rays (0 where the rays do not meet well)."""
+    def rays(view: View, u, v):
+        cam = np.stack([(u - view.K[0, 2]) / view.K[0, 0], (v - view.K[1, 2]) / view.K[1, 1], np.ones(len(u))], 1)
+        return cam @ view.c2w_cv[:3, :3].T  # world direction whose camera-z component is 1
+
+    da, db = rays(a, ua, va), rays(b, ub, vb)
+    w = b.c2w_cv[:3, 3] - a.c2w_cv[:3, 3]
+    aa, ab, bb = (da * da).sum(1), (da * db).sum(1), (db * db).sum(1)
+    det = aa * bb - ab * ab
+    good = det > 1e-12
+    det = np.where(good, det, 1.0)
+    wa, wb = da @ w, db @ w
+    s = (wa * bb - ab * wb) / det  # depth along a's optical axis (da has unit z)
+    t = (ab * wa - aa * wb) / det
+    cos = ab / np.sqrt(aa * bb)
+    good &= (s > 0) & (t > 0) & (cos < np.cos(np.radians(min_angle_deg)))
+    return np.where(good, s, 0.0)
+
+
+def fuse_depths(stack: Float[np.ndarray, "K H W"], min_agree: int = 2, rel_tol: float = 0.05) -> np.ndarray:
+    """Per pixel, the median of the valid (> 0) depths, kept where at least ``min_agree`` lie within ``rel_tol``."""
+    valid = stack > 0
+    data = np.where(valid, stack, np.nan)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(data, axis=0)
+    agree = (valid & (np.abs(stack - med[None]) <= rel_tol * med[None])).sum(0)
+    return np.where((agree >= min_agree) & np.isfinite(med), med, 0.0).astype(np.float32)
+
+
+def _dis(preset: str):
+    import cv2
+
+    return cv2.DISOpticalFlow_create({"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+                                      "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+                                      "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[preset])
+
+
+def _gray(view: View) -> np.ndarray:
+    from data_preprocess.matching import read_gray
+
+    return read_gray(view.image_path)
+
+
+def stereo_depths(views: List[View], k: int = 4, preset: str = "medium", min_agree: int = 2,
+                  rel_tol: float = 0.05, neighbours: Optional[List[List[int]]] = None,
+                  workers: int = 2) -> Tuple[List[np.ndarray], Dict[str, float]]:
+    """Fused depth map per view (0 = unknown) from flow to its stereo neighbours; and stats (density, pairs)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    nbrs = neighbours if neighbours is not None else stereo_neighbours(views, k)
+    pairs = sorted({(min(i, j), max(i, j)) for i, js in enumerate(nbrs) for j in js})
+    want = {(i, j) for i, js in enumerate(nbrs) for j in js}
+
+    def run(ij: Tuple[int, int]):
+        i, j = ij
+        dis = _dis(preset)
+        gi, gj = _gray(views[i]), _gray(views[j])
+        fij, fji = dis.calc(gi, gj, None), dis.calc(gj, gi, None)
+        out = {}
+        if (i, j) in want:
+            out[(i, j)] = triangulate_flow(views[i], views[j], fij, fji).astype(np.float32)
+        if (j, i) in want:
+            out[(j, i)] = triangulate_flow(views[j], views[i], fji, fij).astype(np.float32)
+        return out
+
+    per_view: Dict[int, List[np.ndarray]] = {i: [] for i in range(len(views))}
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for res in pool.map(run, pairs):
+            for (i, _), z in res.items():
+                per_view[i].append(z)
+    depths = []
+    for i, v in enumerate(views):
+        stack = per_view[i]
+        if len(stack) < min_agree:
+            depths.append(np.zeros((v.height, v.width), np.float32))
+            continue
+        depths.append(fuse_depths(np.stack(stack), min_agree, rel_tol))
+        per_view[i] = []
+    density = float(np.mean([(d > 0).mean() for d in depths])) if depths else 0.0
+    return depths, {"stereo_pairs": len(pairs), "depth_density": round(density, 3)}
+
+
+def neighbour_pairs(nbrs: List[List[int]]) -> Int[np.ndarray, "P 2"]:
+    return np.array(sorted({(min(i, j), max(i, j)) for i, js in enumerate(nbrs) for j in js}),
+                    dtype=np.int64).reshape(-1, 2)
