@@ -238,8 +238,7 @@ def main(cfg: MapConfig) -> Dict:
                                                  workers=cfg.workers)
             cached = {"depth": np.stack(depths)}
             cache.save("stereo", skey, **cached)
-        for v, d in zip(views, cached["depth"]):
-            v.depth = d
+        stereo_maps = cached["depth"]  # given to the views after the pairs: holes would hide overlapping frames
         dense_depth = False
         timings["stereo"] = time.perf_counter() - t
         memory_mb["stereo"] = _peak_rss_mb()
@@ -253,6 +252,9 @@ def main(cfg: MapConfig) -> Dict:
         cache.save("pairs", pkey, pairs=pairs)
     timings["pairs"] = time.perf_counter() - t
     memory_mb["pairs"] = _peak_rss_mb()
+    if matcher_name == "stereo":
+        for v, d in zip(views, stereo_maps):
+            v.depth = d
     if len(pairs) == 0:
         fail(f"no two of the {len(views)} frames overlap (pairs: {cfg.pairs})", cfg.data / "transforms.json",
              "check the poses, lower --min-pair-overlap, or use --pairs exhaustive")

@@ -79,7 +79,7 @@ def depth_correspondences(a: View, b: View, stride: int = 2, depth_tol: float = 
 
 STEREO_DEPTH_TOL = 0.1
 """Occlusion tolerance of the reprojection on depth estimated by ``stereo.py`` (noisier than a sensor's)."""
-STEREO_UNKNOWN_VISIBLE = False
+STEREO_UNKNOWN_VISIBLE = True
 
 
 def stereo_correspondences(a: View, b: View) -> Correspondences:

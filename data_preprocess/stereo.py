@@ -1,8 +1,10 @@
 """Depth maps from posed RGB frames without a depth sensor: multi-view stereo by triangulated optical flow.
 
 For every frame, a few neighbours with a usable baseline are chosen from the known poses (``stereo_neighbours``). Dense
-optical flow (OpenCV DIS) to each neighbour is kept where it passes a forward-backward check and the epipolar
-constraint of the poses, and every kept pixel is triangulated (``triangulate_flow``). The per-neighbour depths are fused
+optical flow (OpenCV DIS, on exposure-normalised grey images) to each neighbour is computed against the neighbour
+warped by the homography of a proxy plane (``guided_flow``: the known rotation and the bulk of the parallax taken out),
+kept where it passes a forward-backward check and the epipolar constraint of the poses, and every kept pixel is
+triangulated (``triangulate_flow``). The per-neighbour depths are fused
 per pixel (``fuse_depths``): the median, kept where enough neighbours agree with it. The result is a depth map with
 holes (0 = unknown) that the exact ``depth`` matcher of ``matching.py`` can use as if it came from a sensor: it turns
 a wide-baseline pair, where flow fails, into reprojection.
@@ -106,6 +108,35 @@ def fuse_depths(stack: Float[np.ndarray, "K H W"], min_agree: int = 2, rel_tol: 
     return np.where((agree >= min_agree) & np.isfinite(med), med, 0.0).astype(np.float32)
 
 
+def plane_homography(a: View, b: View, depth: float) -> Float[np.ndarray, "3 3"]:
+    """Pixel homography a -> b induced by the plane at optical-axis depth ``depth`` in front of camera a."""
+    rel = np.linalg.inv(b.c2w_cv) @ a.c2w_cv  # camera a -> camera b
+    r, t = rel[:3, :3], rel[:3, 3]
+    h = b.K @ (r + np.outer(t, [0.0, 0.0, 1.0 / depth])) @ np.linalg.inv(a.K)
+    return h / h[2, 2]
+
+
+def guided_flow(ga: np.ndarray, gb: np.ndarray, h_ab: np.ndarray, dis) -> Float[np.ndarray, "H W 2"]:
+    """Flow a -> b in a's pixels, computed against b warped into a by ``h_ab`` (the known motion at a proxy plane).
+
+    The homography takes out the camera rotation and the parallax of the proxy plane, so the flow only has to find
+    the residual parallax: wider baselines stay within DIS's reach.
+    """
+    import cv2
+
+    h, w = ga.shape
+    warped = cv2.warpPerspective(gb, h_ab, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                 borderMode=cv2.BORDER_REPLICATE)
+    residual = dis.calc(ga, warped, None)
+    vv, uu = np.mgrid[0:h, 0:w].astype(np.float32)
+    x, y = uu + residual[..., 0], vv + residual[..., 1]
+    den = h_ab[2, 0] * x + h_ab[2, 1] * y + h_ab[2, 2]
+    den = np.where(np.abs(den) > 1e-9, den, 1e-9)
+    tx = (h_ab[0, 0] * x + h_ab[0, 1] * y + h_ab[0, 2]) / den
+    ty = (h_ab[1, 0] * x + h_ab[1, 1] * y + h_ab[1, 2]) / den
+    return np.stack([tx - uu, ty - vv], -1).astype(np.float32)
+
+
 def _dis(preset: str):
     import cv2
 
@@ -114,10 +145,13 @@ def _dis(preset: str):
                                       "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[preset])
 
 
-def _gray(view: View) -> np.ndarray:
+def normalized_gray(view: View) -> np.ndarray:
+    """Grey image with zero-mean unit-variance levels (mapped to 128 +- 48): exposure changes between frames stay
+    out of the brightness-constancy term of the flow."""
     from data_preprocess.matching import read_gray
 
-    return read_gray(view.image_path)
+    f = read_gray(view.image_path).astype(np.float32)
+    return np.clip((f - f.mean()) / max(float(f.std()), 1e-3) * 48 + 128, 0, 255).astype(np.uint8)
 
 
 def stereo_depths(views: List[View], k: int = 4, preset: str = "medium", min_agree: int = 2,
@@ -127,14 +161,16 @@ def stereo_depths(views: List[View], k: int = 4, preset: str = "medium", min_agr
     from concurrent.futures import ThreadPoolExecutor
 
     nbrs = neighbours if neighbours is not None else stereo_neighbours(views, k)
+    proxies = proxy_depth(views)
     pairs = sorted({(min(i, j), max(i, j)) for i, js in enumerate(nbrs) for j in js})
     want = {(i, j) for i, js in enumerate(nbrs) for j in js}
 
     def run(ij: Tuple[int, int]):
         i, j = ij
         dis = _dis(preset)
-        gi, gj = _gray(views[i]), _gray(views[j])
-        fij, fji = dis.calc(gi, gj, None), dis.calc(gj, gi, None)
+        gi, gj = normalized_gray(views[i]), normalized_gray(views[j])
+        h_ij = plane_homography(views[i], views[j], float(proxies[i]))
+        fij, fji = guided_flow(gi, gj, h_ij, dis), guided_flow(gj, gi, np.linalg.inv(h_ij), dis)
         out = {}
         if (i, j) in want:
             out[(i, j)] = triangulate_flow(views[i], views[j], fij, fji).astype(np.float32)
@@ -162,3 +198,4 @@ def stereo_depths(views: List[View], k: int = 4, preset: str = "medium", min_agr
 def neighbour_pairs(nbrs: List[List[int]]) -> Int[np.ndarray, "P 2"]:
     return np.array(sorted({(min(i, j), max(i, j)) for i, js in enumerate(nbrs) for j in js}),
                     dtype=np.int64).reshape(-1, 2)
+
