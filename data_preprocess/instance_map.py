@@ -66,8 +66,9 @@ class MapConfig:
     otherwise."""
     stereo_neighbours: int = 4
     """Stereo: neighbour frames whose flow is triangulated into each frame's depth map."""
-    stereo_min_agree: int = 2
-    """Stereo: neighbours that must agree (within 5%) on a pixel's depth for it to be kept."""
+    stereo_min_agree: int = 1
+    """Stereo: neighbours that must agree (within 5%) on a pixel's depth for it to be kept; a pixel whose estimates
+    disagree is dropped either way."""
     weights: Optional[Path] = None
     """Local LoFTR weights file (--matcher loftr); never downloaded."""
     netvlad_weights: Optional[Path] = None
