@@ -216,7 +216,7 @@ def main(cfg: MapConfig) -> Dict:
         where = missing.depth_path if missing is not None and missing.depth_path is not None else \
             cfg.data / "transforms.json"
         fail(f"--matcher depth needs depth maps for every frame; frame '{missing.stem if missing else '?'}' has none",
-             where, "restore the depth file / add depth_file_path per frame, or use --matcher flow|sift")
+             where, "restore the depth file / add depth_file_path per frame, or use --matcher stereo|flow|sift")
     if matcher_name == "depth" and views[0].depth is None:
         for v, fr in zip(views, frames):
             v.depth = read_depth(fr.depth_path)
