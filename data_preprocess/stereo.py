@@ -97,15 +97,13 @@ def _two_ray_depth(a: View, b: View, ua, va, ub, vb, min_angle_deg: float) -> np
 def fuse_depths(stack: Float[np.ndarray, "K H W"], min_agree: int = 2, rel_tol: float = 0.05) -> np.ndarray:
     """Per pixel, the median of the valid (> 0) depths, kept where at least ``min_agree`` lie within ``rel_tol``."""
     valid = stack > 0
-    data = np.where(valid, stack, np.nan)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            med = np.nanmedian(data, axis=0)
+    n = valid.sum(0)
+    ordered = np.sort(np.where(valid, stack, np.inf), axis=0)  # valid depths first, in order
+    lo = np.take_along_axis(ordered, np.maximum(n - 1, 0)[None] // 2, 0)[0]
+    hi = np.take_along_axis(ordered, (n // 2)[None].clip(0, len(stack) - 1), 0)[0]
+    med = np.where(n > 0, 0.5 * (lo + hi), 0.0)
     agree = (valid & (np.abs(stack - med[None]) <= rel_tol * med[None])).sum(0)
-    return np.where((agree >= min_agree) & np.isfinite(med), med, 0.0).astype(np.float32)
+    return np.where((agree >= min_agree) & (n > 0), med, 0.0).astype(np.float32)
 
 
 def plane_homography(a: View, b: View, depth: float) -> Float[np.ndarray, "3 3"]:
