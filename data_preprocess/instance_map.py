@@ -92,8 +92,8 @@ class MapConfig:
     """Fragment merging: join two communities when at least this fraction of their co-visible frame pairs agree."""
     revisit_agreement: Optional[float] = None
     """Join two never co-visible communities when this fraction of each one's 3D points falls inside the other's
-    masks (an object revisited from another side; > 1 = off). Default 0.5 with depth maps, 0.25 with the sparse
-    depth triangulated from the matches when the dataset has none."""
+    masks (an object revisited from another side; > 1 = off). Default 0.5 with depth maps, 0.25 with estimated depth
+    (stereo) or the sparse depth triangulated from the matches (flow, sift, loftr) when the dataset has none."""
     absorb_vote: float = 0.3
     """Small communities and unlabelled masks join a larger community holding at least this fraction of their
     correspondences in the other views (1 = off)."""
