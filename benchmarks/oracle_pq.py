@@ -2,7 +2,7 @@
 
 The oracle gives every frontend mask of every frame the ground-truth id it covers most (void included), i.e. perfect
 association; what it loses is the frontend's own errors (splits, merges, misses, boundary noise). Scored with the
-project's metric (``instance_nerfacto.metrics``: scene PQ over all frames concatenated, matched mIoU), things only
+project's metric (``instance_nerfacto.eval.metrics``: scene PQ over all frames concatenated, matched mIoU), things only
 (stuff = void) and with all ids.
 
     .venv/bin/python benchmarks/oracle_pq.py /tmp/scenes/demo [--split train|val|all] [--per-object]

@@ -1,6 +1,6 @@
 """``instance-map``: associate per-frame 2D instance masks into 3D-consistent pseudolabels (InstanceMap, 3DIML).
 
-    instance-map --data data/room                       # depth matcher when depth/ exists, flow otherwise
+    instance-map --data data/room                       # depth matcher when depth/ exists, stereo otherwise
     instance-map --data data/room --matcher sift --pairs exhaustive
 
 Stages (each a pure function in its own module, hloc style, cached under ``<output>/.cache``): pairs
@@ -28,6 +28,7 @@ from data_preprocess.graph import OverlapRecords, mutual_best_edges, pair_overla
 from data_preprocess.matching import make_matcher, sparse_depth, triangulate
 from data_preprocess.pairs import View, exhaustive_pairs, pose_pairs, sequential_pairs, similarity_pairs
 from data_preprocess.rasterize import frame_labels, order_labels, owner_map
+from data_preprocess.stereo import stereo_depths
 from instance_nerfacto.core.dataset import load_dataset
 from instance_nerfacto.core.errors import fail, run_cli
 from instance_nerfacto.core.files import atomic_write_png, read_depth
@@ -56,9 +57,15 @@ class MapConfig:
     """Frames of transforms.json to process; train keeps the held-out val frames unseen."""
     pairs: Literal["pose", "exhaustive", "sequential", "netvlad"] = "pose"
     """How to choose frame pairs: pose overlap, all pairs, a sequential window, or NetVLAD similarity (paper)."""
-    matcher: Optional[Literal["depth", "flow", "sift", "loftr"]] = None
-    """Correspondences: depth reprojection, pose-checked dense optical flow, SIFT, LoFTR; default depth when the
-    dataset has depth maps, sift otherwise."""
+    matcher: Optional[Literal["depth", "stereo", "flow", "sift", "loftr"]] = None
+    """Correspondences: depth reprojection, reprojection on depth estimated by multi-view stereo from the images and
+    poses, pose-checked dense optical flow, SIFT, LoFTR; default depth when the dataset has depth maps, stereo
+    otherwise."""
+    stereo_neighbours: int = 4
+    """Stereo: neighbour frames whose flow is triangulated into each frame's depth map."""
+    stereo_min_agree: int = 1
+    """Stereo: neighbours that must agree (within 5%) on a pixel's depth for it to be kept; a pixel whose estimates
+    disagree is dropped either way."""
     weights: Optional[Path] = None
     """Local LoFTR weights file (--matcher loftr); never downloaded."""
     netvlad_weights: Optional[Path] = None
@@ -82,8 +89,8 @@ class MapConfig:
     """Fragment merging: join two communities when at least this fraction of their co-visible frame pairs agree."""
     revisit_agreement: Optional[float] = None
     """Join two never co-visible communities when this fraction of each one's 3D points falls inside the other's
-    masks (an object revisited from another side; > 1 = off). Default 0.5 with depth maps, 0.25 with the sparse
-    depth triangulated from the matches when the dataset has none."""
+    masks (an object revisited from another side; > 1 = off). Default 0.5 with depth maps, 0.25 with estimated depth
+    (stereo) or the sparse depth triangulated from the matches (flow, sift, loftr) when the dataset has none."""
     absorb_vote: float = 0.3
     """Small communities and unlabelled masks join a larger community holding at least this fraction of their
     correspondences in the other views (1 = off)."""
@@ -191,16 +198,16 @@ def main(cfg: MapConfig) -> Dict:
     ds, frames, views, n_masks, areas, mask_files = load_views(cfg, mask_dir)
     timings["load"] = time.perf_counter() - t
     memory_mb["load"] = _peak_rss_mb()
-    matcher_name = cfg.matcher or ("depth" if ds.has_depth else "sift")
+    matcher_name = cfg.matcher or ("depth" if ds.has_depth else "stereo")
     matcher_note = {"depth": "depth (dataset has depth maps)" if cfg.matcher is None else "depth",
-                    "sift": "sift (no depth maps)" if cfg.matcher is None else "sift"
-                    }.get(matcher_name, matcher_name)
+                    "stereo": "stereo (no depth maps: depth triangulated from optical flow between posed frames)"
+                    if cfg.matcher is None else "stereo"}.get(matcher_name, matcher_name)
     if matcher_name == "depth" and not ds.has_depth:
         missing = next((f for f in ds.frames if f.depth_path is None or not f.depth_path.exists()), None)
         where = missing.depth_path if missing is not None and missing.depth_path is not None else \
             cfg.data / "transforms.json"
         fail(f"--matcher depth needs depth maps for every frame; frame '{missing.stem if missing else '?'}' has none",
-             where, "restore the depth file / add depth_file_path per frame, or use --matcher flow|sift")
+             where, "restore the depth file / add depth_file_path per frame, or use --matcher stereo|flow|sift")
     if matcher_name == "depth" and views[0].depth is None:
         for v, fr in zip(views, frames):
             v.depth = read_depth(fr.depth_path)
@@ -209,6 +216,24 @@ def main(cfg: MapConfig) -> Dict:
     cache = StageCache(output if cfg.cache else None)
     stems = [v.stem for v in views]
     inputs = file_fingerprint([cfg.data / "transforms.json"] + mask_files + [f.depth_path for f in frames])
+    image_inputs = file_fingerprint([v.image_path for v in views]) \
+        if matcher_name in ("stereo", "flow", "sift", "loftr") else []
+    if matcher_name == "stereo":
+        t = time.perf_counter()
+        stereo_params = {"k": cfg.stereo_neighbours, "min_agree": cfg.stereo_min_agree, "split": cfg.split}
+        skey = cache_key("stereo", {**stereo_params, "stems": stems}, inputs + image_inputs)
+        cached = cache.load("stereo", skey)
+        if cached is None:
+            for v in views:  # estimated from the images alone, also when --matcher stereo runs on an RGB-D dataset
+                v.depth = None
+            depths, _ = stereo_depths(views, cfg.stereo_neighbours, min_agree=cfg.stereo_min_agree,
+                                                 workers=cfg.workers)
+            cached = {"depth": np.stack(depths)}
+            cache.save("stereo", skey, **cached)
+        stereo_maps = cached["depth"]  # given to the views after the pairs: holes would hide overlapping frames
+        dense_depth = False
+        timings["stereo"] = time.perf_counter() - t
+        memory_mb["stereo"] = _peak_rss_mb()
 
     t = time.perf_counter()
     pair_params = {k: getattr(cfg, k) for k in ("pairs", "top_k", "min_pair_overlap", "window", "split")}
@@ -219,6 +244,9 @@ def main(cfg: MapConfig) -> Dict:
         cache.save("pairs", pkey, pairs=pairs)
     timings["pairs"] = time.perf_counter() - t
     memory_mb["pairs"] = _peak_rss_mb()
+    if matcher_name == "stereo":
+        for v, d in zip(views, stereo_maps):
+            v.depth = d
     if len(pairs) == 0:
         fail(f"no two of the {len(views)} frames overlap (pairs: {cfg.pairs})", cfg.data / "transforms.json",
              "check the poses, lower --min-pair-overlap, or use --pairs exhaustive")
@@ -226,7 +254,6 @@ def main(cfg: MapConfig) -> Dict:
     t = time.perf_counter()
     offsets = np.concatenate([[0], np.cumsum(n_masks)]).astype(np.int64)
     frame_of = np.repeat(np.arange(len(views)), n_masks)
-    image_inputs = file_fingerprint([v.image_path for v in views]) if matcher_name in ("flow", "sift", "loftr") else []
     mkey = cache_key("matches", {"matcher": matcher_name, "pairs": pkey, "weights": str(cfg.weights)},
                      inputs + image_inputs)
     cached = cache.load("matches", mkey)
@@ -236,7 +263,7 @@ def main(cfg: MapConfig) -> Dict:
         tri = tuple(cached[k] for k in tri_keys)
     else:
         match = make_matcher(matcher_name, cfg.weights)
-        want_tri = matcher_name != "depth"
+        want_tri = matcher_name not in ("depth", "stereo")
 
         def run_pair(ij):
             i, j = int(ij[0]), int(ij[1])

@@ -20,7 +20,7 @@ from jaxtyping import Float, Int
 from data_preprocess.pairs import View, backproject, project
 from instance_nerfacto.core.errors import fail
 
-MATCHERS = ("depth", "flow", "sift", "loftr")
+MATCHERS = ("depth", "stereo", "flow", "sift", "loftr")
 
 
 @dataclass
@@ -40,8 +40,12 @@ def _flat(u: np.ndarray, v: np.ndarray, width: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------------ depth
 
 
-def reproject(src: View, dst: View, stride: int = 2, depth_tol: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """Flat indices of ``src`` pixels (every ``stride``-th) visible in ``dst`` and where they land there."""
+def reproject(src: View, dst: View, stride: int = 2, depth_tol: float = 0.05,
+              unknown_visible: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices of ``src`` pixels (every ``stride``-th) visible in ``dst`` and where they land there.
+
+    ``unknown_visible``: a point landing where ``dst`` has no depth (a hole of estimated depth) counts as visible.
+    """
     key = ("reproject", stride)
     if key not in src.memo:  # back-project each frame once, not once per pair
         vv, uu = np.mgrid[0:src.height:stride, 0:src.width:stride]
@@ -57,17 +61,30 @@ def reproject(src: View, dst: View, stride: int = 2, depth_tol: float = 0.05) ->
     dz = dst.depth[iv, iu]
     # occlusion test: the point must be the surface the other camera sees there
     vis = (dz > 0) & (np.abs(dz - pz[ok]) < depth_tol * dz)
+    if unknown_visible:
+        vis |= dz <= 0
     src_flat = (v[ok] * src.width + u[ok])[vis]
     return src_flat.astype(np.int64), (iv * dst.width + iu)[vis]
 
 
-def depth_correspondences(a: View, b: View, stride: int = 2) -> Correspondences:
+def depth_correspondences(a: View, b: View, stride: int = 2, depth_tol: float = 0.05,
+                          unknown_visible: bool = False) -> Correspondences:
     if a.depth is None or b.depth is None:
         fail("the depth matcher needs depth maps for every frame", a.image_path.parent.parent / "depth",
-             "add depth_file_path to transforms.json, or use --matcher flow|sift")
-    fs, fd = reproject(a, b, stride)
-    bs, bd = reproject(b, a, stride)
+             "add depth_file_path to transforms.json, or use --matcher stereo|flow|sift")
+    fs, fd = reproject(a, b, stride, depth_tol, unknown_visible)
+    bs, bd = reproject(b, a, stride, depth_tol, unknown_visible)
     return Correspondences(fs, fd, bs, bd)
+
+
+STEREO_DEPTH_TOL = 0.1
+"""Occlusion tolerance of the reprojection on depth estimated by ``stereo.py`` (noisier than a sensor's)."""
+STEREO_UNKNOWN_VISIBLE = True
+
+
+def stereo_correspondences(a: View, b: View) -> Correspondences:
+    """Reprojection on the depth maps that ``stereo.stereo_depths`` estimated from the images and poses."""
+    return depth_correspondences(a, b, 2, STEREO_DEPTH_TOL, STEREO_UNKNOWN_VISIBLE)
 
 
 # ------------------------------------------------------------------------------------------------ epipolar
@@ -229,6 +246,8 @@ class LoFTRMatcher:
 def make_matcher(name: str, weights: Optional[Path] = None) -> Callable[[View, View], Correspondences]:
     if name == "depth":
         return depth_correspondences
+    if name == "stereo":
+        return stereo_correspondences
     if name == "flow":
         return flow_correspondences
     if name == "sift":

@@ -1,4 +1,4 @@
-"""Scene PQ / matched mIoU (instance_nerfacto.metrics) and the instance-eval CLI, against hand-computed values."""
+"""Scene PQ / matched mIoU (instance_nerfacto.eval.metrics) and the instance-eval CLI, against hand-computed values."""
 
 from __future__ import annotations
 

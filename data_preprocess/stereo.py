@@ -1,0 +1,199 @@
+"""Depth maps from posed RGB frames without a depth sensor: multi-view stereo by triangulated optical flow.
+
+For every frame, a few neighbours with a usable baseline are chosen from the known poses (``stereo_neighbours``). Dense
+optical flow (OpenCV DIS, on exposure-normalised grey images) to each neighbour is computed against the neighbour
+warped by the homography of a proxy plane (``guided_flow``: the known rotation and the bulk of the parallax taken out),
+kept where it passes a forward-backward check and the epipolar constraint of the poses, and every kept pixel is
+triangulated (``triangulate_flow``). The per-neighbour depths are fused
+per pixel (``fuse_depths``): the median, kept where enough neighbours agree with it. The result is a depth map with
+holes (0 = unknown) that the exact ``depth`` matcher of ``matching.py`` can use as if it came from a sensor: it turns
+a wide-baseline pair, where flow fails, into reprojection.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+from jaxtyping import Float, Int
+
+from data_preprocess.pairs import View, overlap_matrix, proxy_depth
+
+
+def stereo_neighbours(views: List[View], k: int = 4, min_angle_deg: float = 2.0, max_angle_deg: float = 20.0,
+                      min_overlap: float = 0.5) -> List[List[int]]:
+    """Per frame, up to ``k`` other frames that overlap it most among those seen at a usable triangulation angle.
+
+    The angle is the one the two camera centres subtend at the point a frame looks at (its proxy depth along the
+    optical axis): too small and depth is noise, too large and the flow breaks.
+    """
+    n = len(views)
+    if n < 2:
+        return [[] for _ in views]
+    overlap = overlap_matrix(views)
+    sym = np.minimum(overlap, overlap.T)
+    depth = proxy_depth(views)
+    centres = np.stack([v.c2w_cv[:3, 3] for v in views])
+    focus = centres + depth[:, None] * np.stack([v.c2w_cv[:3, 2] for v in views])
+    out = []
+    for i in range(n):
+        ra = centres[i] - focus[i]
+        rb = centres - focus[i]
+        cos = (rb @ ra) / np.maximum(np.linalg.norm(rb, axis=1) * np.linalg.norm(ra), 1e-12)
+        angle = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+        ok = (angle >= min_angle_deg) & (angle <= max_angle_deg) & (sym[i] >= min_overlap)
+        ok[i] = False
+        cand = np.flatnonzero(ok)
+        out.append(cand[np.argsort(-sym[i, cand], kind="stable")][:k].tolist())
+    return out
+
+
+def triangulate_flow(a: View, b: View, flow_ab: Float[np.ndarray, "H W 2"], flow_ba: Float[np.ndarray, "H W 2"],
+                     fb_tol: float = 1.0, epi_tol: float = 1.5, min_angle_deg: float = 1.0) -> np.ndarray:
+    """Depth of every pixel of ``a`` (0 where rejected) from its flow into ``b`` and the two known poses.
+
+    A pixel is kept when its flow returns within ``fb_tol`` px (forward-backward), lands within ``epi_tol`` px of its
+    epipolar line, and the two rays meet in front of both cameras at an angle of at least ``min_angle_deg``.
+    """
+    from data_preprocess.matching import epipolar_distance, fundamental
+
+    h, w = flow_ab.shape[:2]
+    vv, uu = np.mgrid[0:h, 0:w]
+    u, v = uu.ravel().astype(np.float64), vv.ravel().astype(np.float64)
+    du, dv = flow_ab.reshape(-1, 2).T.astype(np.float64)
+    tu, tv = u + du, v + dv
+    ok = (tu > -0.5) & (tu < w - 0.5) & (tv > -0.5) & (tv < h - 0.5)
+    iu, iv = np.round(tu).astype(np.int64).clip(0, w - 1), np.round(tv).astype(np.int64).clip(0, h - 1)
+    back = flow_ba[iv, iu].astype(np.float64)
+    ok &= np.hypot(du + back[:, 0], dv + back[:, 1]) < fb_tol
+    ok &= epipolar_distance(fundamental(a, b), np.stack([u, v], 1), np.stack([tu, tv], 1)) < epi_tol
+    z = np.zeros(h * w)
+    sel = np.flatnonzero(ok)
+    if len(sel):
+        z[sel] = _two_ray_depth(a, b, u[sel], v[sel], tu[sel], tv[sel], min_angle_deg)
+    return z.reshape(h, w)
+
+
+def _two_ray_depth(a: View, b: View, ua, va, ub, vb, min_angle_deg: float) -> np.ndarray:
+    """Optical-axis depth in ``a`` of the midpoint triangulation of pixel rays (0 where the rays do not meet well)."""
+    def rays(view: View, u, v):
+        cam = np.stack([(u - view.K[0, 2]) / view.K[0, 0], (v - view.K[1, 2]) / view.K[1, 1], np.ones(len(u))], 1)
+        return cam @ view.c2w_cv[:3, :3].T  # world direction whose camera-z component is 1
+
+    da, db = rays(a, ua, va), rays(b, ub, vb)
+    w = b.c2w_cv[:3, 3] - a.c2w_cv[:3, 3]
+    aa, ab, bb = (da * da).sum(1), (da * db).sum(1), (db * db).sum(1)
+    det = aa * bb - ab * ab
+    good = det > 1e-12
+    det = np.where(good, det, 1.0)
+    wa, wb = da @ w, db @ w
+    s = (wa * bb - ab * wb) / det  # depth along a's optical axis (da has unit z)
+    t = (ab * wa - aa * wb) / det
+    cos = ab / np.sqrt(aa * bb)
+    good &= (s > 0) & (t > 0) & (cos < np.cos(np.radians(min_angle_deg)))
+    return np.where(good, s, 0.0)
+
+
+def fuse_depths(stack: Float[np.ndarray, "K H W"], min_agree: int = 2, rel_tol: float = 0.05) -> np.ndarray:
+    """Per pixel, the median of the valid (> 0) depths, kept where at least ``min_agree`` lie within ``rel_tol``."""
+    valid = stack > 0
+    n = valid.sum(0)
+    ordered = np.sort(np.where(valid, stack, np.inf), axis=0)  # valid depths first, in order
+    lo = np.take_along_axis(ordered, np.maximum(n - 1, 0)[None] // 2, 0)[0]
+    hi = np.take_along_axis(ordered, (n // 2)[None].clip(0, len(stack) - 1), 0)[0]
+    med = np.where(n > 0, 0.5 * (lo + hi), 0.0)
+    agree = (valid & (np.abs(stack - med[None]) <= rel_tol * med[None])).sum(0)
+    return np.where((agree >= min_agree) & (n > 0), med, 0.0).astype(np.float32)
+
+
+def plane_homography(a: View, b: View, depth: float) -> Float[np.ndarray, "3 3"]:
+    """Pixel homography a -> b induced by the plane at optical-axis depth ``depth`` in front of camera a."""
+    rel = np.linalg.inv(b.c2w_cv) @ a.c2w_cv  # camera a -> camera b
+    r, t = rel[:3, :3], rel[:3, 3]
+    h = b.K @ (r + np.outer(t, [0.0, 0.0, 1.0 / depth])) @ np.linalg.inv(a.K)
+    return h / h[2, 2]
+
+
+def guided_flow(ga: np.ndarray, gb: np.ndarray, h_ab: np.ndarray, dis) -> Float[np.ndarray, "H W 2"]:
+    """Flow a -> b in a's pixels, computed against b warped into a by ``h_ab`` (the known motion at a proxy plane).
+
+    The homography takes out the camera rotation and the parallax of the proxy plane, so the flow only has to find
+    the residual parallax: wider baselines stay within DIS's reach.
+    """
+    import cv2
+
+    h, w = ga.shape
+    warped = cv2.warpPerspective(gb, h_ab, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                 borderMode=cv2.BORDER_REPLICATE)
+    residual = dis.calc(ga, warped, None)
+    vv, uu = np.mgrid[0:h, 0:w].astype(np.float32)
+    x, y = uu + residual[..., 0], vv + residual[..., 1]
+    den = h_ab[2, 0] * x + h_ab[2, 1] * y + h_ab[2, 2]
+    den = np.where(np.abs(den) > 1e-9, den, 1e-9)
+    tx = (h_ab[0, 0] * x + h_ab[0, 1] * y + h_ab[0, 2]) / den
+    ty = (h_ab[1, 0] * x + h_ab[1, 1] * y + h_ab[1, 2]) / den
+    return np.stack([tx - uu, ty - vv], -1).astype(np.float32)
+
+
+def _dis(preset: str):
+    import cv2
+
+    return cv2.DISOpticalFlow_create({"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+                                      "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+                                      "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[preset])
+
+
+def normalized_gray(view: View) -> np.ndarray:
+    """Grey image with zero-mean unit-variance levels (mapped to 128 +- 48): exposure changes between frames stay
+    out of the brightness-constancy term of the flow."""
+    from data_preprocess.matching import read_gray
+
+    f = read_gray(view.image_path).astype(np.float32)
+    return np.clip((f - f.mean()) / max(float(f.std()), 1e-3) * 48 + 128, 0, 255).astype(np.uint8)
+
+
+def stereo_depths(views: List[View], k: int = 4, preset: str = "medium", min_agree: int = 2,
+                  rel_tol: float = 0.05, neighbours: Optional[List[List[int]]] = None,
+                  workers: int = 2) -> Tuple[List[np.ndarray], Dict[str, float]]:
+    """Fused depth map per view (0 = unknown) from flow to its stereo neighbours; and stats (density, pairs)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    nbrs = neighbours if neighbours is not None else stereo_neighbours(views, k)
+    proxies = proxy_depth(views)
+    pairs = sorted({(min(i, j), max(i, j)) for i, js in enumerate(nbrs) for j in js})
+    want = {(i, j) for i, js in enumerate(nbrs) for j in js}
+
+    def run(ij: Tuple[int, int]):
+        i, j = ij
+        dis = _dis(preset)
+        gi, gj = normalized_gray(views[i]), normalized_gray(views[j])
+        h_ij = plane_homography(views[i], views[j], float(proxies[i]))
+        fij, fji = guided_flow(gi, gj, h_ij, dis), guided_flow(gj, gi, np.linalg.inv(h_ij), dis)
+        out = {}
+        if (i, j) in want:
+            out[(i, j)] = triangulate_flow(views[i], views[j], fij, fji).astype(np.float32)
+        if (j, i) in want:
+            out[(j, i)] = triangulate_flow(views[j], views[i], fji, fij).astype(np.float32)
+        return out
+
+    per_view: Dict[int, List[np.ndarray]] = {i: [] for i in range(len(views))}
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for res in pool.map(run, pairs):
+            for (i, _), z in res.items():
+                per_view[i].append(z)
+    depths = []
+    for i, v in enumerate(views):
+        stack = per_view[i]
+        if len(stack) < min_agree:
+            depths.append(np.zeros((v.height, v.width), np.float32))
+            continue
+        depths.append(fuse_depths(np.stack(stack), min_agree, rel_tol))
+        per_view[i] = []
+    density = float(np.mean([(d > 0).mean() for d in depths])) if depths else 0.0
+    return depths, {"stereo_pairs": len(pairs), "depth_density": round(density, 3)}
+
+
+def neighbour_pairs(nbrs: List[List[int]]) -> Int[np.ndarray, "P 2"]:
+    return np.array(sorted({(min(i, j), max(i, j)) for i, js in enumerate(nbrs) for j in js}),
+                    dtype=np.int64).reshape(-1, 2)
+

@@ -1,0 +1,169 @@
+"""Depth from posed RGB frames (``data_preprocess/stereo.py``), the no-depth default of instance-map.
+
+Hand-made two-view geometry with exact answers: a textured plane seen by two cameras with known poses. The estimated
+depth must be right, and a pose in the wrong convention (OpenGL c2w read as OpenCV) must not give a depth map.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_preprocess import stereo
+from data_preprocess.pairs import View
+from instance_nerfacto.core.dataset import OPENGL_TO_OPENCV
+from instance_nerfacto.eval.metrics import evaluate_dirs
+
+W, H, F = 160, 120, 140.0
+K = np.array([[F, 0, W / 2], [0, F, H / 2], [0, 0, 1.0]])
+
+
+def pose(x: float, yaw_deg: float = 0.0) -> np.ndarray:
+    """OpenCV camera-to-world at (x, 0, 0) turned by ``yaw_deg`` about the camera's y axis."""
+    c, s = np.cos(np.radians(yaw_deg)), np.sin(np.radians(yaw_deg))
+    out = np.eye(4)
+    out[:3, :3] = [[c, 0, s], [0, 1, 0], [-s, 0, c]]
+    out[0, 3] = x
+    return out
+
+
+def texture(seed: int = 0) -> np.ndarray:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    noise = rng.random((120, 160)).astype(np.float32)
+    big = cv2.resize(noise, (1600, 1200), interpolation=cv2.INTER_CUBIC)
+    fine = cv2.resize(rng.random((480, 640)).astype(np.float32), (1600, 1200), interpolation=cv2.INTER_LINEAR)
+    return np.clip(255 * (0.7 * big + 0.3 * fine), 0, 255).astype(np.uint8)
+
+
+def render_plane(c2w: np.ndarray, depth: float, tex: np.ndarray) -> np.ndarray:
+    """Grey image of the fronto-parallel plane z = ``depth`` (world), textured over x, y in [-2, 2] x [-1.5, 1.5]."""
+    import cv2
+
+    vv, uu = np.mgrid[0:H, 0:W].astype(np.float64)
+    rays = np.stack([(uu - K[0, 2]) / F, (vv - K[1, 2]) / F, np.ones_like(uu)], -1) @ c2w[:3, :3].T
+    t = (depth - c2w[2, 3]) / rays[..., 2]
+    x = c2w[0, 3] + t * rays[..., 0]
+    y = c2w[1, 3] + t * rays[..., 1]
+    mx = ((x + 2) / 4 * (tex.shape[1] - 1)).astype(np.float32)
+    my = ((y + 1.5) / 3 * (tex.shape[0] - 1)).astype(np.float32)
+    return cv2.remap(tex, mx, my, cv2.INTER_LINEAR)
+
+
+def view(c2w: np.ndarray, path: Path) -> View:
+    return View(path.stem, K, c2w, np.zeros((H, W), np.int16), path)
+
+
+@pytest.fixture(scope="module")
+def two_views(tmp_path_factory: pytest.TempPathFactory):
+    import cv2
+
+    root = tmp_path_factory.mktemp("plane")
+    tex = texture()
+    poses = [pose(0.0), pose(0.2, -3.0)]
+    views = []
+    for k, c2w in enumerate(poses):
+        cv2.imwrite(str(root / f"f{k}.png"), render_plane(c2w, 3.0, tex))
+        views.append(view(c2w, root / f"f{k}.png"))
+    return views
+
+
+def true_depth(c2w: np.ndarray, depth: float) -> np.ndarray:
+    """Optical-axis depth of the plane z = depth in every pixel of the camera."""
+    vv, uu = np.mgrid[0:H, 0:W].astype(np.float64)
+    rays = np.stack([(uu - K[0, 2]) / F, (vv - K[1, 2]) / F, np.ones_like(uu)], -1) @ c2w[:3, :3].T
+    return (depth - c2w[2, 3]) / rays[..., 2]
+
+
+def test_two_ray_depth_exact() -> None:
+    a, b = view(pose(0.0), Path("a.png")), view(pose(1.0), Path("b.png"))
+    # the world point (0.5, 0.25, 2): in a at u = cx + F*0.25, in b at u = cx - F*0.25, v = cy + F*0.125
+    ua, ub, v = np.array([W / 2 + F * 0.25]), np.array([W / 2 - F * 0.25]), np.array([H / 2 + F * 0.125])
+    assert stereo._two_ray_depth(a, b, ua, v, ub, v, 1.0) == pytest.approx([2.0], abs=1e-9)
+    # rays that diverge (the match on the wrong side) meet behind a camera: rejected
+    assert stereo._two_ray_depth(a, b, ub, v, ua, v, 1.0)[0] == 0.0
+
+
+def test_plane_homography_maps_plane_points_exactly() -> None:
+    a, b = view(pose(0.0), Path("a.png")), view(pose(0.3, -5.0), Path("b.png"))
+    h = stereo.plane_homography(a, b, 2.5)
+    pts = np.array([[10.0, 20.0], [80.0, 60.0], [150.0, 100.0]])
+    world = np.concatenate([(pts - K[:2, 2]) / F * 2.5, np.full((3, 1), 2.5)], 1)  # camera a = world here
+    cam_b = (world - b.c2w_cv[:3, 3]) @ b.c2w_cv[:3, :3]
+    expect = cam_b[:, :2] / cam_b[:, 2:] * F + K[:2, 2]
+    got = np.c_[pts, np.ones(3)] @ h.T
+    np.testing.assert_allclose(got[:, :2] / got[:, 2:], expect, atol=1e-9)
+
+
+def test_fuse_depths_median_where_neighbours_agree() -> None:
+    stack = np.array([[[2.0, 2.0, 5.0, 0.0]], [[2.04, 3.0, 0.0, 0.0]], [[1.98, 0.0, 0.0, 4.0]]])
+    fused = stereo.fuse_depths(stack, min_agree=2, rel_tol=0.05)
+    # pixel 0: three agree, median 2.0; pixel 1: 2 vs 3 disagree; pixel 2/3: one neighbour only
+    np.testing.assert_allclose(fused, [[2.0, 0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(stereo.fuse_depths(stack, min_agree=1, rel_tol=0.05)[0, 2:], [5.0, 4.0])
+
+
+def test_flow_triangulation_recovers_plane_depth(two_views) -> None:
+    a, b = two_views
+    depths, stats = stereo.stereo_depths([a, b], k=1, min_agree=1,
+                                         neighbours=[[1], [0]])
+    truth = true_depth(a.c2w_cv, 3.0)
+    z = depths[0]
+    valid = z > 0
+    assert valid.mean() > 0.5
+    rel = np.abs(z[valid] - truth[valid]) / truth[valid]
+    assert np.median(rel) < 0.01 and (rel < 0.05).mean() > 0.95
+    assert stats["stereo_pairs"] == 1
+
+
+def test_flipped_pose_convention_gives_no_depth(two_views) -> None:
+    a, b = two_views
+    # poses read as OpenGL (y up, z back) while the images follow OpenCV: the epipolar check must reject the flow
+    flipped = [View(v.stem, v.K, v.c2w_cv @ OPENGL_TO_OPENCV, v.owner, v.image_path) for v in (a, b)]
+    depths, _ = stereo.stereo_depths(flipped, k=1, min_agree=1, neighbours=[[1], [0]])
+    truth = true_depth(a.c2w_cv, 3.0)
+    z = depths[0]
+    good = (z > 0) & (np.abs(z - truth) < 0.05 * truth)
+    assert good.mean() < 0.05
+
+
+def test_neighbours_skip_zero_baseline_and_far_frames() -> None:
+    # a dolly along x looking at a wall 3 m away: 0.1 m steps; frame 1 duplicates frame 0's pose (no baseline)
+    xs = [0.0, 0.0, 0.1, 0.2, 0.3, 1.5]
+    views = [view(pose(x), Path(f"f{k}.png")) for k, x in enumerate(xs)]
+    nb = stereo.stereo_neighbours(views, k=2, min_angle_deg=1.0, min_overlap=0.5)
+    assert 1 not in nb[0] and 0 not in nb[1]  # same centre: no triangulation angle
+    assert nb[0] == [2, 3] and 5 not in sum(nb[:5], [])  # nearest usable baselines; 1.2 m away is off the wall
+
+
+@pytest.fixture(scope="module")
+def no_depth_tiny(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("nodepth") / "tiny"
+    dest.mkdir()
+    for name in ("images", "masks"):
+        shutil.copytree(tiny_scene / name, dest / name)
+    meta = json.loads((tiny_scene / "transforms.json").read_text())
+    for frame in meta["frames"]:
+        frame.pop("depth_file_path", None)
+    (dest / "transforms.json").write_text(json.dumps(meta))
+    return dest
+
+
+def test_no_depth_dataset_defaults_to_stereo(no_depth_tiny: Path, tiny_scene: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pl"
+    proc = subprocess.run([sys.executable, "-c", "from data_preprocess.instance_map import entrypoint; entrypoint()",
+                           "--data", str(no_depth_tiny), "--output", str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "matcher stereo (no depth maps" in proc.stderr
+    meta = json.loads((out / "labels.json").read_text())
+    assert meta["matcher"] == "stereo" and "stereo" in meta["timings_s"]
+    ours = evaluate_dirs(out, tiny_scene / "gt", things_json=tiny_scene / "instances.json")
+    assert ours["scene_pq"] > 0.3, ours
