@@ -1,8 +1,8 @@
 """Helpers for bad-input tests: snapshot a folder's checksums, run a CLI, assert the one-line error contract.
 
 The contract (issue 8, DESIGN.md "Bad input"): a non-zero exit, exactly one non-empty stderr line that names the
-offending file and says what to do (``<prog>: error: <what>: <path> - <fix>``, see
-``instance_nerfacto.core.errors``), no traceback, and every input file unchanged (no file modified, removed or added, cache folders aside).
+offending file and says what to do (``<prog>: error: <what>: <path> - <fix>``, see ``instance_nerfacto.core.errors``),
+no traceback, and every input file unchanged (no file modified, removed or added, cache folders aside).
 """
 
 from __future__ import annotations
