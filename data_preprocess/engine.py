@@ -85,12 +85,14 @@ class RayEngine:
         # a busy machine starts Ray's Python agents slowly; the raylet's default wait for them (15 s) then aborts it
         os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
         kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="ERROR")
+        if address.startswith("ray://"):
+            _check_reachable(address)
         tries = 2 if address == "local" else 1  # a local start can miss Ray's fixed 30 s wait on a busy machine
         for attempt in range(tries):
             try:
                 if not ray.is_initialized():  # else a caller (a test, a notebook) connected already: use that
-                    ray.init(**({"num_cpus": max(1, workers)} if address == "local" else {"address": address}),
-                             **kwargs)
+                    extra = {"num_cpus": max(1, workers)} if address == "local" else {}
+                    ray.init(address=address, **extra, **kwargs)  # "local": always a new cluster, never a running one
                     self.started = True
                 break
             except Exception as err:  # Ray raises ConnectionError, RuntimeError, or a bare Exception on a timeout
@@ -142,6 +144,18 @@ class RayEngine:
     def close(self) -> None:
         if self.started:
             self.ray.shutdown()
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, not after Ray Client's long retry loop, when nothing listens at ray://HOST:PORT."""
+    import socket
+
+    host, _, port = address[len("ray://"):].rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as err:
+        fail(f"cannot reach the Ray cluster at '{address}' ({type(err).__name__}: {err})", None,
+             "start the head node (`ray start --head`, Ray Client listens on port 10001) or fix the address")
 
 
 def make_engine(ray_address: Optional[str], workers: int):
