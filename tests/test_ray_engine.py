@@ -44,7 +44,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     os.environ[KILL_MARKER] = str(marker)  # workers inherit the driver's environment
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    for attempt in range(3):  # Ray's own start-up timeouts (15 s / 30 s) can trip on a heavily loaded machine
+        try:
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
     yield marker
     ray.shutdown()
 
@@ -74,6 +81,19 @@ def reference(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     out = tmp_path_factory.mktemp("ref") / "single"
     _map(tiny_scene, out)
     return out
+
+
+def test_auto_without_a_cluster_is_one_line(tiny_scene: Path, tmp_path: Path) -> None:
+    """Runs before the module's cluster starts (tests run in file order): `auto` would join that cluster."""
+    env = cli_env()
+    env["RAY_TMPDIR"] = str(tmp_path / "no_cluster")  # where `auto` looks for a running cluster: none there
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-c", f"from {MAP} import entrypoint; entrypoint()", "--data", str(tiny_scene),
+           "--output", str(tmp_path / "out"), "--ray-address", "auto"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "cannot reach the Ray cluster at 'auto'" in lines[0], \
+        proc.stderr[-2000:]
 
 
 def test_ray_run_is_byte_identical_to_one_process(cluster, reference: Path, tiny_scene: Path, tmp_path: Path) -> None:
@@ -111,18 +131,6 @@ def test_unreachable_cluster_is_one_line(tiny_scene: Path, tmp_path: Path) -> No
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
     assert "cannot reach the Ray cluster" in lines[0] and "ray start --head" in lines[0]
     assert not (tmp_path / "out").exists()
-
-
-def test_auto_without_a_cluster_is_one_line(tiny_scene: Path, tmp_path: Path) -> None:
-    env = cli_env()
-    env["RAY_TMPDIR"] = str(tmp_path / "no_cluster")  # where `auto` looks for a running cluster: none there
-    env.pop("RAY_ADDRESS", None)
-    cmd = [sys.executable, "-c", f"from {MAP} import entrypoint; entrypoint()", "--data", str(tiny_scene),
-           "--output", str(tmp_path / "out"), "--ray-address", "auto"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert proc.returncode == 2 and len(lines) == 1 and "cannot reach the Ray cluster at 'auto'" in lines[0], \
-        proc.stderr[-2000:]
 
 
 def test_without_ray_installed_the_flag_is_one_line(tiny_scene: Path, tmp_path: Path, monkeypatch, capsys) -> None:
