@@ -8,7 +8,8 @@ split greedily so that each part keeps the edges that bind it most.
 
 from __future__ import annotations
 
-from typing import Dict, List, Set, Tuple
+from collections import OrderedDict
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 from jaxtyping import Float, Int, Int16
@@ -234,8 +235,9 @@ def absorb_fragments(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray,
 
 
 def merge_revisits(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "N"], offsets: Int[np.ndarray, "F1"],
-                   views: list, min_agreement: float = 0.5, points_per_mask: int = 150,
-                   frames_per_check: int = 8, min_masks: int = 1) -> Int[np.ndarray, "N"]:
+                   mask_points: Callable[[int], List[Optional[np.ndarray]]], view_of: Callable[[int], object],
+                   min_agreement: float = 0.5, frames_per_check: int = 8, min_masks: int = 1,
+                   label_cache: int = 256) -> Int[np.ndarray, "N"]:
     """Join communities that are one object seen from views that were never matched (a room revisited from the
     other side): pixel correspondences cannot link opposite sides of an object, but its 3D points must fall inside
     its silhouette in every view.
@@ -243,39 +245,41 @@ def merge_revisits(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "
     Two communities that never share a frame are joined when most of the back-projected points of each project
     inside the other's masks in the other's frames (occlusion ignored: seen from the other side, the points are
     hidden behind the object's own surface). Both directions must agree, so a small object hidden behind a large
-    one is not swallowed by it; identical duplicates stay apart because their points are elsewhere. Needs depth.
+    one is not swallowed by it; identical duplicates stay apart because their points are elsewhere. Needs depth:
+    ``mask_points(f)`` gives frame f's sampled 3D points per mask (``frames.mask_points``), ``view_of(f)`` its
+    :class:`View` (owner map and pose), read when needed.
     """
-    if any(v.depth is None for v in views):
-        return membership.copy()
-    from data_preprocess.pairs import backproject, project
+    from data_preprocess.pairs import project
 
     ids, counts = np.unique(membership[membership >= 0], return_counts=True)
     ids = ids[counts >= min_masks].tolist()  # tiny communities are left to absorb_fragments
-    points: Dict[int, np.ndarray] = {}
+    order = np.argsort(membership, kind="stable")  # nodes of each community in increasing id order
+    bounds = np.searchsorted(membership[order], np.asarray(ids, dtype=membership.dtype))
+    parts: Dict[int, List[np.ndarray]] = {}
     frames: Dict[int, List[int]] = {}
-    for c in ids:
-        nodes = np.flatnonzero(membership == c)
-        pts = []
-        for n in nodes.tolist():
-            f = int(frame_of[n])
-            view = views[f]
-            vv, uu = np.nonzero((view.owner == n - offsets[f]) & (view.depth > 0))
-            if len(vv) == 0:
-                continue
-            step = max(1, len(vv) // points_per_mask)
-            vv, uu = vv[::step], uu[::step]
-            pts.append(backproject(view, uu.astype(np.float64), vv.astype(np.float64),
-                                   view.depth[vv, uu].astype(np.float64)))
-        if pts:
-            points[c] = np.concatenate(pts)
-            frames[c] = sorted(set(frame_of[nodes].tolist()))
+    for c, start, count in zip(ids, bounds.tolist(), counts[counts >= min_masks].tolist()):
+        frames[c] = sorted(set(frame_of[order[start:start + count]].tolist()))
+    node_frames = frame_of[order]
+    for f in np.unique(node_frames[membership[order] >= 0]).tolist():
+        pts_f = mask_points(f)
+        for n in range(int(offsets[f]), int(offsets[f + 1])):
+            c = int(membership[n])
+            if c in frames and pts_f[n - offsets[f]] is not None:
+                parts.setdefault(c, []).append(pts_f[n - offsets[f]])
+    points = {c: np.concatenate(p) for c, p in parts.items()}
+    frames = {c: frames[c] for c in points}
+    del parts
     boxes = {c: (np.percentile(p, 5, axis=0), np.percentile(p, 95, axis=0)) for c, p in points.items()}
-    label_images: Dict[int, np.ndarray] = {}
+    label_images: "OrderedDict[int, np.ndarray]" = OrderedDict()
 
     def labels_of(f: int) -> np.ndarray:
-        if f not in label_images:
+        if f in label_images:
+            label_images.move_to_end(f)
+        else:
             lut = np.concatenate([[-1], membership[offsets[f]:offsets[f + 1]]])
-            label_images[f] = lut[views[f].owner.astype(np.int64) + 1]
+            label_images[f] = lut[view_of(f).owner.astype(np.int64) + 1]
+            if len(label_images) > label_cache:
+                label_images.popitem(last=False)
         return label_images[f]
 
     def agreement(a: int, b: int) -> float:
@@ -284,7 +288,7 @@ def merge_revisits(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "
         pick = fb[:: max(1, len(fb) // frames_per_check)]
         inside = total = 0
         for f in pick:
-            view = views[f]
+            view = view_of(f)
             u, v, z = project(view, points[a])
             ok = (z > 1e-3) & (u > -0.5) & (u < view.width - 0.5) & (v > -0.5) & (v < view.height - 0.5)
             if not ok.any():
@@ -296,13 +300,15 @@ def merge_revisits(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "
 
     cands = []
     keys = sorted(points)
+    frame_sets = {c: set(frames[c]) for c in keys}
+    lo = np.array([boxes[c][0] for c in keys]).reshape(-1, 3)
+    hi = np.array([boxes[c][1] for c in keys]).reshape(-1, 3)
     for i, a in enumerate(keys):
-        for b in keys[i + 1:]:
-            if set(frames[a]) & set(frames[b]):
+        near = ~(np.any(hi[i] < lo[i + 1:] - 0.05, axis=1) | np.any(hi[i + 1:] < lo[i] - 0.05, axis=1))
+        for k in np.flatnonzero(near).tolist():
+            b = keys[i + 1 + k]
+            if frame_sets[a] & frame_sets[b]:
                 continue  # seen together: the pixel correspondences already had their say
-            (lo_a, hi_a), (lo_b, hi_b) = boxes[a], boxes[b]
-            if np.any(hi_a < lo_b - 0.05) or np.any(hi_b < lo_a - 0.05):
-                continue
             s = min(agreement(a, b), agreement(b, a))
             if s >= min_agreement:
                 cands.append((-s, a, b))
@@ -318,6 +324,7 @@ def merge_revisits(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "
             root = groups[ra]
             other = rb if root == ra else ra
             members_frames[root] |= members_frames.pop(other)
-    for c in keys:
-        out[membership == c] = groups[c]
+    root = {c: groups[c] for c in keys}
+    hit = (membership >= 0) & np.isin(membership, keys)
+    out[hit] = [root[c] for c in membership[hit].tolist()]
     return out

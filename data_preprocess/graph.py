@@ -9,13 +9,18 @@ choice is mutual and the score (correspondence IoU) passes a threshold.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 import numpy as np
 from jaxtyping import Float, Int
 
 from data_preprocess.matching import Correspondences
 from data_preprocess.pairs import View
+
+if TYPE_CHECKING:
+    from data_preprocess.frames import FrameSpec
 
 
 @dataclass
@@ -90,3 +95,134 @@ def mutual_best_edges(rec: OverlapRecords, frame_of: Int[np.ndarray, "N"], min_s
         best[order[first]] = True
         keep &= best
     return np.stack([a[keep], b[keep]], axis=1), s[keep]
+
+
+# ---------------------------------------------------------------------------------------------- per-pair task
+
+MATCHER_RESOURCES = {"depth": {"num_cpus": 1}, "flow": {"num_cpus": 1}, "sift": {"num_cpus": 1},
+                     "loftr": {"num_gpus": 1}}
+"""What one pair task asks a Ray cluster for (LoFTR falls back to a CPU when the cluster has no GPU)."""
+
+
+@lru_cache(maxsize=2)
+def _matcher(name: str, weights: Optional[str]):
+    from data_preprocess.matching import LoFTRMatcher, make_matcher
+
+    if name == "loftr" and weights is not None:
+        import torch
+
+        return LoFTRMatcher(Path(weights), device="cuda" if torch.cuda.is_available() else "cpu")
+    return make_matcher(name, Path(weights) if weights is not None else None)
+
+
+_last_run: List[str] = []
+
+
+def _fresh_caches(run: str) -> None:
+    """Clear this process's image and view caches when a new run starts (a Ray worker outlives runs; the files
+    behind a cached path may have changed)."""
+    if _last_run != [run]:
+        from data_preprocess import matching
+        from data_preprocess.frames import cached_view
+
+        for cached in (cached_view, getattr(matching, "read_gray", None), getattr(matching, "_sift_features", None)):
+            if hasattr(cached, "cache_clear"):
+                cached.cache_clear()
+        _last_run[:] = [run]
+
+
+def match_pairs(specs: Dict[int, "FrameSpec"], pairs: Int[np.ndarray, "P 2"], matcher: str,
+                weights: Optional[str] = None, want_tri: bool = False, run: str = "") -> Dict[str, np.ndarray]:
+    """Per-pair task: correspondences and mask overlap counts of a run of frame pairs (global frame indices into
+    ``specs``, which holds the frames they use). Returns the concatenated :class:`OverlapRecords` arrays and, for
+    matchers without depth (``want_tri``), the matches triangulated with the known poses (frame, flat pixel, depth)."""
+    from data_preprocess.frames import cached_view
+    from data_preprocess.matching import triangulate
+
+    _fresh_caches(run)
+    match = _matcher(matcher, weights)
+    recs, tri = [], []
+    for i, j in pairs.tolist():
+        a, b = specs[i], specs[j]
+        va, vb = cached_view(a), cached_view(b)
+        corr = match(va, vb)
+        recs.append(pair_overlaps(va, vb, a.n_masks, b.n_masks, corr, a.offset, b.offset))
+        if want_tri:
+            pa, za, pb, zb = triangulate(va, vb, corr)
+            tri.append((np.r_[np.full(len(pa), i), np.full(len(pb), j)], np.r_[pa, pb], np.r_[za, zb]))
+    out = OverlapRecords.concat(recs).to_arrays()
+    if want_tri:
+        for k, name in enumerate(TRI_KEYS):
+            out[name] = np.concatenate([t[k] for t in tri]) if tri else np.zeros(0)
+    return out
+
+
+TRI_KEYS = ("tri_frame", "tri_pixel", "tri_depth")
+
+
+def match_stage(specs: List["FrameSpec"], pairs: Int[np.ndarray, "P 2"], matcher: str, weights: Optional[Path],
+                cache, key: str, engine, progress=None, chunk: int = 32,
+                block: int = 4096) -> tuple[OverlapRecords, tuple]:
+    """Correspondences and mask overlaps of every pair, on ``engine``, folded in pair order.
+
+    Pairs go out in tasks of ``chunk`` consecutive pairs; every ``block`` pairs the results so far are cached
+    (``matchblock-<key>-<b>``), so a run killed mid-stage resumes at the block it was in; the complete stage is cached
+    as one file (``matches-<key>``) and the blocks are removed.
+    """
+    cached = cache.load("matches", key)
+    if cached is not None:
+        return OverlapRecords(**{k: v for k, v in cached.items() if k not in TRI_KEYS}), \
+            tuple(cached[k] for k in TRI_KEYS)
+    want_tri = matcher not in ("depth", "stereo")  # these read dense depth maps: nothing to triangulate
+    n_blocks = (len(pairs) + block - 1) // block
+    block_key = [f"{key}-{b:05d}" for b in range(n_blocks)]
+    done = {b for b in range(n_blocks) if cache.load("matchblock", block_key[b]) is not None} \
+        if cache.dir is not None and cache.dir.is_dir() else set()
+    weights_arg = str(weights) if weights is not None else None
+
+    def tasks():
+        for b in range(n_blocks):
+            if b in done:
+                continue
+            for start in range(b * block, min((b + 1) * block, len(pairs)), chunk):
+                sub = pairs[start:min(start + chunk, (b + 1) * block, len(pairs))]
+                used = {f: specs[f] for f in np.unique(sub).tolist()}
+                yield used, sub, matcher, weights_arg, want_tri, key
+
+    n_tasks = sum((min((b + 1) * block, len(pairs)) - b * block + chunk - 1) // chunk
+                  for b in range(n_blocks) if b not in done)
+    results = engine.map(match_pairs, tasks(), resources=MATCHER_RESOURCES.get(matcher))
+    if progress is not None:
+        results = progress(results, n_tasks)
+    results = iter(results)
+    parts = []
+    for b in range(n_blocks):
+        if b in done:
+            parts.append(cache.load("matchblock", block_key[b]))
+            continue
+        size = min((b + 1) * block, len(pairs)) - b * block
+        got = [next(results) for _ in range((size + chunk - 1) // chunk)]
+        part = {k: np.concatenate([g[k] for g in got]) for k in got[0]}
+        cache.save("matchblock", block_key[b], **part)
+        parts.append(part)
+    names = list(parts[0]) if parts else list(OverlapRecords.concat([]).to_arrays())
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in names} if parts else OverlapRecords.concat(
+        []).to_arrays()
+    del parts
+    if not want_tri:
+        merged.update({k: np.zeros(0) for k in TRI_KEYS})
+    cache.save("matches", key, **merged)
+    for b in range(n_blocks):
+        path = cache.path("matchblock", block_key[b])
+        if path is not None:
+            path.unlink(missing_ok=True)
+    return OverlapRecords(**{k: merged[k] for k in merged if k not in TRI_KEYS}), tuple(merged[k] for k in TRI_KEYS)
+
+
+def split_by_frame(tri: tuple, n_frames: int) -> List[tuple[np.ndarray, np.ndarray]]:
+    """Triangulated matches (frame, flat pixel, depth) grouped per frame, in their original order."""
+    frame = tri[0].astype(np.int64)
+    order = np.argsort(frame, kind="stable")
+    bounds = np.searchsorted(frame[order], np.arange(n_frames + 1))
+    pix, dep = tri[1].astype(np.int64)[order], tri[2][order]
+    return [(pix[bounds[k]:bounds[k + 1]], dep[bounds[k]:bounds[k + 1]]) for k in range(n_frames)]

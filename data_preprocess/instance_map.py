@@ -14,8 +14,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Literal, Optional
 
@@ -24,15 +23,16 @@ import tyro
 
 from data_preprocess import communities as comm
 from data_preprocess.cache import StageCache, cache_key, file_fingerprint
-from data_preprocess.graph import OverlapRecords, mutual_best_edges, pair_overlaps
-from data_preprocess.matching import make_matcher, sparse_depth, triangulate
-from data_preprocess.pairs import View, exhaustive_pairs, pose_pairs, sequential_pairs, similarity_pairs
-from data_preprocess.rasterize import frame_labels, order_labels, owner_map
+from data_preprocess.engine import LocalEngine, make_engine
+from data_preprocess.frames import FrameSpec, cached_view, frame_summary, make_spec, mask_points, pose_view
+from data_preprocess.graph import match_stage, mutual_best_edges, split_by_frame
+from data_preprocess.pairs import exhaustive_pairs, pose_pairs_sparse, sequential_pairs, similarity_pairs
+from data_preprocess.rasterize import frame_labels, order_labels
 from data_preprocess.stereo import stereo_depths
 from instance_nerfacto.core.dataset import load_dataset
 from instance_nerfacto.core.errors import fail, run_cli
-from instance_nerfacto.core.files import atomic_write_png, read_depth
-from instance_nerfacto.core.masks import MASK_SUFFIXES, load_frame_masks
+from instance_nerfacto.core.files import atomic_save_npy, atomic_write_png
+from instance_nerfacto.core.masks import MASK_SUFFIXES, find_mask_file
 from instance_nerfacto.core.pseudolabels import (
     LABELS_JSON,
     MAX_LABELS,
@@ -101,7 +101,11 @@ class MapConfig:
     allow_empty: bool = False
     """Accept frames whose mask file holds no mask (they get an all-zero pseudolabel) instead of failing."""
     workers: int = 2
-    """Threads for matching frame pairs."""
+    """Threads for the per-frame and per-pair tasks; with --ray-address local, the CPUs of the local Ray cluster."""
+    ray_address: Optional[str] = None
+    """Run the per-frame and per-pair tasks on Ray: local (start a cluster on this machine), auto (the cluster of
+    `ray start` on this machine) or ray://HOST:PORT; needs the [ray] extra. Output is byte-identical to a run
+    without."""
     seed: int = 0
     """Seed of the Leiden optimiser; outputs are byte-identical for the same seed and inputs."""
     cache: bool = True
@@ -125,8 +129,9 @@ def _progress(items, cfg: MapConfig, desc: str, total: Optional[int] = None):
     return tqdm(items, desc=desc, total=total, disable=True if cfg.quiet else None, leave=False)
 
 
-def load_views(cfg: MapConfig, mask_dir: Path):
-    """Views of the selected frames with owner maps; InputError on missing/extra/bad mask files."""
+def load_frames(cfg: MapConfig, mask_dir: Path):
+    """Dataset, selected frames, use of depth maps, and one :class:`FrameSpec` per frame (paths, pose); InputError
+    on missing/extra mask files. Mask contents are checked by the per-frame stage (:func:`summarize_frames`)."""
     ds = load_dataset(cfg.data)
     frames = ds.split(cfg.split)
     if not frames:
@@ -143,43 +148,43 @@ def load_views(cfg: MapConfig, mask_dir: Path):
         fail(f"only {len(frames)} frame in split '{cfg.split}'", cfg.data / "transforms.json",
              "InstanceMap associates masks across frames and needs at least two")
     use_depth = ds.has_depth and (cfg.matcher in (None, "depth") or cfg.pairs == "pose")
-    views: List[View] = []
-    n_masks: List[int] = []
-    areas: List[np.ndarray] = []
-    mask_files: List[Path] = []
-    for fr in _progress(frames, cfg, "masks"):
-        masks, _, path = load_frame_masks(mask_dir, fr.stem, fr.height, fr.width,
-                                          "run instance-segment for every frame, or pass --split / --masks")
-        if len(masks) == 0 and not cfg.allow_empty:
-            fail(f"frame '{fr.stem}' has no masks", path, "re-run the segmenter on it, or pass --allow-empty")
-        if len(masks) > np.iinfo(np.int16).max:
-            fail(f"frame '{fr.stem}' has {len(masks)} masks", path, "keep at most 32767 masks per frame")
-        owner = owner_map(masks)
-        depth = None
-        if use_depth:
-            depth = read_depth(fr.depth_path)
-            if depth.shape != (fr.height, fr.width):
-                fail(f"depth map is {depth.shape[1]}x{depth.shape[0]}, image is {fr.width}x{fr.height}",
-                     fr.depth_path, "write depth at the image resolution")
-        views.append(View(fr.stem, fr.K, fr.c2w_cv, owner, fr.image_path, depth))
-        n_masks.append(len(masks))
-        areas.append(np.bincount(owner[owner >= 0].ravel(), minlength=len(masks)).astype(np.float64))
-        mask_files.append(path)
-    return ds, frames, views, n_masks, areas, mask_files
+    specs = []
+    for k, fr in enumerate(frames):
+        path = find_mask_file(mask_dir, fr.stem)
+        if path is None:
+            fail(f"frame '{fr.stem}' has no mask file", mask_dir / f"{fr.stem}.png",
+                 "run instance-segment for every frame, or pass --split / --masks")
+        specs.append(make_spec(k, fr, path, use_depth))
+    return ds, frames, specs
 
 
-def choose_pairs(cfg: MapConfig, views: List[View]) -> np.ndarray:
+def summarize_frames(cfg: MapConfig, specs: List[FrameSpec], engine):
+    """Per-frame stage: every mask file read once (on the engine), kept as mask counts, areas and touching pairs."""
+    n_masks, areas, touching = [], [], set()
+    results = engine.map(frame_summary, ((s, cfg.allow_empty) for s in specs), chunk=16)
+    offset = 0
+    for s, r in zip(specs, _progress(results, cfg, "masks", len(specs))):
+        n_masks.append(r["n_masks"])
+        areas.append(r["area"])
+        touching.update(map(tuple, (r["touching"] + offset).tolist()))
+        offset += r["n_masks"]
+    offsets = np.concatenate([[0], np.cumsum(n_masks)]).astype(np.int64)
+    specs = [replace(s, n_masks=n, offset=int(o)) for s, n, o in zip(specs, n_masks, offsets[:-1])]
+    return specs, offsets, np.concatenate(areas) if areas else np.zeros(0), touching
+
+
+def choose_pairs(cfg: MapConfig, specs: List[FrameSpec], engine) -> np.ndarray:
     if cfg.pairs == "pose":
-        return pose_pairs(views, cfg.min_pair_overlap, cfg.top_k)
+        return pose_pairs_sparse(specs, cfg.min_pair_overlap, cfg.top_k, engine)
     if cfg.pairs == "exhaustive":
-        return exhaustive_pairs(len(views))
+        return exhaustive_pairs(len(specs))
     if cfg.pairs == "sequential":
-        return sequential_pairs(len(views), cfg.window)
+        return sequential_pairs(len(specs), cfg.window)
     from data_preprocess.netvlad import netvlad_descriptors
 
     if cfg.netvlad_weights is None:
         fail("--pairs netvlad needs --netvlad-weights", None, "pass a local NetVLAD checkpoint or use --pairs pose")
-    desc = netvlad_descriptors([v.image_path for v in views], cfg.netvlad_weights)
+    desc = netvlad_descriptors([s.image_path for s in specs], cfg.netvlad_weights)
     return similarity_pairs(desc, cfg.min_pair_overlap, cfg.top_k)
 
 
@@ -194,8 +199,36 @@ def main(cfg: MapConfig) -> Dict:
             fail("output folder is an input folder", output,
                  "pass --output a separate folder (default DATA/pseudolabels)")
 
+    engine = make_engine(cfg.ray_address, cfg.workers)
+    try:
+        return _run(cfg, engine, mask_dir, output, t_start, timings, memory_mb)
+    finally:
+        engine.close()
+
+
+def stereo_stage(cfg: MapConfig, specs: List[FrameSpec], inputs: list, output: Path) -> List[FrameSpec]:
+    """Depth of every frame estimated from the images and poses (``stereo.py``), saved once per input and parameter
+    set under ``<output>/.cache/stereo-<key>/<stem>.npy`` (metres, 0 = unknown); the frames then point at it, so the
+    pair tasks and the revisit stage read it like a depth map, in any process."""
+    params = {"k": cfg.stereo_neighbours, "min_agree": cfg.stereo_min_agree, "split": cfg.split}
+    key = cache_key("stereo", {**params, "stems": [s.stem for s in specs]}, inputs)
+    folder = output / ".cache" / f"stereo-{key}"
+    paths = [folder / f"{s.stem}.npy" for s in specs]
+    if not all(p.is_file() for p in paths):
+        views = [pose_view(s) for s in specs]  # images and poses only, also when the dataset has depth maps
+        depths, _ = stereo_depths(views, cfg.stereo_neighbours, min_agree=cfg.stereo_min_agree, workers=cfg.workers)
+        for path, depth in zip(paths, depths):
+            atomic_save_npy(path, depth.astype(np.float32))
+    return [replace(s, depth_path=p, stamp=s.stamp + ((p.stat().st_size, p.stat().st_mtime_ns),))
+            for s, p in zip(specs, paths)]
+
+
+def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, timings: Dict[str, float],
+         memory_mb: Dict[str, float]) -> Dict:
     t = time.perf_counter()
-    ds, frames, views, n_masks, areas, mask_files = load_views(cfg, mask_dir)
+    ds, frames, specs = load_frames(cfg, mask_dir)
+    specs, offsets, area, touching = summarize_frames(cfg, specs, engine)
+    n_masks = [s.n_masks for s in specs]
     timings["load"] = time.perf_counter() - t
     memory_mb["load"] = _peak_rss_mb()
     matcher_name = cfg.matcher or ("depth" if ds.has_depth else "stereo")
@@ -208,29 +241,19 @@ def main(cfg: MapConfig) -> Dict:
             cfg.data / "transforms.json"
         fail(f"--matcher depth needs depth maps for every frame; frame '{missing.stem if missing else '?'}' has none",
              where, "restore the depth file / add depth_file_path per frame, or use --matcher stereo|flow|sift")
-    if matcher_name == "depth" and views[0].depth is None:
-        for v, fr in zip(views, frames):
-            v.depth = read_depth(fr.depth_path)
+    if matcher_name == "depth" and specs[0].depth_path is None:
+        specs = [replace(s, depth_path=fr.depth_path) for s, fr in zip(specs, frames)]
 
-    dense_depth = all(v.depth is not None for v in views)  # before triangulated sparse depth may fill them in
+    dense_depth = all(s.depth_path is not None for s in specs)  # else depth triangulated from the matches
     cache = StageCache(output if cfg.cache else None)
-    stems = [v.stem for v in views]
-    inputs = file_fingerprint([cfg.data / "transforms.json"] + mask_files + [f.depth_path for f in frames])
-    image_inputs = file_fingerprint([v.image_path for v in views]) \
+    stems = [s.stem for s in specs]
+    inputs = file_fingerprint([cfg.data / "transforms.json"] + [s.mask_path for s in specs] +
+                              [f.depth_path for f in frames])
+    image_inputs = file_fingerprint([s.image_path for s in specs]) \
         if matcher_name in ("stereo", "flow", "sift", "loftr") else []
     if matcher_name == "stereo":
         t = time.perf_counter()
-        stereo_params = {"k": cfg.stereo_neighbours, "min_agree": cfg.stereo_min_agree, "split": cfg.split}
-        skey = cache_key("stereo", {**stereo_params, "stems": stems}, inputs + image_inputs)
-        cached = cache.load("stereo", skey)
-        if cached is None:
-            for v in views:  # estimated from the images alone, also when --matcher stereo runs on an RGB-D dataset
-                v.depth = None
-            depths, _ = stereo_depths(views, cfg.stereo_neighbours, min_agree=cfg.stereo_min_agree,
-                                                 workers=cfg.workers)
-            cached = {"depth": np.stack(depths)}
-            cache.save("stereo", skey, **cached)
-        stereo_maps = cached["depth"]  # given to the views after the pairs: holes would hide overlapping frames
+        stereo_specs = stereo_stage(cfg, specs, inputs + image_inputs, output)
         dense_depth = False
         timings["stereo"] = time.perf_counter() - t
         memory_mb["stereo"] = _peak_rss_mb()
@@ -239,54 +262,25 @@ def main(cfg: MapConfig) -> Dict:
     pair_params = {k: getattr(cfg, k) for k in ("pairs", "top_k", "min_pair_overlap", "window", "split")}
     pkey = cache_key("pairs", {**pair_params, "stems": stems}, inputs)
     cached = cache.load("pairs", pkey)
-    pairs = cached["pairs"] if cached is not None else choose_pairs(cfg, views)
+    pairs = cached["pairs"] if cached is not None else choose_pairs(cfg, specs, engine)
     if cached is None:
         cache.save("pairs", pkey, pairs=pairs)
     timings["pairs"] = time.perf_counter() - t
     memory_mb["pairs"] = _peak_rss_mb()
-    if matcher_name == "stereo":
-        for v, d in zip(views, stereo_maps):
-            v.depth = d
+    if matcher_name == "stereo":  # given to the frames after the pairs: holes would hide overlapping frames
+        specs = stereo_specs
     if len(pairs) == 0:
-        fail(f"no two of the {len(views)} frames overlap (pairs: {cfg.pairs})", cfg.data / "transforms.json",
+        fail(f"no two of the {len(specs)} frames overlap (pairs: {cfg.pairs})", cfg.data / "transforms.json",
              "check the poses, lower --min-pair-overlap, or use --pairs exhaustive")
 
     t = time.perf_counter()
-    offsets = np.concatenate([[0], np.cumsum(n_masks)]).astype(np.int64)
-    frame_of = np.repeat(np.arange(len(views)), n_masks)
+    frame_of = np.repeat(np.arange(len(specs)), n_masks)
     mkey = cache_key("matches", {"matcher": matcher_name, "pairs": pkey, "weights": str(cfg.weights)},
                      inputs + image_inputs)
-    cached = cache.load("matches", mkey)
-    tri_keys = ("tri_frame", "tri_pixel", "tri_depth")
-    if cached is not None:
-        records = OverlapRecords(**{k: v for k, v in cached.items() if k not in tri_keys})
-        tri = tuple(cached[k] for k in tri_keys)
-    else:
-        match = make_matcher(matcher_name, cfg.weights)
-        want_tri = matcher_name not in ("depth", "stereo")
-
-        def run_pair(ij):
-            i, j = int(ij[0]), int(ij[1])
-            corr = match(views[i], views[j])
-            rec = pair_overlaps(views[i], views[j], n_masks[i], n_masks[j], corr, offsets[i], offsets[j])
-            if not want_tri:
-                return rec, None
-            pa, za, pb, zb = triangulate(views[i], views[j], corr)
-            return rec, (np.r_[np.full(len(pa), i), np.full(len(pb), j)], np.r_[pa, pb], np.r_[za, zb])
-
-        workers = max(1, cfg.workers if matcher_name != "loftr" else 1)
-        with ThreadPoolExecutor(workers) as pool:
-            parts = list(_progress(pool.map(run_pair, pairs), cfg, f"matching ({matcher_name})", len(pairs)))
-        records = OverlapRecords.concat([p[0] for p in parts])
-        tri_parts = [p[1] for p in parts if p[1] is not None]
-        tri = tuple(np.concatenate([t[k] for t in tri_parts]) if tri_parts else np.zeros(0) for k in range(3))
-        cache.save("matches", mkey, **records.to_arrays(), **dict(zip(tri_keys, tri)))
-    if any(v.depth is None for v in views) and len(tri[0]):
-        # no depth maps: the 3D stage (revisit merging) uses depth triangulated from the matches and known poses
-        frame_idx = tri[0].astype(np.int64)
-        for k, v in enumerate(views):
-            sel = frame_idx == k
-            v.depth = sparse_depth(v.height, v.width, tri[1][sel].astype(np.int64), tri[2][sel])
+    if matcher_name == "loftr" and engine.name == "local":
+        engine = LocalEngine(1)  # one LoFTR model per process
+    records, tri = match_stage(specs, pairs, matcher_name, cfg.weights, cache, mkey, engine,
+                               progress=lambda it, n: _progress(it, cfg, f"matching ({matcher_name})", n))
     timings["matching"] = time.perf_counter() - t
     memory_mb["matching"] = _peak_rss_mb()
 
@@ -299,9 +293,6 @@ def main(cfg: MapConfig) -> Dict:
     n_nodes = int(offsets[-1])
     membership = comm.leiden(n_nodes, edges, weights, cfg.resolution, cfg.seed)
     n_communities = len(np.unique(membership))
-    touching = set()
-    for k, v in enumerate(views):
-        touching |= comm.touching_pairs(v.owner, int(offsets[k]))
     membership = comm.split_cannot_link(membership, frame_of, edges, weights, touching)
     n_split = len(np.unique(membership))
     membership = comm.merge_fragments(membership, frame_of, records.node_a, records.node_b, records.score, pairs,
@@ -311,15 +302,21 @@ def main(cfg: MapConfig) -> Dict:
         membership = comm.absorb_fragments(membership, frame_of, records.node_a, records.node_b, records.shared,
                                            records.total_a, records.total_b, touching, cfg.absorb_vote)
     agreement = cfg.revisit_agreement if cfg.revisit_agreement is not None else (0.5 if dense_depth else 0.25)
-    if agreement <= 1.0:
-        membership = comm.merge_revisits(membership, frame_of, offsets, views, agreement)
+    sparse = None if dense_depth else split_by_frame(tri, len(specs))
+    if agreement <= 1.0 and (dense_depth or len(tri[0])):
+        points = [None] * len(specs)  # per frame, per mask: sampled 3D points (a few KB a mask)
+        for k, p in enumerate(engine.map(mask_points, ((s, None if sparse is None else sparse[k]) for s in specs),
+                                         chunk=16)):
+            points[k] = p
+        membership = comm.merge_revisits(membership, frame_of, offsets, points.__getitem__,
+                                         lambda f: cached_view(specs[f]), agreement)
+        del points
     n_revisit = len(np.unique(membership))
     membership = comm.filter_communities(membership, frame_of, cfg.min_size, cfg.min_frames)
     timings["communities"] = time.perf_counter() - t
     memory_mb["communities"] = _peak_rss_mb()
 
     t = time.perf_counter()
-    area = np.concatenate(areas) if areas else np.zeros(0)
     node_label, stats = order_labels(membership, frame_of, area)
     if len(stats) > MAX_LABELS:
         fail(f"{len(stats)} labels do not fit uint16 pseudolabels", mask_dir,
@@ -329,8 +326,9 @@ def main(cfg: MapConfig) -> Dict:
     # labels.json is written last and marks a complete output: remove the old one before any PNG changes, so an
     # interrupted run never leaves a labels.json beside a mix of old and new PNGs.
     (output / LABELS_JSON).unlink(missing_ok=True)
-    for k, v in enumerate(_progress(views, cfg, "writing")):
-        atomic_write_png(output / f"{v.stem}.png", frame_labels(v.owner, node_label[offsets[k]:offsets[k + 1]]))
+    for k, spec in enumerate(_progress(specs, cfg, "writing")):
+        owner = cached_view(spec).owner
+        atomic_write_png(output / f"{spec.stem}.png", frame_labels(owner, node_label[offsets[k]:offsets[k + 1]]))
     for stem in sorted(stale - set(stems)):
         (output / f"{stem}.png").unlink(missing_ok=True)
     timings["write"] = time.perf_counter() - t
@@ -338,7 +336,7 @@ def main(cfg: MapConfig) -> Dict:
     timings["total"] = time.perf_counter() - t_start
 
     summary = {
-        "frames": len(views), "pairs": int(len(pairs)), "matches": int(len(records.shared)),
+        "frames": len(specs), "pairs": int(len(pairs)), "matches": int(len(records.shared)),
         "nodes": n_nodes, "edges": int(len(edges)), "communities": n_communities,
         "communities_after_split": n_split, "communities_after_merge": n_merged,
         "communities_after_revisits": n_revisit, "labels": len(stats),
@@ -348,7 +346,7 @@ def main(cfg: MapConfig) -> Dict:
         output, len(stats), stats, stems, matcher=matcher_name, pairs=cfg.pairs, summary=summary,
         parameters={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
         timings_s={k: round(v, 3) for k, v in timings.items()}, peak_rss_mb=memory_mb)
-    _log(cfg, f"instance-map: {len(views)} frames, {len(pairs)} pairs ({cfg.pairs}), matcher {matcher_note}, "
+    _log(cfg, f"instance-map: {len(specs)} frames, {len(pairs)} pairs ({cfg.pairs}), matcher {matcher_note}, "
               f"{len(records.shared)} mask overlaps, graph {n_nodes} nodes / {len(edges)} edges, "
               f"{n_communities} communities ({n_split} after cannot-link split, {n_merged} after fragment merge, "
               f"{n_revisit} after revisit merge), "

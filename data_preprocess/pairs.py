@@ -140,3 +140,138 @@ def similarity_pairs(descriptors: Float[np.ndarray, "F D"], min_similarity: floa
     """Pairs by cosine similarity of global descriptors (the paper: NetVLAD, threshold and top-k)."""
     d = descriptors / np.maximum(np.linalg.norm(descriptors, axis=1, keepdims=True), 1e-12)
     return select_pairs(d @ d.T, min_similarity, top_k)
+
+
+# ------------------------------------------------------------------------------- pose pairs at scale (sparse)
+
+
+def _cam_arrays(specs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    K = np.array([s.K for s in specs], dtype=np.float64)
+    c2w = np.array([s.c2w_cv for s in specs], dtype=np.float64)
+    size = np.array([(s.height, s.width) for s in specs], dtype=np.int64)
+    return K, c2w, size
+
+
+def overlap_rows(rows: Int[np.ndarray, "R"], K: Float[np.ndarray, "F 3 3"], c2w: Float[np.ndarray, "F 4 4"],
+                 size: Int[np.ndarray, "F 2"], depth_mm: Optional[np.ndarray], proxies: Optional[np.ndarray],
+                 min_score: float, stride: int = 8, depth_tol: float = 0.1, chunk: int = 2048
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame task of the pose-pair stage: the entries ``(i, j, score)`` of :func:`overlap_matrix` for the frames
+    ``rows`` that reach ``min_score`` (the others cannot become pairs), against all frames at once.
+
+    ``depth_mm`` is the stack of raw depth maps (uint16 millimetres, padded to the largest frame; None without
+    depth, then ``proxies`` gives each frame's depth). Frames whose view cone cannot hold ``min_score`` of a row's
+    samples are skipped by a conservative bound (a bounding sphere per block of samples against the four side planes
+    and the near plane of the other camera), so the cost grows with the frames that do overlap, not with all pairs.
+    """
+    w2c = np.linalg.inv(c2w)
+    n = len(K)
+    fx, fy, cx, cy = K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2]
+    h_all, w_all = size[:, 0], size[:, 1]
+    # inward normals of the side planes through each camera centre: u >= 0, u <= W-1, v >= 0, v <= H-1
+    normals = np.stack([np.stack([fx, 0 * fx, cx], 1), np.stack([-fx, 0 * fx, w_all - 1 - cx], 1),
+                        np.stack([0 * fy, fy, cy], 1), np.stack([0 * fy, -fy, h_all - 1 - cy], 1)], 1)
+    normals /= np.linalg.norm(normals, axis=2, keepdims=True)
+    out_i, out_j, out_s = [], [], []
+    for i in rows.tolist():
+        h, w = int(h_all[i]), int(w_all[i])
+        vv, uu = np.mgrid[stride // 2:h:stride, stride // 2:w:stride]
+        block = (vv // max(1, h // 4)).clip(0, 3) * 4 + (uu // max(1, w // 4)).clip(0, 3)
+        u, v, block = uu.ravel().astype(np.float64), vv.ravel().astype(np.float64), block.ravel()
+        if depth_mm is not None:
+            z = (depth_mm[i][vv.ravel(), uu.ravel()].astype(np.float32) * 1e-3).astype(np.float64)
+        else:
+            z = np.full(u.shape, proxies[i])
+        valid = z > 0
+        if not valid.any():
+            continue
+        cam = np.stack([(u[valid] - cx[i]) / fx[i] * z[valid], (v[valid] - cy[i]) / fy[i] * z[valid], z[valid],
+                        np.ones(int(valid.sum()))], axis=1)
+        world = (cam @ c2w[i].T)[:, :3]
+        blocks = block[valid]
+        # conservative bound: samples of a block whose bounding sphere misses camera j's view cone are invisible
+        bound = np.zeros(n)
+        for b in np.unique(blocks).tolist():
+            pts = world[blocks == b]
+            centre = pts.mean(0)
+            radius = float(np.sqrt(((pts - centre) ** 2).sum(1).max())) + 1e-6
+            c_cam = np.einsum("fij,j->fi", w2c[:, :3, :3], centre) + w2c[:, :3, 3]
+            inside = (c_cam[:, 2] > 1e-3 - radius) & (np.einsum("fpk,fk->fp", normals, c_cam) >= -radius).all(1)
+            bound += inside * len(pts)
+        cand = np.flatnonzero(bound >= min_score * len(u) - 1e-9)
+        cand = cand[cand != i]
+        for start in range(0, len(cand), chunk):
+            js = cand[start:start + chunk]
+            # one GEMM for all candidate cameras: (P, 3) @ (3, 3C) -> camera coordinates per candidate
+            pc = (world @ w2c[js, :3, :3].reshape(-1, 3).T).reshape(len(world), len(js), 3).transpose(1, 0, 2)
+            pc = pc + w2c[js, None, :3, 3]
+            pz = pc[..., 2]
+            safe = np.where(pz > 1e-6, pz, 1e-6)
+            pu = fx[js, None] * pc[..., 0] / safe + cx[js, None]
+            pv = fy[js, None] * pc[..., 1] / safe + cy[js, None]
+            ok = (pz > 1e-3) & (pu >= 0) & (pu <= w_all[js, None] - 1) & (pv >= 0) & (pv <= h_all[js, None] - 1)
+            if depth_mm is not None and ok.any():
+                f, p = np.nonzero(ok)
+                dj = depth_mm[js[f], np.round(pv[f, p]).astype(int), np.round(pu[f, p]).astype(int)]
+                dj = dj.astype(np.float32) * 1e-3
+                ok[f, p] = (dj > 0) & (np.abs(dj - pz[f, p]) < depth_tol * dj)
+            score = (ok.sum(1) / len(u)).astype(np.float32)
+            keep = score >= min_score
+            out_i.append(np.full(int(keep.sum()), i))
+            out_j.append(js[keep])
+            out_s.append(score[keep])
+    return _cat(out_i, np.int64), _cat(out_j, np.int64), _cat(out_s, np.float32)
+
+
+def _cat(parts: list, dtype) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+
+def select_sparse_pairs(i: np.ndarray, j: np.ndarray, score: np.ndarray, n: int, min_score: float,
+                        top_k: int) -> Int[np.ndarray, "P 2"]:
+    """:func:`select_pairs` over the sparse directed entries of :func:`overlap_rows` (entries below ``min_score``
+    cannot be kept, so leaving them out changes nothing): symmetric score = min of both directions."""
+    key = i * n + j
+    rev = j * n + i
+    order = np.argsort(key)
+    pos = np.searchsorted(key[order], rev).clip(0, max(len(key) - 1, 0))
+    both = len(key) > 0
+    has_rev = key[order][pos] == rev if both else np.zeros(0, dtype=bool)
+    sym = np.minimum(score[has_rev], score[order][pos][has_rev])
+    a, b = i[has_rev], j[has_rev]
+    ok = sym >= min_score
+    a, b, sym = a[ok], b[ok], sym[ok]
+    rank = np.lexsort((b, -sym, a))  # per frame: best first, ties by frame index (the dense argsort's order)
+    a, b = a[rank], b[rank]
+    first = np.r_[0, np.flatnonzero(np.diff(a)) + 1] if len(a) else np.zeros(0, dtype=np.int64)
+    within = np.arange(len(a)) - np.repeat(first, np.diff(np.r_[first, len(a)])) if len(a) else first
+    keep = within < top_k
+    lo, hi = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])
+    return np.unique(np.stack([lo, hi], 1), axis=0).astype(np.int64).reshape(-1, 2)
+
+
+def _rows_task(rows: np.ndarray, cams: dict, min_score: float) -> tuple:
+    return overlap_rows(rows, cams["K"], cams["c2w"], cams["size"], cams["depth_mm"], cams["proxies"], min_score)
+
+
+def pose_pairs_sparse(specs, min_overlap: float, top_k: int, engine, rows_per_task: int = 16) -> Int[np.ndarray, "P 2"]:
+    """:func:`pose_pairs` for many frames: rows of the overlap matrix as per-frame tasks on ``engine`` (the raw depth
+    maps go to the object store once), kept sparse (only entries that reach ``min_overlap``)."""
+    from data_preprocess.frames import read_frame_depth
+
+    K, c2w, size = _cam_arrays(specs)
+    depth_mm = proxies = None
+    if all(s.depth_path is not None for s in specs):
+        depth_mm = np.zeros((len(specs), int(size[:, 0].max()), int(size[:, 1].max())), dtype=np.uint16)
+        for k, s in enumerate(specs):  # metres back to the stored millimetres, exactly (uint16 * 1e-3 in float32)
+            d = np.round(read_frame_depth(s).astype(np.float64) * 1000.0)
+            depth_mm[k, :s.height, :s.width] = d.astype(np.uint16)
+    else:
+        proxies = proxy_depth([View(s.stem, np.array(s.K), np.array(s.c2w_cv), np.zeros((1, 1), np.int16),
+                                    s.image_path) for s in specs])
+    n = len(specs)
+    blocks = [(np.arange(a, min(a + rows_per_task, n)),) for a in range(0, n, rows_per_task)]
+    cams = {"K": K, "c2w": c2w, "size": size, "depth_mm": depth_mm, "proxies": proxies}
+    parts = list(engine.map(_rows_task, blocks, common={"cams": cams, "min_score": min_overlap}))
+    i, j, s = (np.concatenate([p[k] for p in parts]) for k in range(3))
+    return select_sparse_pairs(i, j, s, n, min_overlap, top_k)

@@ -273,10 +273,11 @@ def test_loftr_and_netvlad_with_random_local_weights(tiny_scene: Path, tmp_path:
     loftr_path = tmp_path / "loftr.pth"
     torch.save(LoFTR(pretrained=None).state_dict(), loftr_path)
     cfg = MapConfig(data=tiny_scene)
-    from data_preprocess.instance_map import load_views
+    from data_preprocess.frames import cached_view
+    from data_preprocess.instance_map import load_frames
 
-    _, _, views, _, _, _ = load_views(cfg, tiny_scene / "masks")
-    corr = LoFTRMatcher(loftr_path, size=160)(views[0], views[1])
+    _, _, specs = load_frames(cfg, tiny_scene / "masks")
+    corr = LoFTRMatcher(loftr_path, size=160)(cached_view(specs[0]), cached_view(specs[1]))
     for a in (corr.fwd_src, corr.fwd_dst, corr.bwd_src, corr.bwd_dst):
         assert a.ndim == 1 and a.dtype == np.int64 and (a.size == 0 or (a.min() >= 0 and a.max() < 160 * 120))
     assert len(corr.fwd_src) == len(corr.fwd_dst)

@@ -126,3 +126,11 @@ def atomic_save_npz(path: Path | str, **arrays) -> None:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_save_npy(path: Path | str, array: np.ndarray) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,167 @@
+"""Where the per-frame and per-pair tasks of InstanceMap run: in this process (threads), or on a Ray cluster.
+
+Both engines have one method, :meth:`map`: run ``fn(*args, **common)`` for every ``args`` and yield the results in
+submission order, with a bounded number of tasks in flight. The caller folds results into the association graph in
+that fixed order, so the answer never depends on which task finished first, nor on the engine.
+
+Ray does the distribution, scheduling, retries (a task whose worker dies is run again, ``max_retries``) and transport
+(its object store); this module only submits and collects in order. Ray is an optional extra
+(``pip install 'instance-nerfacto[ray]'``): ``--ray-address`` without it is one clear error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
+
+from instance_nerfacto.core.errors import InputError, fail
+
+MAX_RETRIES = 3
+"""Times Ray re-runs a task whose worker process died (bad input in a task is raised, never retried)."""
+
+
+def run_chunk(fn: Callable, chunk: List[tuple], common: Dict[str, Any]) -> List[Any]:
+    """One task: ``fn`` over a run of consecutive items (a task per item would cost more to schedule than to run)."""
+    return [fn(*a, **common) for a in chunk]
+
+
+def chunked(items: Iterable[tuple], size: int) -> Iterator[List[tuple]]:
+    chunk: List[tuple] = []
+    for a in items:
+        chunk.append(a)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class LocalEngine:
+    """Tasks in this process, on ``workers`` threads (numpy and OpenCV release the GIL for most of the work)."""
+
+    name = "local"
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = max(1, workers)
+
+    def map(self, fn: Callable, args: Iterable[tuple], common: Optional[Dict[str, Any]] = None,
+            resources: Optional[Dict[str, float]] = None, chunk: int = 1) -> Iterator[Any]:
+        """``fn(*a, **common)`` for every ``a`` in ``args``, results in submission order."""
+        common = common or {}
+        if self.workers == 1:
+            for a in args:
+                yield fn(*a, **common)
+            return
+        with ThreadPoolExecutor(self.workers) as pool:
+            pending: deque = deque()
+            for part in chunked(args, chunk):
+                pending.append(pool.submit(run_chunk, fn, part, common))
+                if len(pending) >= 2 * self.workers:
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+
+    def close(self) -> None:
+        pass
+
+
+class RayEngine:
+    """Tasks on a Ray cluster: ``local`` starts one on this machine (``workers`` CPUs), ``auto`` joins the cluster
+    started on this machine by ``ray start``, ``ray://HOST:PORT`` connects to a remote head node (Ray Client)."""
+
+    name = "ray"
+
+    def __init__(self, address: str, workers: int = 2) -> None:
+        try:
+            import ray
+        except ImportError:
+            fail("--ray-address needs Ray, which is not installed", None,
+                 "pip install 'instance-nerfacto[ray]' (or 'ray==2.60.0'), or drop --ray-address to run in one process")
+        self.ray = ray
+        self.started = False
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reporting from a tool that never goes online
+        # a busy machine starts Ray's Python agents slowly; the raylet's default wait for them (15 s) then aborts it
+        os.environ.setdefault("RAY_agent_register_timeout_ms", "120000")
+        kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="ERROR")
+        if address.startswith("ray://"):
+            _check_reachable(address)
+        tries = 2 if address == "local" else 1  # a local start can miss Ray's fixed 30 s wait on a busy machine
+        for attempt in range(tries):
+            try:
+                if not ray.is_initialized():  # else a caller (a test, a notebook) connected already: use that
+                    extra = {"num_cpus": max(1, workers)} if address == "local" else {}
+                    ray.init(address=address, **extra, **kwargs)  # "local": always a new cluster, never a running one
+                    self.started = True
+                break
+            except Exception as err:  # Ray raises ConnectionError, RuntimeError, or a bare Exception on a timeout
+                ray.shutdown()
+                if attempt + 1 < tries:
+                    continue
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                fail(f"cannot reach the Ray cluster at '{address}' ({reason[:160]})", None,
+                     "start one with `ray start --head` (then --ray-address auto), pass its ray://HOST:10001 "
+                     "address, or use --ray-address local")
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.gpus = int(ray.cluster_resources().get("GPU", 0))
+        self.workers = max(1, cpus)
+        self._remote: Dict[Callable, Any] = {}
+
+    def _task(self, fn: Callable, resources: Dict[str, float]):
+        key = (fn, tuple(sorted(resources.items())))
+        if key not in self._remote:
+            self._remote[key] = self.ray.remote(fn).options(max_retries=MAX_RETRIES, retry_exceptions=False,
+                                                            **resources)
+        return self._remote[key]
+
+    def map(self, fn: Callable, args: Iterable[tuple], common: Optional[Dict[str, Any]] = None,
+            resources: Optional[Dict[str, float]] = None, chunk: int = 1) -> Iterator[Any]:
+        """One Ray task per ``chunk`` items; at most two tasks per cluster CPU in flight; results in submission
+        order (``ray.get`` on the oldest), so a slow task delays the stream but never reorders it."""
+        resources = dict(resources or {"num_cpus": 1})
+        if resources.get("num_gpus", 0) > self.gpus:  # no GPU in the cluster: the task would wait forever
+            resources = {"num_cpus": 1}
+        task = self._task(run_chunk, resources)
+        common_ref = self.ray.put(dict(common or {}))  # shipped to the object store once, not once per task
+        pending: deque = deque()
+        for part in chunked(args, chunk):
+            pending.append(task.remote(fn, part, common_ref))
+            if len(pending) >= 2 * self.workers:
+                yield from self._get(pending.popleft())
+        while pending:
+            yield from self._get(pending.popleft())
+
+    def _get(self, ref) -> Any:
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayTaskError as err:
+            cause = getattr(err, "cause", None)
+            if isinstance(cause, InputError):
+                raise InputError(cause.what, cause.path, cause.fix) from None
+            raise
+
+    def close(self) -> None:
+        if self.started:
+            self.ray.shutdown()
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, not after Ray Client's long retry loop, when nothing listens at ray://HOST:PORT."""
+    import socket
+
+    host, _, port = address[len("ray://"):].rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as err:
+        fail(f"cannot reach the Ray cluster at '{address}' ({type(err).__name__}: {err})", None,
+             "start the head node (`ray start --head`, Ray Client listens on port 10001) or fix the address")
+
+
+def make_engine(ray_address: Optional[str], workers: int):
+    """LocalEngine without an address, RayEngine with one (``local``, ``auto`` or ``ray://HOST:PORT``)."""
+    if ray_address is None:
+        return LocalEngine(workers)
+    if not (ray_address in ("local", "auto") or ray_address.startswith("ray://") or ":" in ray_address):
+        fail(f"--ray-address '{ray_address}' is not a Ray address", None, "use local, auto or ray://HOST:PORT")
+    return RayEngine(ray_address, workers)

@@ -1,0 +1,135 @@
+"""Per-frame stage of InstanceMap: what one frame contributes, read from disk by whichever process needs it.
+
+The driver never keeps every frame's masks: it keeps a :class:`FrameSpec` per frame (paths, intrinsics, pose, mask
+count, node offset) and the small per-frame results of :func:`frame_summary` (mask areas, touching mask pairs).
+Pair tasks, the revisit stage and the writer read owner maps and depth maps through :func:`cached_view`, a small
+per-process LRU cache (frames of neighbouring pairs are read once, not once per pair), so memory does not grow with the
+number of frames. Every function here is a pure function of files and arguments, so it runs the same in the driver,
+in a thread or in a Ray worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+from jaxtyping import Float, Int
+
+from data_preprocess.pairs import View, backproject
+from data_preprocess.rasterize import frame_labels, owner_map
+from instance_nerfacto.core.errors import fail
+from instance_nerfacto.core.files import atomic_write_png, read_depth
+from instance_nerfacto.core.masks import load_frame_masks
+
+VIEW_CACHE_SIZE = 160
+"""Frames (owner map, depth, back-projected pixels) kept per process: ~0.3 MB each at 160x120."""
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """Everything a task needs to read one frame; hashable (the key of the per-process view cache)."""
+
+    index: int
+    stem: str
+    K: Tuple[Tuple[float, ...], ...]
+    c2w_cv: Tuple[Tuple[float, ...], ...]
+    height: int
+    width: int
+    mask_path: Path
+    image_path: Path
+    depth_path: Optional[Path] = None
+    """Read when the stage needs dense depth (None: no depth map used)."""
+    n_masks: int = -1
+    """Masks of the frame (-1 until the summary stage has counted them)."""
+    offset: int = 0
+    """Global node id of the frame's first mask."""
+    stamp: tuple = ()
+    """Size and mtime of the mask and depth files: part of the cache key, so a long-lived worker never serves a
+    frame from a file that has changed since it read it."""
+
+
+def make_spec(index: int, frame, mask_path: Path, depth: bool) -> FrameSpec:
+    depth_path = frame.depth_path if depth else None
+    stamp = tuple((st.st_size, st.st_mtime_ns) for st in (Path(p).stat() for p in (mask_path, depth_path) if p))
+    return FrameSpec(index, frame.stem, tuple(map(tuple, frame.K.tolist())), tuple(map(tuple, frame.c2w_cv.tolist())),
+                     frame.height, frame.width, mask_path, frame.image_path, depth_path, stamp=stamp)
+
+
+def read_owner(spec: FrameSpec, allow_empty: bool = True) -> Tuple[np.ndarray, int]:
+    """Owner map (int16, -1 = no mask) and mask count of one frame; InputError on a bad mask file."""
+    masks, _, _ = load_frame_masks(spec.mask_path.parent, spec.stem, spec.height, spec.width,
+                                   "run instance-segment for every frame, or pass --split / --masks")
+    if len(masks) == 0 and not allow_empty:
+        fail(f"frame '{spec.stem}' has no masks", spec.mask_path, "re-run the segmenter on it, or pass --allow-empty")
+    if len(masks) > np.iinfo(np.int16).max:
+        fail(f"frame '{spec.stem}' has {len(masks)} masks", spec.mask_path, "keep at most 32767 masks per frame")
+    return owner_map(masks), len(masks)
+
+
+def read_frame_depth(spec: FrameSpec) -> Optional[np.ndarray]:
+    if spec.depth_path is None:
+        return None
+    # a depth PNG of the dataset (millimetres), or depth estimated by the stereo stage (.npy, metres)
+    depth = np.load(spec.depth_path) if spec.depth_path.suffix == ".npy" else read_depth(spec.depth_path)
+    if depth.shape != (spec.height, spec.width):
+        fail(f"depth map is {depth.shape[1]}x{depth.shape[0]}, image is {spec.width}x{spec.height}",
+             spec.depth_path, "write depth at the image resolution")
+    return depth
+
+
+@lru_cache(maxsize=VIEW_CACHE_SIZE)
+def cached_view(spec: FrameSpec) -> View:
+    """The frame as a :class:`View` (owner map, depth when ``spec.depth_path``), cached per process."""
+    owner, _ = read_owner(spec)
+    return View(spec.stem, np.array(spec.K), np.array(spec.c2w_cv), owner, spec.image_path, read_frame_depth(spec))
+
+
+def pose_view(spec: FrameSpec, with_depth: bool = False) -> View:
+    """A View without masks (an empty owner map of the right size), for pose-only stages."""
+    depth = read_frame_depth(spec) if with_depth else None
+    return View(spec.stem, np.array(spec.K), np.array(spec.c2w_cv), np.full((spec.height, spec.width), -1, np.int16),
+                spec.image_path, depth)
+
+
+def touching_array(owner: np.ndarray, offset: int) -> Int[np.ndarray, "T 2"]:
+    from data_preprocess.communities import touching_pairs
+
+    return np.array(sorted(touching_pairs(owner, offset)), dtype=np.int64).reshape(-1, 2)
+
+
+def frame_summary(spec: FrameSpec, allow_empty: bool) -> dict:
+    """Per-frame task of the load stage: validates the mask (and depth) file, counts masks, areas and touching pairs
+    (node ids local to the frame: add the frame's offset)."""
+    owner, n = read_owner(spec, allow_empty)
+    read_frame_depth(spec)  # validates its size once, before any pair task trusts it
+    area = np.bincount(owner[owner >= 0].ravel(), minlength=n).astype(np.float64)
+    return {"n_masks": n, "area": area, "touching": touching_array(owner, 0)}
+
+
+def mask_points(spec: FrameSpec, sparse: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+                points_per_mask: int = 150) -> List[Optional[Float[np.ndarray, "P 3"]]]:
+    """Per-frame task of the revisit stage: a sample of each mask's back-projected pixels (None for a mask without
+    depth). Depth is the frame's depth map, or the sparse depth triangulated from the matches (``sparse``: flat pixel
+    indices and depths) when the dataset has none."""
+    from data_preprocess.matching import sparse_depth
+
+    view = cached_view(spec)
+    depth = view.depth if sparse is None else sparse_depth(spec.height, spec.width, *sparse)
+    out: List[Optional[np.ndarray]] = []
+    for m in range(spec.n_masks):
+        vv, uu = np.nonzero((view.owner == m) & (depth > 0))
+        if len(vv) == 0:
+            out.append(None)
+            continue
+        step = max(1, len(vv) // points_per_mask)
+        vv, uu = vv[::step], uu[::step]
+        out.append(backproject(view, uu.astype(np.float64), vv.astype(np.float64), depth[vv, uu].astype(np.float64)))
+    return out
+
+
+def write_labels(spec: FrameSpec, node_labels: Int[np.ndarray, "M"], output: Path) -> None:
+    """Per-frame task of the write stage: ``<output>/<stem>.png`` from the frame's owner map and its masks' labels."""
+    atomic_write_png(output / f"{spec.stem}.png", frame_labels(cached_view(spec).owner, node_labels))
