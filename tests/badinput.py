@@ -25,16 +25,6 @@ MERGE = "instance_nerfacto.merge.cli"
 SYNTH = "data_preprocess.synth.cli"
 
 
-def module_importable(module: str) -> bool:
-    """True when ``module`` imports and has an ``entrypoint`` (tests of commands still being written skip otherwise)."""
-    import importlib
-
-    try:
-        return hasattr(importlib.import_module(module), "entrypoint")
-    except Exception:
-        return False
-
-
 def cli_env() -> Dict[str, str]:
     env = dict(os.environ)
     env["YOLO_OFFLINE"] = "1"  # ultralytics does DNS look-ups at import otherwise

@@ -31,16 +31,11 @@ from tests.badinput import (
     assert_one_line_error,
     assert_unchanged,
     check_bad_input,
-    module_importable,
     run_cli,
     snapshot,
 )
 
 VICTIM = "frame_00003"
-
-
-def needs(module: str):
-    return pytest.mark.skipif(not module_importable(module), reason=f"{module} not importable yet")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -179,7 +174,6 @@ MAP_CASES: Dict[str, Callable[[Path], str]] = {f.__name__: f for f in (
 )}
 
 
-@needs(MAP)
 @pytest.mark.parametrize("case", sorted(MAP_CASES))
 def test_instance_map_bad_input(case: str, tiny_scene_copy: Path) -> None:
     name = MAP_CASES[case](tiny_scene_copy)
@@ -188,7 +182,6 @@ def test_instance_map_bad_input(case: str, tiny_scene_copy: Path) -> None:
         p for p in (tiny_scene_copy / "pseudolabels").iterdir() if p.name != ".cache")
 
 
-@needs(MAP)
 @pytest.mark.parametrize("flag", ["--weights", "--netvlad-weights"])
 def test_instance_map_missing_weights_file(flag: str, tiny_scene: Path, tmp_path: Path) -> None:
     extra = ["--matcher", "loftr"] if flag == "--weights" else ["--pairs", "netvlad"]
@@ -198,20 +191,17 @@ def test_instance_map_missing_weights_file(flag: str, tiny_scene: Path, tmp_path
     assert not (tmp_path / "out" / "labels.json").exists()
 
 
-@needs(MAP)
 def test_instance_map_output_is_an_input_folder(tiny_scene_copy: Path) -> None:
     check_bad_input(MAP, ["--data", tiny_scene_copy, "--output", tiny_scene_copy / "masks", "--quiet"],
                     [tiny_scene_copy], "masks")
 
 
-@needs(MAP)
 def test_instance_map_missing_depth_file_names_it(tiny_scene_copy: Path) -> None:
     (tiny_scene_copy / "depth" / f"{VICTIM}.png").unlink()
     check_bad_input(MAP, ["--data", tiny_scene_copy, "--matcher", "depth", "--quiet"], [tiny_scene_copy],
                     f"{VICTIM}.png")
 
 
-@needs(MAP)
 def test_instance_map_allow_empty_accepts_a_frame_without_masks(tiny_scene_copy: Path) -> None:
     empty_mask(tiny_scene_copy)
     proc = run_cli(MAP, "--data", tiny_scene_copy, "--allow-empty", "--quiet")
@@ -231,7 +221,6 @@ def _rank_ids(labels: np.ndarray) -> np.ndarray:
     return ranked if ids[0] == 0 else ranked + 1
 
 
-@needs(MAP)
 def test_mask_formats_symlinks_spaces_and_uppercase_give_the_same_pseudolabels(tiny_scene: Path, tmp_path: Path):
     plain_out = tmp_path / "plain"
     proc = run_cli(MAP, "--data", tiny_scene, "--output", plain_out, "--quiet")
@@ -299,7 +288,6 @@ SEGMENT_CASES: Dict[str, Callable[[Path], str]] = {f.__name__: f for f in (
 )}
 
 
-@needs(SEGMENT)
 @pytest.mark.parametrize("case", sorted(SEGMENT_CASES))
 def test_instance_segment_bad_input(case: str, tiny_scene_copy: Path, tmp_path: Path) -> None:
     name = SEGMENT_CASES[case](tiny_scene_copy)
@@ -309,19 +297,16 @@ def test_instance_segment_bad_input(case: str, tiny_scene_copy: Path, tmp_path: 
         case in ("corrupt_image", "image_size_mismatch")  # frames before the bad one may be written (atomic each)
 
 
-@needs(SEGMENT)
 def test_instance_segment_missing_weights(tiny_scene: Path, tmp_path: Path) -> None:
     check_bad_input(SEGMENT, ["--data", tiny_scene, "--out", tmp_path / "m", "--segmenter", "fastsam", "--weights",
                               tmp_path / "FastSAM-s.pt", "--quiet"], [tiny_scene], "FastSAM-s.pt")
 
 
-@needs(SEGMENT)
 def test_instance_segment_output_is_the_image_folder(tiny_scene_copy: Path) -> None:
     check_bad_input(SEGMENT, ["--data", tiny_scene_copy, "--out", tiny_scene_copy / "images", "--quiet"],
                     [tiny_scene_copy], "images")
 
 
-@needs(SEGMENT)
 def test_instance_segment_uppercase_png_images_symlink_and_spaces(tiny_scene: Path, tmp_path: Path) -> None:
     real = Path(shutil.copytree(tiny_scene, tmp_path / "my data" / "scene", ignore=shutil.ignore_patterns("masks")))
     meta = _transforms(real)
@@ -353,7 +338,6 @@ def _pred_gt(tiny_scene: Path, tmp_path: Path) -> tuple[Path, Path]:
     return pred, tiny_scene / "gt"
 
 
-@needs(EVAL)
 @pytest.mark.parametrize("case", ["missing_pred_folder", "size_mismatch", "corrupt_png", "frame_without_gt"])
 def test_instance_eval_bad_input(case: str, tiny_scene: Path, tmp_path: Path) -> None:
     pred, gt = _pred_gt(tiny_scene, tmp_path)
@@ -388,8 +372,6 @@ def run_without_checkpoint(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("module", [RENDER, EXPORT, MERGE, LOC])
 def test_missing_training_config(module: str, tiny_scene: Path, tmp_path: Path) -> None:
-    if not module_importable(module):
-        pytest.skip(f"{module} not importable yet")
     missing = tmp_path / "outputs" / "config.yml"
     args = {RENDER: ["--output", tmp_path / "r"], EXPORT: ["--output", tmp_path / "s.ply"], MERGE: [],
             LOC: ["--data", tiny_scene, "--output", tmp_path / "l"]}[module]
@@ -400,28 +382,23 @@ def test_missing_training_config(module: str, tiny_scene: Path, tmp_path: Path) 
 @pytest.mark.parametrize("module", [pytest.param(RENDER, marks=pytest.mark.slow),
                                     pytest.param(EXPORT, marks=pytest.mark.slow)])
 def test_run_without_checkpoint(module: str, run_without_checkpoint: Path, tmp_path: Path) -> None:
-    if not module_importable(module):
-        pytest.skip(f"{module} not importable yet")
     out = tmp_path / ("labels" if module == RENDER else "scene.ply")
     check_bad_input(module, ["--load-config", run_without_checkpoint, "--output", out], [run_without_checkpoint.parent],
                     "nerfstudio_models", timeout=600)
     assert not out.exists()
 
 
-@needs(RENDER)
 def test_render_bad_every(run_without_checkpoint: Path, tmp_path: Path) -> None:
     line = check_bad_input(RENDER, ["--load-config", run_without_checkpoint, "--output", tmp_path / "r", "--every",
                                     "0"], [run_without_checkpoint.parent], "--every")
     assert "--downscale" in line
 
 
-@needs(EXPORT)
 def test_export_output_not_ply(run_without_checkpoint: Path, tmp_path: Path) -> None:
     check_bad_input(EXPORT, ["--load-config", run_without_checkpoint, "--output", tmp_path / "scene.obj"],
                     [run_without_checkpoint.parent], "scene.obj")
 
 
-@needs(MERGE)
 def test_merge_missing_weights(run_without_checkpoint: Path, tmp_path: Path) -> None:
     check_bad_input(MERGE, ["--load-config", run_without_checkpoint, "--segmenter", "fastsam", "--weights",
                             tmp_path / "FastSAM-x.pt"], [run_without_checkpoint.parent], "FastSAM-x.pt")
@@ -433,7 +410,6 @@ LOC_CASES: Dict[str, Callable[[Path], str]] = {f.__name__: f for f in (
 )}
 
 
-@needs(LOC)
 @pytest.mark.parametrize("case", sorted(LOC_CASES))
 def test_instance_loc_bad_input(case: str, tiny_scene_copy: Path, run_without_checkpoint: Path, tmp_path: Path,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
@@ -445,7 +421,6 @@ def test_instance_loc_bad_input(case: str, tiny_scene_copy: Path, run_without_ch
     assert not out.exists() or not any(out.iterdir())
 
 
-@needs(LOC)
 @pytest.mark.parametrize("case", ["missing_masks_folder", "missing_weights", "mask_size_mismatch", "missing_mask"])
 def test_instance_loc_bad_masks_and_weights(case: str, tiny_scene_copy: Path, run_without_checkpoint: Path,
                                             tmp_path: Path) -> None:

@@ -4,31 +4,14 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.spatial.transform import Rotation
 
 from instance_nerfacto.core.dataset import load_dataset
 from instance_nerfacto.render.cameras import DatasetToModel
-
-
-def colmap_like_copy(scene: Path, dest: Path) -> np.ndarray:
-    """The scene as ns-process-data writes a COLMAP dataset: frames in a transformed frame A @ c2w, with A recorded as
-    ``applied_transform``. Returns A (4x4)."""
-    shutil.copytree(scene / "images", dest / "images")
-    meta = json.loads((scene / "transforms.json").read_text())
-    applied = np.eye(4)
-    applied[:3, :3] = Rotation.from_euler("xyz", [90, 20, -35], degrees=True).as_matrix()
-    applied[:3, 3] = [0.4, -1.2, 0.7]
-    for frame in meta["frames"]:
-        frame["transform_matrix"] = (applied @ np.asarray(frame["transform_matrix"])).tolist()
-        frame.pop("depth_file_path", None)
-    meta["applied_transform"] = applied[:3].tolist()
-    (dest / "transforms.json").write_text(json.dumps(meta))
-    return applied
+from tests.small_run import colmap_like_copy
 
 
 def parsed(scene: Path):

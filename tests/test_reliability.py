@@ -20,9 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.badinput import MAP, cli_env, module_importable, run_cli
-
-pytestmark = pytest.mark.skipif(not module_importable(MAP), reason="instance-map not importable yet")
+from tests.badinput import MAP, cli_env, run_cli
 
 RUN_DEPENDENT = ("timings_s", "peak_rss_mb")  # wall-clock measurements differ from run to run
 PATH_PARAMETERS = ("output",)  # each run writes to its own folder

@@ -25,6 +25,23 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _other_addresses() -> list:
+    """Addresses of this machine other than 127.0.0.1: 127.0.0.2 (loopback, but a server bound to 127.0.0.1 alone does
+    not answer there, one bound to 0.0.0.0 does) and the address of the default route and the host name, when any."""
+    found = {"127.0.0.2"}
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect(("192.0.2.1", 9))  # a UDP connect sends nothing; it only picks the outgoing address
+            found.add(sock.getsockname()[0])
+    except OSError:
+        pass
+    try:
+        found.add(socket.gethostbyname(socket.gethostname()))
+    except OSError:
+        pass
+    return sorted(a for a in found if a != "127.0.0.1" and a != "0.0.0.0")
+
+
 def _viewer_cmd(config: Path, port: int) -> list:
     return [sys.executable, "-c", "from instance_nerfacto.render.viewer_cli import entrypoint; entrypoint()",
             "--load-config", str(config), "--port", str(port)]
@@ -64,6 +81,12 @@ def test_viewer_page_connects_and_offers_instance_output(tiny_run: Path, tmp_pat
         else:
             pytest.fail("viewer did not start: " + (tmp_path / "viewer.log").read_text()[-3000:])
         # it listens on 127.0.0.1 only: the machine's other addresses do not answer
+        others = _other_addresses()
+        assert others
+        for address in others:
+            with socket.socket() as sock:
+                sock.settimeout(3)
+                assert sock.connect_ex((address, port)) != 0, f"the viewer answers on {address}:{port}"
         browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,800",
                    "--virtual-time-budget=15000"]
         dom = subprocess.run(browser + ["--dump-dom", f"http://127.0.0.1:{port}"], capture_output=True, text=True,

@@ -51,7 +51,7 @@ def masks_to_labels(
     are drawn on top. ``"largest_first"`` draws the largest first, so small masks stay visible where they overlap."""
     n, h, w = masks.shape
     if isinstance(order, str):
-        order = np.argsort(-masks.reshape(n, -1).sum(1), kind="stable")
+        order = np.argsort(-masks.reshape(n, h * w).sum(1), kind="stable")  # h * w, not -1: n may be 0
     out = np.zeros((h, w), dtype=np.uint16)
     for i in order if order is not None else range(n):
         out[masks[i]] = i + 1
