@@ -18,7 +18,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 from jaxtyping import Float, Int
 
-from data_preprocess.pairs import View, backproject
+from data_preprocess.pairs import View, _cam_arrays, backproject, overlap_rows, proxy_depth, select_sparse_pairs
 from data_preprocess.rasterize import frame_labels, owner_map
 from instance_nerfacto.core.errors import fail
 from instance_nerfacto.core.files import atomic_write_png, read_depth
@@ -133,3 +133,29 @@ def mask_points(spec: FrameSpec, sparse: Optional[Tuple[np.ndarray, np.ndarray]]
 def write_labels(spec: FrameSpec, node_labels: Int[np.ndarray, "M"], output: Path) -> None:
     """Per-frame task of the write stage: ``<output>/<stem>.png`` from the frame's owner map and its masks' labels."""
     atomic_write_png(output / f"{spec.stem}.png", frame_labels(cached_view(spec).owner, node_labels))
+
+
+def _rows_task(rows: np.ndarray, cams: dict, min_score: float) -> tuple:
+    return overlap_rows(rows, cams["K"], cams["c2w"], cams["size"], cams["depth_mm"], cams["proxies"], min_score)
+
+
+def pose_pairs_sparse(specs, min_overlap: float, top_k: int, engine,
+                      rows_per_task: int = 16) -> Int[np.ndarray, "P 2"]:
+    """:func:`pose_pairs` for many frames: rows of the overlap matrix as per-frame tasks on ``engine`` (the raw depth
+    maps go to the object store once), kept sparse (only entries that reach ``min_overlap``)."""
+    K, c2w, size = _cam_arrays(specs)
+    depth_mm = proxies = None
+    if all(s.depth_path is not None for s in specs):
+        depth_mm = np.zeros((len(specs), int(size[:, 0].max()), int(size[:, 1].max())), dtype=np.uint16)
+        for k, s in enumerate(specs):  # metres back to the stored millimetres, exactly (uint16 * 1e-3 in float32)
+            d = np.round(read_frame_depth(s).astype(np.float64) * 1000.0)
+            depth_mm[k, :s.height, :s.width] = d.astype(np.uint16)
+    else:
+        proxies = proxy_depth([View(s.stem, np.array(s.K), np.array(s.c2w_cv), np.zeros((1, 1), np.int16),
+                                    s.image_path) for s in specs])
+    n = len(specs)
+    blocks = [(np.arange(a, min(a + rows_per_task, n)),) for a in range(0, n, rows_per_task)]
+    cams = {"K": K, "c2w": c2w, "size": size, "depth_mm": depth_mm, "proxies": proxies}
+    parts = list(engine.map(_rows_task, blocks, common={"cams": cams, "min_score": min_overlap}))
+    i, j, s = (np.concatenate([p[k] for p in parts]) for k in range(3))
+    return select_sparse_pairs(i, j, s, n, min_overlap, top_k)

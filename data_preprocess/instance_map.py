@@ -24,9 +24,17 @@ import tyro
 from data_preprocess import communities as comm
 from data_preprocess.cache import StageCache, cache_key, file_fingerprint
 from data_preprocess.engine import LocalEngine, make_engine
-from data_preprocess.frames import FrameSpec, cached_view, frame_summary, make_spec, mask_points, pose_view
+from data_preprocess.frames import (
+    FrameSpec,
+    cached_view,
+    frame_summary,
+    make_spec,
+    mask_points,
+    pose_pairs_sparse,
+    pose_view,
+)
 from data_preprocess.graph import match_stage, mutual_best_edges, split_by_frame
-from data_preprocess.pairs import exhaustive_pairs, pose_pairs_sparse, sequential_pairs, similarity_pairs
+from data_preprocess.pairs import exhaustive_pairs, sequential_pairs, similarity_pairs
 from data_preprocess.rasterize import frame_labels, order_labels
 from data_preprocess.stereo import stereo_depths
 from instance_nerfacto.core.dataset import load_dataset

@@ -248,30 +248,3 @@ def select_sparse_pairs(i: np.ndarray, j: np.ndarray, score: np.ndarray, n: int,
     keep = within < top_k
     lo, hi = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])
     return np.unique(np.stack([lo, hi], 1), axis=0).astype(np.int64).reshape(-1, 2)
-
-
-def _rows_task(rows: np.ndarray, cams: dict, min_score: float) -> tuple:
-    return overlap_rows(rows, cams["K"], cams["c2w"], cams["size"], cams["depth_mm"], cams["proxies"], min_score)
-
-
-def pose_pairs_sparse(specs, min_overlap: float, top_k: int, engine, rows_per_task: int = 16) -> Int[np.ndarray, "P 2"]:
-    """:func:`pose_pairs` for many frames: rows of the overlap matrix as per-frame tasks on ``engine`` (the raw depth
-    maps go to the object store once), kept sparse (only entries that reach ``min_overlap``)."""
-    from data_preprocess.frames import read_frame_depth
-
-    K, c2w, size = _cam_arrays(specs)
-    depth_mm = proxies = None
-    if all(s.depth_path is not None for s in specs):
-        depth_mm = np.zeros((len(specs), int(size[:, 0].max()), int(size[:, 1].max())), dtype=np.uint16)
-        for k, s in enumerate(specs):  # metres back to the stored millimetres, exactly (uint16 * 1e-3 in float32)
-            d = np.round(read_frame_depth(s).astype(np.float64) * 1000.0)
-            depth_mm[k, :s.height, :s.width] = d.astype(np.uint16)
-    else:
-        proxies = proxy_depth([View(s.stem, np.array(s.K), np.array(s.c2w_cv), np.zeros((1, 1), np.int16),
-                                    s.image_path) for s in specs])
-    n = len(specs)
-    blocks = [(np.arange(a, min(a + rows_per_task, n)),) for a in range(0, n, rows_per_task)]
-    cams = {"K": K, "c2w": c2w, "size": size, "depth_mm": depth_mm, "proxies": proxies}
-    parts = list(engine.map(_rows_task, blocks, common={"cams": cams, "min_score": min_overlap}))
-    i, j, s = (np.concatenate([p[k] for p in parts]) for k in range(3))
-    return select_sparse_pairs(i, j, s, n, min_overlap, top_k)
