@@ -3,7 +3,8 @@
 (a) seconds per training iteration of instance-nerfacto-small vs nerfacto with the same sampler and ray settings, as
     a ratio from one run (interleaved blocks A, B, A, B, so load from other processes hits both alike; median per
     model and the ratio of each block pair);
-(b) scene PQ of instance-render output on the training views after 500 / 1,000 / 2,000 (/ 5,000) iterations;
+(b) scene PQ of instance-render output on the training views after 500 / 1,000 / 2,000 (/ 5,000) iterations, and on
+    the novel (val) views at the last step against ground truth;
 (c) seconds per label frame of instance-render (baked fast path) vs the full volume render of the same frames, with
     both PQs.
 
@@ -55,8 +56,8 @@ def score(pred_dir: Path, data: Path, stems: List[str]) -> Dict[str, float]:
 
 
 def build_models(data: Path, which=("nerfacto", "instance-nerfacto-small"), rays: int = 512):
-    """The two models with the same sampler, grids and rays (instance-nerfacto-small's), their optimizers (Adam, one
-    group per nerfstudio param group) and the datamanager that feeds both."""
+    """The two models with the same sampler, grids and rays (instance-nerfacto-small's), their optimizers (the method
+    config's, one per nerfstudio param group) and the datamanager that feeds both."""
     from nerfstudio.models.nerfacto import NerfactoModelConfig
 
     from instance_nerfacto.config import instance_nerfacto_small_trainer
@@ -76,8 +77,10 @@ def build_models(data: Path, which=("nerfacto", "instance-nerfacto-small"), rays
                   metadata=datamanager.train_dataset.metadata)
     with _lpips_guard():
         models = {name: configs[name].setup(**common) for name in which}
-    optimizers = {name: [torch.optim.Adam(group, lr=1e-2, eps=1e-15)
-                         for group in model.get_param_groups().values() if group] for name, model in models.items()}
+    # the optimizers ns-train builds from the method config, for both models
+    optimizers = {name: [trainer.optimizers[group]["optimizer"].setup(params=params)
+                         for group, params in model.get_param_groups().items() if params]
+                  for name, model in models.items()}
     return models, optimizers, datamanager
 
 
@@ -160,7 +163,17 @@ def part_b(config: Path, data: Path, work: Path, steps: List[int]) -> Dict:
         results[step] = {**score(out, data, stems), "seconds_per_frame": timing["seconds_per_frame"]}
         print(f"(b) step {step}: {results[step]}", flush=True)
     noisy = score(data / "pseudolabels", data, stems)
-    return {"per_step": results, "pseudolabels_themselves": noisy}
+    novel = {}
+    if (data / "gt").is_dir():  # novel views (the val split) at the last step, against ground truth
+        out = work / "render_val"
+        shutil.rmtree(out, ignore_errors=True)
+        render(config, out, step=steps[-1], split="val")
+        things = data / "instances.json" if (data / "instances.json").is_file() else None
+        val_stems = sorted(p.stem for p in out.glob("*.png"))
+        novel = {"pq_vs_gt_things": evaluate_dirs(out, data / "gt", things_json=things, stems=val_stems)["scene_pq"],
+                 "frames": len(val_stems)}
+        print(f"(b) novel views, step {steps[-1]}: {novel}", flush=True)
+    return {"per_step": results, "pseudolabels_themselves": noisy, "novel_views": novel}
 
 
 def part_c(config: Path, data: Path, work: Path, every: int) -> Dict:
