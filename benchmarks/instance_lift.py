@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -84,12 +85,14 @@ def build_models(data: Path, which=("nerfacto", "instance-nerfacto-small"), rays
     return models, optimizers, datamanager
 
 
-def run_iterations(model, optimizers, batches, step0: int = 0) -> List[float]:
-    """Train on the given batches; seconds of each iteration (forward, losses, backward, optimizer step)."""
+def run_iterations(model, optimizers, batches, step0: int = 0, cpu: Optional[List[float]] = None) -> List[float]:
+    """Train on the given batches; seconds of each iteration (forward, losses, backward, optimizer step). With
+    ``cpu``, also appends the CPU seconds of this thread per iteration (with one torch thread: all of the work, and far
+    less disturbed than wall time by other processes on a shared machine)."""
     model.train()
     seconds = []
     for step, (ray_bundle, batch) in enumerate(batches, start=step0):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.thread_time()
         model.step = step
         outputs = model(ray_bundle)  # forward applies the near/far collider
         metrics = model.get_metrics_dict(outputs, batch)
@@ -100,6 +103,8 @@ def run_iterations(model, optimizers, batches, step0: int = 0) -> List[float]:
         for optimizer in optimizers:
             optimizer.step()
         seconds.append(time.perf_counter() - started)
+        if cpu is not None:
+            cpu.append(time.thread_time() - started_cpu)
     return seconds
 
 
@@ -113,20 +118,26 @@ def part_a(data: Path, iterations: int = 20, blocks: int = 5) -> Dict:
         ray_bundle, batch = datamanager.next_train(step)
         batches.append((ray_bundle, {k: v for k, v in batch.items() if k != "depth_image"}))
     seconds: Dict[str, List[float]] = {name: [] for name in models}
+    cpu: Dict[str, List[float]] = {name: [] for name in models}
     for block in range(blocks):
         for name, model in models.items():
-            times = run_iterations(model, optimizers[name], batches, step0=block * iterations)
+            block_cpu: List[float] = []
+            times = run_iterations(model, optimizers[name], batches, step0=block * iterations, cpu=block_cpu)
             if block > 0:
                 seconds[name] += times
+                cpu[name] += block_cpu
     median = {name: float(np.median(s)) for name, s in seconds.items()}
     mean = {name: float(np.mean(s)) for name, s in seconds.items()}
     # per-block ratios: each block pair ran back to back, so their spread shows how much the load moved
     pair = [float(np.median(seconds["instance-nerfacto-small"][i:i + iterations])
                   / np.median(seconds["nerfacto"][i:i + iterations]))
             for i in range(0, len(seconds["nerfacto"]), iterations)]
+    cpu_median = {name: float(np.median(s)) for name, s in cpu.items()}
     return {"seconds_per_iteration_median": median, "seconds_per_iteration_mean": mean,
             "ratio": median["instance-nerfacto-small"] / median["nerfacto"], "ratio_per_block": pair,
-            "threads": torch.get_num_threads()}
+            "cpu_seconds_per_iteration_median": cpu_median,
+            "cpu_ratio": cpu_median["instance-nerfacto-small"] / cpu_median["nerfacto"],
+            "threads": torch.get_num_threads(), "load_average": os.getloadavg()}
 
 
 def train(data: Path, work: Path, max_iterations: int, save_every: int, extra: Optional[List[str]] = None) -> Path:
