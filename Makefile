@@ -5,8 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= outputs/demo
-# Thread count for torch on the 2-core machines (see README, "Performance").
-export OMP_NUM_THREADS ?= 2
+# torch/OpenMP threads (see README, "Performance on shared CPUs"): one thread never waits at a barrier for a thread
+# that another process pushed off its core; waiting threads sleep instead of spinning. Override: make demo OMP_NUM_THREADS=2
+export OMP_NUM_THREADS ?= 1
+export OMP_WAIT_POLICY ?= PASSIVE
 export YOLO_OFFLINE := 1
 
 .PHONY: install test test-all lint demo clean ffmpeg chromium colmap

@@ -1,8 +1,10 @@
 """InstanceLift benchmarks (issue 5).
 
 (a) seconds per training iteration of instance-nerfacto-small vs nerfacto with the same sampler and ray settings, as
-    a ratio from one run (interleaved blocks, so load from other processes hits both alike);
-(b) scene PQ of instance-render output on the training views after 500 / 1,000 / 2,000 (/ 5,000) iterations;
+    a ratio from one run (interleaved blocks A, B, A, B, so load from other processes hits both alike; median per
+    model and the ratio of each block pair);
+(b) scene PQ of instance-render output on the training views after 500 / 1,000 / 2,000 (/ 5,000) iterations, and on
+    the novel (val) views at the last step against ground truth;
 (c) seconds per label frame of instance-render (baked fast path) vs the full volume render of the same frames, with
     both PQs.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -28,6 +31,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import numpy as np
 import torch
 
 from instance_nerfacto.eval.metrics import evaluate_dirs
@@ -52,8 +56,9 @@ def score(pred_dir: Path, data: Path, stems: List[str]) -> Dict[str, float]:
     return out
 
 
-def part_a(data: Path, iterations: int = 20, blocks: int = 3) -> Dict:
-    """Per-iteration time of the two models on the same batches."""
+def build_models(data: Path, which=("nerfacto", "instance-nerfacto-small"), rays: int = 512):
+    """The two models with the same sampler, grids and rays (instance-nerfacto-small's), their optimizers (the method
+    config's, one per nerfstudio param group) and the datamanager that feeds both."""
     from nerfstudio.models.nerfacto import NerfactoModelConfig
 
     from instance_nerfacto.config import instance_nerfacto_small_trainer
@@ -62,36 +67,77 @@ def part_a(data: Path, iterations: int = 20, blocks: int = 3) -> Dict:
     trainer = instance_nerfacto_small_trainer()
     datamanager_config = trainer.pipeline.datamanager
     datamanager_config.dataparser.data = data
+    datamanager_config.train_num_rays_per_batch = rays
     datamanager = datamanager_config.setup(device="cpu", test_mode="val")
     instance_config = trainer.pipeline.model
     nerfacto_config = NerfactoModelConfig(
         **{f.name: getattr(instance_config, f.name) for f in fields(NerfactoModelConfig) if f.name != "_target"}
     )
+    configs = {"nerfacto": nerfacto_config, "instance-nerfacto-small": instance_config}
     common = dict(scene_box=datamanager.train_dataset.scene_box, num_train_data=len(datamanager.train_dataset),
                   metadata=datamanager.train_dataset.metadata)
     with _lpips_guard():
-        models = {"nerfacto": nerfacto_config.setup(**common),
-                  "instance-nerfacto-small": instance_config.setup(**common)}
-    optimizers = {name: torch.optim.Adam(model.parameters(), lr=1e-2, eps=1e-15) for name, model in models.items()}
-    batches = [datamanager.next_train(step) for step in range(iterations)]
-    seconds = {name: 0.0 for name in models}
+        models = {name: configs[name].setup(**common) for name in which}
+    # the optimizers ns-train builds from the method config, for both models
+    optimizers = {name: [trainer.optimizers[group]["optimizer"].setup(params=params)
+                         for group, params in model.get_param_groups().items() if params]
+                  for name, model in models.items()}
+    return models, optimizers, datamanager
+
+
+def run_iterations(model, optimizers, batches, step0: int = 0, cpu: Optional[List[float]] = None) -> List[float]:
+    """Train on the given batches; seconds of each iteration (forward, losses, backward, optimizer step). With
+    ``cpu``, also appends the CPU seconds of this thread per iteration (with one torch thread: all of the work, and far
+    less disturbed than wall time by other processes on a shared machine)."""
+    model.train()
+    seconds = []
+    for step, (ray_bundle, batch) in enumerate(batches, start=step0):
+        started, started_cpu = time.perf_counter(), time.thread_time()
+        model.step = step
+        outputs = model(ray_bundle)  # forward applies the near/far collider
+        metrics = model.get_metrics_dict(outputs, batch)
+        loss = sum(model.get_loss_dict(outputs, batch, metrics).values())
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for optimizer in optimizers:
+            optimizer.step()
+        seconds.append(time.perf_counter() - started)
+        if cpu is not None:
+            cpu.append(time.thread_time() - started_cpu)
+    return seconds
+
+
+def part_a(data: Path, iterations: int = 20, blocks: int = 5) -> Dict:
+    """Per-iteration time of the two models on the same batches, interleaved in blocks (A, B, A, B, ...) so that load
+    from other processes hits both alike; the first block of each is warm-up. Both models train without depth (the
+    nerfacto baseline has no depth loss), so the ratio is the cost of the label branch alone."""
+    models, optimizers, datamanager = build_models(data)
+    batches = []
+    for step in range(iterations):
+        ray_bundle, batch = datamanager.next_train(step)
+        batches.append((ray_bundle, {k: v for k, v in batch.items() if k != "depth_image"}))
+    seconds: Dict[str, List[float]] = {name: [] for name in models}
+    cpu: Dict[str, List[float]] = {name: [] for name in models}
     for block in range(blocks):
         for name, model in models.items():
-            model.train()
-            started = time.perf_counter()
-            for step, (ray_bundle, batch) in enumerate(batches):
-                model.step = step
-                outputs = model(ray_bundle)  # forward applies the near/far collider
-                metrics = model.get_metrics_dict(outputs, batch)
-                loss = sum(model.get_loss_dict(outputs, batch, metrics).values())
-                optimizers[name].zero_grad(set_to_none=True)
-                loss.backward()
-                optimizers[name].step()
-            if block > 0:  # the first block warms up allocators and caches
-                seconds[name] += time.perf_counter() - started
-    per_iteration = {name: s / (iterations * (blocks - 1)) for name, s in seconds.items()}
-    return {"seconds_per_iteration": per_iteration,
-            "ratio": per_iteration["instance-nerfacto-small"] / per_iteration["nerfacto"]}
+            block_cpu: List[float] = []
+            times = run_iterations(model, optimizers[name], batches, step0=block * iterations, cpu=block_cpu)
+            if block > 0:
+                seconds[name] += times
+                cpu[name] += block_cpu
+    median = {name: float(np.median(s)) for name, s in seconds.items()}
+    mean = {name: float(np.mean(s)) for name, s in seconds.items()}
+    # per-block ratios: each block pair ran back to back, so their spread shows how much the load moved
+    pair = [float(np.median(seconds["instance-nerfacto-small"][i:i + iterations])
+                  / np.median(seconds["nerfacto"][i:i + iterations]))
+            for i in range(0, len(seconds["nerfacto"]), iterations)]
+    cpu_median = {name: float(np.median(s)) for name, s in cpu.items()}
+    return {"seconds_per_iteration_median": median, "seconds_per_iteration_mean": mean,
+            "ratio": median["instance-nerfacto-small"] / median["nerfacto"], "ratio_per_block": pair,
+            "cpu_seconds_per_iteration_median": cpu_median,
+            "cpu_ratio": cpu_median["instance-nerfacto-small"] / cpu_median["nerfacto"],
+            "threads": torch.get_num_threads(), "load_average": os.getloadavg()}
 
 
 def train(data: Path, work: Path, max_iterations: int, save_every: int, extra: Optional[List[str]] = None) -> Path:
@@ -128,7 +174,17 @@ def part_b(config: Path, data: Path, work: Path, steps: List[int]) -> Dict:
         results[step] = {**score(out, data, stems), "seconds_per_frame": timing["seconds_per_frame"]}
         print(f"(b) step {step}: {results[step]}", flush=True)
     noisy = score(data / "pseudolabels", data, stems)
-    return {"per_step": results, "pseudolabels_themselves": noisy}
+    novel = {}
+    if (data / "gt").is_dir():  # novel views (the val split) at the last step, against ground truth
+        out = work / "render_val"
+        shutil.rmtree(out, ignore_errors=True)
+        render(config, out, step=steps[-1], split="val")
+        things = data / "instances.json" if (data / "instances.json").is_file() else None
+        val_stems = sorted(p.stem for p in out.glob("*.png"))
+        novel = {"pq_vs_gt_things": evaluate_dirs(out, data / "gt", things_json=things, stems=val_stems)["scene_pq"],
+                 "frames": len(val_stems)}
+        print(f"(b) novel views, step {steps[-1]}: {novel}", flush=True)
+    return {"per_step": results, "pseudolabels_themselves": noisy, "novel_views": novel}
 
 
 def part_c(config: Path, data: Path, work: Path, every: int) -> Dict:

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
 from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
@@ -20,22 +23,33 @@ from instance_nerfacto.pipeline import InstancePipelineConfig
 install_excepthook()
 
 
+@dataclass
+class FusedAdamOptimizerConfig(AdamOptimizerConfig):
+    """nerfstudio's Adam config with torch's fused implementation switched on (CPU and CUDA)."""
+
+    fused: Optional[bool] = True
+    """torch.optim.Adam's single-kernel update. Without it torch runs Adam on CPU tensors as a Python loop of separate
+    ops per tensor: on instance-nerfacto-small's ~3.6M hash-table values that was ~0.35 s per step against ~0.035 s
+    fused (1 thread), a large share of an iteration, and it grows with every hash grid (the label grid alone is 1M
+    values). None = torch's default choice."""
+
+
 def _optimizers(max_steps: int, camera_steps: int) -> dict:
     return {
         "proposal_networks": {
-            "optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15),
+            "optimizer": FusedAdamOptimizerConfig(lr=1e-2, eps=1e-15),
             "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=max_steps),
         },
         "fields": {
-            "optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15),
+            "optimizer": FusedAdamOptimizerConfig(lr=1e-2, eps=1e-15),
             "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=max_steps),
         },
         LABEL_PARAM_GROUP: {
-            "optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15),
+            "optimizer": FusedAdamOptimizerConfig(lr=1e-2, eps=1e-15),
             "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-3, max_steps=max_steps),
         },
         "camera_opt": {
-            "optimizer": AdamOptimizerConfig(lr=1e-3, eps=1e-15),
+            "optimizer": FusedAdamOptimizerConfig(lr=1e-3, eps=1e-15),
             "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=camera_steps),
         },
     }

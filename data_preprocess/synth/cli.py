@@ -46,6 +46,8 @@ class Preset:
 PRESETS: Dict[str, Preset] = {
     "tiny": Preset(160, 120, 30, 8, (15, 20)),
     "demo": Preset(320, 240, 100, 20, (20, 28)),
+    # the paper's scale for InstanceLift on a GPU (benchmarks/cuda_lift.py): a 200-frame room
+    "room200": Preset(320, 240, 200, 20, (20, 28)),
     # scale test of instance-map: many frames and a crowded room (~30 masks per frame, ~30k masks in all)
     "bench1000": Preset(160, 120, 1000, 50, (85, 95)),
     # the same room at ten times the frames (the bounded-memory target of instance-map: <= 4 GB on the driver)
@@ -59,10 +61,10 @@ class SynthConfig:
 
     out: Path
     """Folder to create (must not exist unless --overwrite)."""
-    preset: Literal["tiny", "demo", "bench1000", "bench10000"] = "tiny"
-    """tiny: 160x120, 30 train + 8 val frames (seconds); demo: 320x240, 100 train + 20 val frames; bench1000:
-    160x120, 1000 train + 50 val frames of a crowded room (~30 masks per frame), for scale tests; bench10000: the
-    same with 10000 train frames (~40 minutes on 2 cores)."""
+    preset: Literal["tiny", "demo", "room200", "bench1000", "bench10000"] = "tiny"
+    """tiny: 160x120, 30 train + 8 val frames (seconds); demo: 320x240, 100 train + 20 val frames; room200: the demo
+    room with 200 train frames (GPU benchmark); bench1000: 160x120, 1000 train + 50 val frames of a crowded room (~30
+    masks per frame), for scale tests; bench10000: the same with 10000 train frames (~40 minutes on 2 cores)."""
     seed: int = 0
     """Seed of the room layout, objects, textures, trajectory and frontend noise."""
     overwrite: bool = False

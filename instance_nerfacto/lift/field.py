@@ -1,24 +1,23 @@
 """The instance-nerfacto field: nerfacto's density/colour field plus a separate hash grid + MLP for instance logits.
 
 The label branch reads sample positions with gradients stopped and has its own parameters, so the label loss can only
-move the label grid and label MLP, never density, colour or the proposal networks (3DIML's InstanceLift).
+move the label grid and label MLP, never density, colour or the proposal networks (3DIML's InstanceLift). ``forward``
+returns nerfacto's outputs only: the model reads the label branch afterwards, at the heaviest samples of each ray
+(``lift/labels.py``), once the weights are known.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Literal, Optional
+from typing import Literal, Tuple
 
 from jaxtyping import Float
-from nerfstudio.cameras.rays import RaySamples
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.field_components.encodings import HashEncoding
-from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.field_components.mlp import MLP
 from nerfstudio.fields.nerfacto_field import NerfactoField
 from torch import Tensor, nn
 
-INSTANCE_LOGITS = "instance_logits"
-"""Key of the per-sample instance logits in the field outputs (K values per sample, class k = label k + 1)."""
+from instance_nerfacto.lift.labels import DEFAULT_LABEL_TOP_K, composite_top_k
 
 
 class InstanceNerfactoField(NerfactoField):
@@ -36,6 +35,7 @@ class InstanceNerfactoField(NerfactoField):
         label_features_per_level: int = 2,
         label_hidden_dim: int = 64,
         label_num_layers: int = 2,
+        label_top_k: int = DEFAULT_LABEL_TOP_K,
         implementation: Literal["tcnn", "torch"] = "tcnn",
         **nerfacto_kwargs,
     ) -> None:
@@ -43,6 +43,8 @@ class InstanceNerfactoField(NerfactoField):
         if num_labels < 1:
             raise ValueError(f"num_labels must be >= 1, got {num_labels}")
         self.num_labels = num_labels
+        self.label_top_k = int(label_top_k)
+        """Samples per ray at which the label branch is read (training, full render and fast renderer alike)."""
         # "tcnn" falls back to nerfstudio's pure-torch hash grid when tinycudann is not installed.
         self.label_encoding = HashEncoding(
             num_levels=label_num_levels,
@@ -75,12 +77,11 @@ class InstanceNerfactoField(NerfactoField):
         logits = self.label_mlp(self.label_encoding(flat))
         return logits.reshape(*positions.shape[:-1], self.num_labels).to(positions.dtype)
 
-    def get_outputs(
-        self, ray_samples: RaySamples, density_embedding: Optional[Tensor] = None
-    ) -> Dict[FieldHeadNames | str, Tensor]:
-        outputs = super().get_outputs(ray_samples, density_embedding)
-        outputs[INSTANCE_LOGITS] = self.label_logits_at(ray_samples.frustums.get_positions().detach())
-        return outputs
+    def composite_labels(
+        self, positions: Float[Tensor, "N S 3"], weights: Float[Tensor, "N S"]
+    ) -> Tuple[Float[Tensor, "N K"], Float[Tensor, "N k"], Tensor]:
+        """Label log-probabilities of rays from their samples' positions and weights (see ``lift/labels.py``)."""
+        return composite_top_k(self.label_logits_at, positions, weights, self.label_top_k)
 
     def label_parameters(self):
         """Parameters of the label branch only (its own optimizer group)."""

@@ -23,7 +23,8 @@ from torch.nn import Parameter
 from instance_nerfacto.core import compat
 from instance_nerfacto.core.merge_table import MergeTable
 from instance_nerfacto.core.palette import colorize
-from instance_nerfacto.lift.field import INSTANCE_LOGITS, InstanceNerfactoField
+from instance_nerfacto.lift.field import InstanceNerfactoField
+from instance_nerfacto.lift.labels import DEFAULT_LABEL_TOP_K
 
 compat.apply()  # checkpoints of this model load under torch's weights_only default (ns-render, ns-viewer)
 
@@ -62,6 +63,10 @@ class InstanceNerfactoModelConfig(DepthNerfactoModelConfig):
     """Width of the instance MLP."""
     label_num_layers: int = 2
     """Layers of the instance MLP."""
+    label_top_k: int = DEFAULT_LABEL_TOP_K
+    """Samples per ray (the heaviest by volume-rendering weight) at which the label field is read; their class
+    probabilities are averaged with those weights. Training, the full render and instance-render's fast path all
+    composite this way (lift/labels.py). A value >= the samples per ray reads every sample."""
     merge_after_training: bool = True
     """Run label merging (instance-merge) at the end of training; the table is stored with the final checkpoint, so
     ns-render and the viewer show merged labels, and written to merge_table.json beside config.yml."""
@@ -84,6 +89,11 @@ class InstanceNerfactoModel(DepthNerfactoModel):
 
     def populate_modules(self):
         self.num_labels = self._resolve_num_labels()
+        # Flush subnormal floats to zero (CPU): Adam's first moment of a hash-table entry that stopped receiving
+        # gradient decays by 0.9 per step and enters the subnormal range ~650 steps later, where x86 arithmetic takes
+        # a slow microcode path (~300x per element measured here). benchmarks/lift_drift.py counts them: none up to
+        # step 500, then a growing share (0.15% of the optimizer state at step 750, 0.5% at 900); with this flag, none.
+        torch.set_flush_denormal(True)
         # Stock nerfacto builds LPIPS, which downloads AlexNet weights: build it only when they are cached.
         with _lpips_guard():
             super().populate_modules()
@@ -100,6 +110,7 @@ class InstanceNerfactoModel(DepthNerfactoModel):
             label_features_per_level=self.config.label_features_per_level,
             label_hidden_dim=self.config.label_hidden_dim,
             label_num_layers=self.config.label_num_layers,
+            label_top_k=getattr(self.config, "label_top_k", DEFAULT_LABEL_TOP_K),  # configs saved before it
             implementation=self.config.implementation,
             hidden_dim=self.config.hidden_dim,
             num_levels=self.config.num_levels,
@@ -207,7 +218,7 @@ class InstanceNerfactoModel(DepthNerfactoModel):
         expected_depth = self.renderer_expected_depth(weights=weights, ray_samples=ray_samples)
         accumulation = self.renderer_accumulation(weights=weights)
         outputs = {"rgb": rgb, "accumulation": accumulation, "depth": depth, "expected_depth": expected_depth}
-        outputs.update(self.instance_outputs(field_outputs[INSTANCE_LOGITS], weights))
+        outputs.update(self.instance_outputs(ray_samples.frustums.get_positions(), weights))
         if self.training:
             outputs["weights_list"] = weights_list
             outputs["ray_samples_list"] = ray_samples_list
@@ -218,10 +229,14 @@ class InstanceNerfactoModel(DepthNerfactoModel):
         return outputs
 
     def instance_outputs(
-        self, sample_logits: Float[Tensor, "*bs S K"], weights: Float[Tensor, "*bs S 1"]
+        self, positions: Float[Tensor, "*bs S 3"], weights: Float[Tensor, "*bs S 1"]
     ) -> Dict[str, Tensor]:
-        """Composite per-sample logits with detached weights; ids, confidence and a viewer colour from them."""
-        logits = torch.sum(weights.detach() * sample_logits, dim=-2)
+        """Label log-probabilities from the heaviest samples (detached positions and weights; lift/labels.py); ids,
+        confidence and a viewer colour from them outside training."""
+        batch_shape = positions.shape[:-2]
+        logits, _, _ = self.field.composite_labels(positions.reshape(-1, *positions.shape[-2:]),
+                                                   weights.reshape(-1, weights.shape[-2]))
+        logits = logits.reshape(*batch_shape, -1)
         outputs = {"instance_logits": logits}
         if not self.training:
             outputs.update(self.logits_to_outputs(logits))

@@ -1,0 +1,53 @@
+"""The GPU benchmark cannot run here (no CUDA in CI): check that it imports, that its dry run prints the plan, and
+that every flag it passes exists on the command it calls, so a GPU session does not die on a typo."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return module
+
+
+def flags(cmd) -> set:
+    return {str(c)[2:].replace("-", "_") for c in cmd if str(c).startswith("--")}
+
+
+def test_cuda_lift_dry_run_and_flags(tmp_path: Path):
+    from data_preprocess.instance_map import MapConfig
+    from data_preprocess.synth.cli import PRESETS, SynthConfig
+    from instance_nerfacto.config import instance_nerfacto
+    from instance_nerfacto.loc.cli import LocConfig
+    from instance_nerfacto.render.cli import RenderConfig
+
+    cuda_lift = load("cuda_lift")
+    assert cuda_lift.PRESET in PRESETS and PRESETS[cuda_lift.PRESET].n_train == 200
+    assert instance_nerfacto.config.method_name == cuda_lift.METHOD
+    steps = {step["name"]: step["cmd"] for step in cuda_lift.plan(tmp_path, 5000, 0)}
+    known = {"instance-synth": SynthConfig, "instance-map": MapConfig, "instance-render": RenderConfig,
+             "instance-loc": LocConfig}
+    for name, cmd in steps.items():
+        config = known.get(name.split(" ")[0])
+        if config is not None:
+            missing = flags(cmd) - {f.name for f in dataclasses.fields(config)}
+            assert not missing, (name, missing)
+    train = [str(c) for c in steps["ns-train"]]
+    assert train[1] == "instance-nerfacto" and train[train.index("--max-num-iterations") + 1] == "5000"
+
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cuda_lift.py"), "--work", str(tmp_path),
+                          "--dry-run"], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert "ns-train: " in out.stdout and "--preset room200" in out.stdout and "5.6" in out.stdout

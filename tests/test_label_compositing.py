@@ -1,0 +1,124 @@
+"""One label compositing for training, the full render and the fast renderer: the label field is read only at the
+``top_k`` heaviest samples of a ray, and all three paths produce exactly what the shared helper produces."""
+
+from __future__ import annotations
+
+import torch
+
+from instance_nerfacto.lift.labels import composite_top_k
+from instance_nerfacto.lift.model import PSEUDOLABEL_KEY
+from instance_nerfacto.render.bake import (
+    bake_density_grid,
+    composite_median,
+    grid_density,
+    render_label_logits,
+    sample_distances,
+)
+from tests.test_field import build_model, random_rays
+
+
+def reference_composite(label_logits_at, positions, weights, k):
+    """Ray by ray, the obvious way: sort the samples by weight, read the k heaviest, average their probabilities."""
+    out = []
+    for ray_positions, ray_weights in zip(positions, weights):
+        order = torch.argsort(ray_weights, descending=True)[:k]
+        probs = torch.softmax(label_logits_at(ray_positions[order]), dim=-1)
+        mix = (ray_weights[order] + 1e-10) / (ray_weights[order] + 1e-10).sum()
+        out.append(torch.log((mix[:, None] * probs).sum(dim=0).clamp_min(1e-8)))
+    return torch.stack(out)
+
+
+class CountingField:
+    """Wraps a field's label branch and records how many points it was asked for."""
+
+    def __init__(self, label_logits_at):
+        self.label_logits_at, self.calls = label_logits_at, []
+
+    def __call__(self, positions):
+        self.calls.append(positions.shape[0])
+        return self.label_logits_at(positions)
+
+
+def build_varied_model(num_labels: int):
+    """A model whose untrained label field still varies in space (random hash tables), so the tests can fail."""
+    model = build_model(num_labels=num_labels)
+    with torch.no_grad():
+        for param in model.field.label_encoding.parameters():
+            param.normal_(0.0, 1.0)
+    return model
+
+
+def test_top_k_helper_matches_the_per_ray_reference():
+    torch.manual_seed(0)
+    model = build_varied_model(num_labels=6)
+    positions = torch.rand(32, 24, 3) * 2 - 1
+    weights = torch.rand(32, 24) ** 4
+    with torch.no_grad():
+        got, top_weights, _ = composite_top_k(model.field.label_logits_at, positions, weights, 4)
+        want = reference_composite(model.field.label_logits_at, positions, weights, 4)
+        everything, _, _ = composite_top_k(model.field.label_logits_at, positions, weights, 24)
+        want_everything = reference_composite(model.field.label_logits_at, positions, weights, 24)
+    assert (want.argmax(-1) != want_everything.argmax(-1)).any() or not torch.allclose(want, want_everything)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.allclose(everything, want_everything, atol=1e-5)
+    assert torch.allclose(torch.exp(got).sum(dim=-1), torch.ones(32), atol=1e-4)
+    assert torch.equal(top_weights, weights.topk(4, dim=1).values)
+    zero = torch.zeros(1, 24)  # a ray that hits nothing averages its samples evenly instead of returning zeros
+    with torch.no_grad():
+        empty, _, _ = composite_top_k(model.field.label_logits_at, positions[:1], zero, 4)
+    assert torch.allclose(torch.exp(empty).sum(dim=-1), torch.ones(1), atol=1e-4)
+
+
+def test_training_reads_the_label_field_at_top_k_samples_only():
+    """The model's rendered logits are the shared helper applied to its own samples and weights, and the label branch
+    sees num_rays * top_k points, not every sample."""
+    torch.manual_seed(0)
+    model = build_varied_model(num_labels=5)
+    model.train()
+    counter = CountingField(model.field.label_logits_at)
+    model.field.label_logits_at = counter
+    outputs = model.get_outputs(random_rays(64))
+    assert counter.calls == [64 * model.field.label_top_k]
+    positions = outputs["ray_samples_list"][-1].frustums.get_positions()
+    weights = outputs["weights_list"][-1]
+    assert positions.shape[1] > model.field.label_top_k  # the test means something: fewer reads than samples
+    with torch.no_grad():
+        want = reference_composite(counter.label_logits_at, positions, weights[..., 0], model.field.label_top_k)
+    assert torch.allclose(outputs["instance_logits"].detach(), want, atol=1e-5)
+
+
+def test_fast_renderer_composites_like_training_on_the_same_rays():
+    """instance-render's fast path: the baked grid's weights at its samples, then the same helper (same k)."""
+    torch.manual_seed(0)
+    model = build_varied_model(num_labels=5)
+    model.eval()
+    field = model.field
+    grid = bake_density_grid(field, resolution=16)
+    rays = random_rays(48)
+    num_samples = 32
+    with torch.no_grad():
+        logits, _, _ = render_label_logits(grid, field, rays.origins, rays.directions, num_samples=num_samples,
+                                           near=0.05, far=1000.0)
+        edges = sample_distances(0.05, 1000.0, num_samples, "cpu")[None].expand(48, -1)
+        mids = 0.5 * (edges[:, 1:] + edges[:, :-1])
+        points = rays.origins[:, None] + rays.directions[:, None] * mids[..., None]
+        weights, _, _ = composite_median(grid_density(grid, points, True), edges)
+        want = reference_composite(field.label_logits_at, points, weights, field.label_top_k)
+    assert torch.allclose(logits, want, atol=1e-5)
+
+
+def test_top_k_label_loss_still_moves_only_the_label_branch():
+    """The loss through top-k selection (indices chosen from the weights) leaves geometry without gradient."""
+    torch.manual_seed(1)
+    model = build_model(num_labels=5)
+    model.train()
+    outputs = model.get_outputs(random_rays(64))
+    batch = {PSEUDOLABEL_KEY: torch.randint(1, 6, (64, 1)), "image": torch.rand(64, 3)}
+    loss = model.get_loss_dict(outputs, batch, model.get_metrics_dict(outputs, batch))["instance_loss"]
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    label_ids = {id(p) for p in model.field.label_parameters()}
+    for name, param in model.named_parameters():
+        if id(param) not in label_ids:
+            assert param.grad is None or torch.count_nonzero(param.grad) == 0, name
+    assert all(p.grad is not None and torch.count_nonzero(p.grad) > 0 for p in model.field.label_mlp.parameters())
