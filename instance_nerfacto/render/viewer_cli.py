@@ -51,6 +51,9 @@ def main(cfg: ViewerCliConfig) -> None:
     from instance_nerfacto.core import compat
 
     compat.apply()
+    from instance_nerfacto.edit import viewer as edit_viewer
+
+    edit_viewer.RUN_DIR = cfg.load_config.parent  # the edit panel saves label_edits.txt and the checkpoint here
     viewer = ViewerConfigWithoutNumRays(websocket_host=cfg.host, websocket_port=cfg.port)
     RunViewer(load_config=cfg.load_config, viewer=viewer).main()
 
