@@ -201,12 +201,19 @@ def test_viewer_panel_click_selects_highlights_from_the_cached_render_and_splits
         return super(type(model), model).get_outputs_for_camera(camera)
 
     panel = model.instance_edits
+    from nerfstudio.viewer.utils import parse_object
+    from nerfstudio.viewer.viewer_elements import ViewerElement
+
+    # what nerfstudio's viewer installs: the panel's elements, found without walking back into the model
+    names = [element.name for _, element in parse_object(model, ViewerElement, "Custom Elements")]
+    assert {"Merge selected", "Split: click its other object", "Undo last edit", "Save edits",
+            "Export selection"} <= set(names)
     first = panel.outputs_for_camera(camera, render)
     centre = first["instance_id"][12, 16, 0].item()
     rays = camera.generate_rays(camera_indices=0, keep_shape=True)
     origin, direction = rays.origins[12, 16].tolist(), rays.directions[12, 16].tolist()
     panel.on_click(ViewerClick(tuple(origin), tuple(direction), (0.5, 0.5)))
-    assert viewer.rerenders == 1 and panel.session.selected_ids == [centre]
+    assert viewer.rerenders == 1 and panel.edit_session().selected_ids == [centre]
     second = panel.outputs_for_camera(camera, render)
     assert len(renders) == 1  # same pose: re-coloured from the cache, not rendered again
     ids = second["instance_id"][..., 0]

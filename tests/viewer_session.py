@@ -40,20 +40,45 @@ class ViewerPage:
         browser.goto(url)
         wait_for(lambda: browser.eval("document.querySelector('canvas') !== null"), 180, "the viewer page")
         self.rect = browser.eval(CANVAS_RECT)
+        self._visible = None
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def show_instance_output(self) -> None:
-        """Choose the 'instance' output in the 'Output type' dropdown."""
+    def show_instance_output(self, timeout: float = 600) -> None:
+        """Choose the 'instance' output in the 'Output type' dropdown (listed once the first render is done)."""
         wait_for(lambda: self.browser.find_text("Output type"), 180, "the control panel")
-        box = self.browser.eval("""(() => { const l = [...document.querySelectorAll('label')]
-            .find(n => n.textContent.trim() === 'Output type');
-            const input = l && document.getElementById(l.htmlFor);
-            const r = (input || l).getBoundingClientRect();
-            return [r.left + r.width / 2, r.top + r.height / 2]; })()""")
-        self.browser.click(*box)
-        self.browser.click_text("instance")
+        deadline = time.time() + timeout
+        while True:
+            box = self.browser.eval("""(() => { const l = [...document.querySelectorAll('label')]
+                .find(n => n.textContent.trim() === 'Output type');
+                const input = l && document.getElementById(l.htmlFor);
+                const r = (input || l).getBoundingClientRect();
+                return [r.left + r.width / 2, r.top + r.height / 2]; })()""")
+            self.browser.click(*box)
+            time.sleep(1.0)
+            where = self.browser.find_text("instance")
+            if where is not None:
+                self.browser.click(*where)
+                return
+            self.browser.click(*box)  # close the list; the outputs are not known before the first render
+            if time.time() > deadline:
+                raise TimeoutError("the viewer never listed the 'instance' output")
+            time.sleep(5.0)
+
+    def visible(self, step: int = 8) -> np.ndarray:
+        """Which canvas pixels the page shows (not under the control panel or the title bar), at ``step`` px."""
+        left, top, width, height = self.rect
+        hits = self.browser.eval(f"""(() => {{ const out = [];
+            for (let y = {top} + {step} / 2; y < {top + height}; y += {step}) {{ const row = [];
+              for (let x = {left} + {step} / 2; x < {left + width}; x += {step}) {{
+                const e = document.elementFromPoint(x, y); row.push(e !== null && e.tagName === 'CANVAS'); }}
+              out.push(row); }}
+            return out; }})()""")
+        mask = np.repeat(np.repeat(np.array(hits, dtype=bool), step, axis=0), step, axis=1)
+        full = np.zeros((int(round(height)), int(round(width))), dtype=bool)
+        full[: mask.shape[0], : mask.shape[1]] = mask[: full.shape[0], : full.shape[1]]
+        return full
 
     def canvas(self) -> np.ndarray:
         shot = self.browser.screenshot()
@@ -66,7 +91,10 @@ class ViewerPage:
         candidates = PALETTE[1 : self.max_id + 1]
         dist = np.abs(image[:, :, None, :] - candidates[None, None]).sum(-1)
         best = dist.argmin(-1)
-        return np.where(dist.min(-1) <= tolerance, best + 1, 0)
+        if self._visible is None:
+            self._visible = self.visible()
+        visible = self._visible[: image.shape[0], : image.shape[1]]
+        return np.where((dist.min(-1) <= tolerance) & visible, best + 1, 0)
 
     def colour_at(self, xy: Tuple[int, int]) -> np.ndarray:
         patch = self.canvas()[xy[1] - 1 : xy[1] + 2, xy[0] - 1 : xy[0] + 2].reshape(-1, 3)

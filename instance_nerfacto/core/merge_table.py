@@ -146,8 +146,10 @@ class MergeTable:
         """This table with hand edits applied on top."""
         return MergeTable(apply_edits(self.table, edits))
 
-    def apply(self, ids):
-        """Merged ids, same type, shape and dtype as ``ids`` (numpy array or torch tensor)."""
+    def apply(self, ids, points=None):
+        """Merged ids, same type, shape and dtype as ``ids`` (numpy array or torch tensor). ``points`` is ignored (a
+        merge table does not depend on where an id was read; it is accepted so that a table and the label map of
+        :mod:`instance_nerfacto.edit.label_map` are called alike)."""
         if not self.table:
             return ids.clone() if hasattr(ids, "clone") else np.array(ids, copy=True)
         if hasattr(ids, "numel"):

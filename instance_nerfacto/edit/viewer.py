@@ -65,23 +65,22 @@ class InstanceEditPanel(torch.nn.Module):
     # -- the run and its session -------------------------------------------------------------------------------------
 
     @property
-    def model(self):
+    def _model(self):  # private: nerfstudio walks public attributes for viewer elements (and would loop back here)
         return self._model_ref()
 
     def run_dir(self) -> Path:
         if RUN_DIR is not None:
             return Path(RUN_DIR)
-        return Path(self.model.viewer_control.viewer.log_filename).parent
+        return Path(self._model.viewer_control.viewer.log_filename).parent
 
-    @property
-    def session(self) -> EditSession:
+    def edit_session(self) -> EditSession:
         """The session, started from the run's saved edits the first time it is needed."""
         if self._session is None:
             from instance_nerfacto.edit.store import automatic_merges, read_run_edits
 
             run_dir = self.run_dir()
-            self._session = EditSession(self.model.num_labels, automatic_merges(run_dir), read_run_edits(run_dir),
-                                        self.model.label_stats)
+            self._session = EditSession(self._model.num_labels, automatic_merges(run_dir), read_run_edits(run_dir),
+                                        self._model.label_stats)
         return self._session
 
     def colours(self, ids: np.ndarray) -> np.ndarray:
@@ -96,7 +95,7 @@ class InstanceEditPanel(torch.nn.Module):
         """(id as shown now, surface point in the model's frame) along a world ray, read from the label field."""
         from nerfstudio.cameras.rays import RayBundle
 
-        model = self.model
+        model = self._model
         device = model.merge_lut.device
         bundle = RayBundle(
             origins=torch.tensor(origin, dtype=torch.float32, device=device).view(1, 3),
@@ -120,16 +119,16 @@ class InstanceEditPanel(torch.nn.Module):
         started = time.perf_counter()
         try:
             label, point = self.pick(click.origin, click.direction)
-            edit = self.session.click(label, point, add=bool(self.e2_add.value))
+            edit = self.edit_session().click(label, point, add=bool(self.e2_add.value))
             if edit is not None:
-                self.model.set_label_map(self.session.label_map)
+                self._model.set_label_map(self.edit_session().label_map)
                 self.f2_status.value = f"split {edit.label}: new id {edit.new_ids[0]} ({self._unsaved()})"
         except ValueError as err:
             self.f2_status.value = str(err)
         self._show_selection()
         self.last_timing = {"click_s": time.perf_counter() - started, "clicked_at": time.time()}
         print(f"instance-nerfacto viewer: click -> {self.e1_selected.value}")
-        viewer = getattr(self.model.viewer_control, "viewer", None)
+        viewer = getattr(self._model.viewer_control, "viewer", None)
         if viewer is not None:
             viewer._trigger_rerender()
 
@@ -143,52 +142,52 @@ class InstanceEditPanel(torch.nn.Module):
         except Exception as err:  # the viewer must survive a failed export or save; say what happened
             traceback.print_exc()
             self.f2_status.value = f"failed: {err.__class__.__name__}: {err}"
-        self.model.set_label_map(self.session.label_map)
+        self._model.set_label_map(self.edit_session().label_map)
         self._show_selection()
         print(f"instance-nerfacto viewer: {self.f2_status.value}")
 
     def _unsaved(self) -> str:
-        return f"{len(self.session.edits)} edits, unsaved" if self.session.unsaved else "saved"
+        return f"{len(self.edit_session().edits)} edits, unsaved" if self.edit_session().unsaved else "saved"
 
     def _merge(self) -> str:
-        made = self.session.merge_selected()
-        return f"merged {', '.join(str(e.source) for e in made)} into {self.session.selected_ids[0]} " \
+        made = self.edit_session().merge_selected()
+        return f"merged {', '.join(str(e.source) for e in made)} into {self.edit_session().selected_ids[0]} " \
                f"({self._unsaved()})"
 
     def _split(self) -> str:
-        self.session.arm_split()
-        return f"now click the other object inside {self.session.selected_ids[0]}"
+        self.edit_session().arm_split()
+        return f"now click the other object inside {self.edit_session().selected_ids[0]}"
 
     def _set_name(self) -> str:
-        edit = self.session.name_selected(str(self.e5_name.value))
+        edit = self.edit_session().name_selected(str(self.e5_name.value))
         return f"named {edit.label} '{edit.name}' ({self._unsaved()})"
 
     def _undo(self) -> str:
-        edit = self.session.undo()
+        edit = self.edit_session().undo()
         return "nothing to undo" if edit is None else f"undid {edit} ({self._unsaved()})"
 
     def _clear(self) -> str:
-        self.session.clear()
+        self.edit_session().clear()
         return "selection cleared"
 
     def _save(self) -> str:
         from instance_nerfacto.edit.store import edits_path
 
-        self.session.save(self.run_dir())
-        return f"saved {len(self.session.edits)} edits -> {edits_path(self.run_dir())} and the checkpoint"
+        self.edit_session().save(self.run_dir())
+        return f"saved {len(self.edit_session().edits)} edits -> {edits_path(self.run_dir())} and the checkpoint"
 
     def _export(self) -> str:
         from instance_nerfacto.edit.export import export_selection
 
-        ids = self.session.selected_ids
+        ids = self.edit_session().selected_ids
         if not ids:
             raise ValueError("select the instances to export first")
-        viewer = self.model.viewer_control.viewer
+        viewer = self._model.viewer_control.viewer
         out = export_selection(viewer.pipeline, self.run_dir(), ids)
         return f"exported {ids} -> {out}"
 
     def _show_selection(self) -> None:
-        session = self.session
+        session = self.edit_session()
         ids = session.selected_ids
         if not ids:
             self.e1_selected.value = "click an instance" + (" (split armed)" if session.split_armed else "")
@@ -204,7 +203,7 @@ class InstanceEditPanel(torch.nn.Module):
 
     def outputs_for_camera(self, camera, render: Callable[[], Dict]) -> Dict:
         """The model's outputs for a viewer camera; a pose rendered before is re-coloured, not rendered again."""
-        model = self.model
+        model = self._model
         if getattr(model.viewer_control, "viewer", None) is None:
             return render()  # ns-render, instance-render --full-render, tests: no cache
         key = camera_key(camera)

@@ -33,6 +33,9 @@ class ViewerCliConfig:
 def check_port_free(host: str, port: int) -> None:
     """InputError when ``host:port`` cannot be bound (in use, or not an address of this machine)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # as the viewer's server binds: a port whose last connections are still in TIME_WAIT (a viewer just closed)
+        # is free to listen on again
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as err:
