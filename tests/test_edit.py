@@ -222,6 +222,10 @@ def test_viewer_panel_click_selects_highlights_from_the_cached_render_and_splits
     assert dimmed.numel() == 0 or float(dimmed.max()) <= float(first["instance"][ids != centre].max()) * 0.3
     assert f"id {centre}" in panel.e1_selected.value and "px in view" in panel.e1_selected.value
     assert panel.last_timing["click_to_render_s"] < 1.0
+    # the viewer asks for the same view at another size (moving, then still): re-coloured at the size it asked for
+    small = Cameras(camera_to_worlds=c2w, fx=10.0, fy=10.0, cx=8.0, cy=6.0, width=16, height=12)
+    resized = panel.outputs_for_camera(small, render)
+    assert len(renders) == 1 and resized["depth"].shape == (12, 16, 1) and resized["instance"].shape == (12, 16, 3)
     # split the centre instance with a second click elsewhere inside it, save, and the checkpoint has it
     inside = np.argwhere(ids.numpy() == centre)
     far = inside[np.argmax(np.abs(inside - [12, 16]).sum(axis=1))]

@@ -33,10 +33,21 @@ RUN_DIR: Optional[Path] = None
 def camera_key(camera) -> bytes:
     """A camera's pose and field of view, independent of the resolution the viewer renders it at."""
     height, width = float(camera.height.view(-1)[0]), float(camera.width.view(-1)[0])
-    intrinsics = torch.tensor([float(camera.fx.view(-1)[0]) / height, float(camera.cx.view(-1)[0]) / width,
-                               float(camera.cy.view(-1)[0]) / height, width / height])
-    values = torch.cat([camera.camera_to_worlds.reshape(-1).float().cpu(), intrinsics])
-    return np.round(values.numpy(), 5).tobytes()
+    # the viewer renders one view at several sizes (rounded to whole pixels): compare shape to 1%
+    intrinsics = np.array([float(camera.fx.view(-1)[0]) / height, float(camera.cx.view(-1)[0]) / width,
+                           float(camera.cy.view(-1)[0]) / height, width / height])
+    pose = camera.camera_to_worlds.reshape(-1).float().cpu().numpy()
+    return np.round(pose, 4).tobytes() + np.round(intrinsics, 2).tobytes()
+
+
+def resize_nearest(value, height: int, width: int):
+    """An [H, W, C] output at another resolution (nearest pixel); anything else as it is. The viewer composites depth
+    at the size it asked for, so a re-coloured render must come back at that size."""
+    if not isinstance(value, torch.Tensor) or value.dim() != 3 or tuple(value.shape[:2]) == (height, width):
+        return value
+    rows = (torch.arange(height, device=value.device) * value.shape[0]) // height
+    cols = (torch.arange(width, device=value.device) * value.shape[1]) // width
+    return value[rows][:, cols]
 
 
 class InstanceEditPanel(torch.nn.Module):
@@ -209,13 +220,16 @@ class InstanceEditPanel(torch.nn.Module):
         key = camera_key(camera)
         with self._lock:
             cache = self._cache if self._cache is not None and self._cache["key"] == key else None
+        hit = cache is not None
         if cache is None:
             outputs = render()
             rays = camera.generate_rays(camera_indices=0, keep_shape=True)
             cache = {"key": key, "outputs": outputs, "raw": outputs["instance_logits"].argmax(-1, keepdim=True) + 1,
                      "points": (rays.origins + rays.directions * outputs["depth"].to(rays.origins.device))}
-        outputs = dict(cache["outputs"])
-        ids = model.final_ids(cache["raw"], cache["points"])
+        height, width = int(camera.height.view(-1)[0]), int(camera.width.view(-1)[0])
+        outputs = {k: resize_nearest(v, height, width) for k, v in cache["outputs"].items()}
+        ids = model.final_ids(resize_nearest(cache["raw"], height, width),
+                              resize_nearest(cache["points"], height, width))
         outputs["instance_id"] = ids
         ids_np = ids[..., 0].cpu().numpy()
         outputs["instance"] = torch.from_numpy(self.colours(ids_np)).to(ids.device).float() / 255.0
@@ -224,6 +238,6 @@ class InstanceEditPanel(torch.nn.Module):
             self._cache = cache
         if "clicked_at" in self.last_timing:
             self.last_timing["click_to_render_s"] = time.time() - self.last_timing.pop("clicked_at")
-            print(f"instance-nerfacto viewer: click -> highlighted render {self.last_timing['click_to_render_s']:.3f}"
-                  " s")
+            print(f"instance-nerfacto viewer timing: click -> highlighted render "
+                  f"{self.last_timing['click_to_render_s']:.3f} s ({'re-coloured' if hit else 'rendered'})")
         return outputs
