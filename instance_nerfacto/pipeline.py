@@ -25,7 +25,15 @@ class InstancePipelineConfig(VanillaPipelineConfig):
 
 
 class InstancePipeline(VanillaPipeline):
-    """Adds the after-training callbacks; training itself is nerfstudio's."""
+    """Adds the after-training callbacks and the viewer's selection export; training itself is nerfstudio's."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        panel = getattr(self.model, "instance_edits", None)
+        if panel is not None:
+            from instance_nerfacto.edit.export import export_selection
+
+            object.__setattr__(panel, "exporter", export_selection)
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes
                                ) -> List[TrainingCallback]:

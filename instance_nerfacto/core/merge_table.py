@@ -146,8 +146,10 @@ class MergeTable:
         """This table with hand edits applied on top."""
         return MergeTable(apply_edits(self.table, edits))
 
-    def apply(self, ids):
-        """Merged ids, same type, shape and dtype as ``ids`` (numpy array or torch tensor)."""
+    def apply(self, ids, points=None):
+        """Merged ids, same type, shape and dtype as ``ids`` (numpy array or torch tensor). ``points`` is ignored (a
+        merge table does not depend on where an id was read; it is accepted so that a table and the label map of
+        :mod:`instance_nerfacto.edit.label_map` are called alike)."""
         if not self.table:
             return ids.clone() if hasattr(ids, "clone") else np.array(ids, copy=True)
         if hasattr(ids, "numel"):
@@ -198,9 +200,10 @@ def write_record(run_dir: Path | str, automatic: Mapping[int, int], edits: List[
 
 
 def store_merge_table(run_dir: Path | str, automatic: Mapping[int, int], edits: List[Tuple[int, int]],
-                      **extra) -> MergeTable:
+                      model_state: Optional[Mapping[str, object]] = None, **extra) -> MergeTable:
     """Store a merge table: into the latest checkpoint's ``merge_lut`` (what every consumer reads), then the record
-    ``merge_table.json``. Both are written to a temporary name and renamed into place."""
+    ``merge_table.json``. Both are written to a temporary name and renamed into place. ``model_state`` sets more
+    entries of the model's state in the same write (name relative to the model, e.g. the label edit program)."""
     import io
 
     import torch
@@ -215,6 +218,8 @@ def store_merge_table(run_dir: Path | str, automatic: Mapping[int, int], edits: 
     for key in keys:
         old = state["pipeline"][key]
         state["pipeline"][key] = torch.from_numpy(final.lut(len(old) - 1)).to(old.dtype)
+        for name, value in (model_state or {}).items():
+            state["pipeline"][key[: -len("merge_lut")] + name] = value
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write_bytes(checkpoint, buffer.getvalue())

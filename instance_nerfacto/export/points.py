@@ -56,7 +56,7 @@ def surface_points(run, every: int = 2, downscale: int = 2, min_opacity: float =
     from rich.progress import track
 
     pipeline, model = run.pipeline, run.model
-    table = run.merge_table() if merge else None
+    label_map = run.label_map() if merge else None  # merge table + hand edits, applied at each surface point
     grid = cached_density_grid(model.field, run.checkpoint, run.step, grid_resolution).to(model.device)
     outputs = pipeline.datamanager.train_dataparser_outputs
     cameras = outputs.cameras
@@ -73,6 +73,8 @@ def surface_points(run, every: int = 2, downscale: int = 2, min_opacity: float =
             keep = opacity >= min_opacity
             points = origins[keep] + directions[keep] * depth[keep, None]
             ids, _ = logits_to_ids(model.field.label_logits_at(points))
+            if label_map is not None:
+                ids = label_map.apply(ids, points)
         image = Image.open(outputs.image_filenames[index]).convert("RGB").resize((width, height), Image.BILINEAR)
         xyz_all.append(points.cpu().numpy())
         rgb_all.append(np.asarray(image).reshape(-1, 3)[keep.cpu().numpy()])
@@ -83,7 +85,5 @@ def surface_points(run, every: int = 2, downscale: int = 2, min_opacity: float =
     xyz = np.concatenate(xyz_all)
     rgb = np.concatenate(rgb_all)
     ids = np.concatenate(ids_all)
-    if table:
-        ids = table.apply(ids)
     xyz = run.to_model.points_to_dataset(xyz)
     return xyz.astype(np.float32), rgb, ids.astype(np.uint16)

@@ -23,6 +23,8 @@ from torch.nn import Parameter
 from instance_nerfacto.core import compat
 from instance_nerfacto.core.merge_table import MergeTable
 from instance_nerfacto.core.palette import colorize
+from instance_nerfacto.edit.label_map import LabelEditState, LabelMap
+from instance_nerfacto.edit.viewer import InstanceEditPanel
 from instance_nerfacto.lift.field import InstanceNerfactoField
 from instance_nerfacto.lift.labels import DEFAULT_LABEL_TOP_K
 
@@ -143,6 +145,9 @@ class InstanceNerfactoModel(DepthNerfactoModel):
         metadata = self.kwargs.get("metadata") or {}
         self.label_stats: Dict[int, Dict] = {int(k): v for k, v in (metadata.get("label_stats") or {}).items()}
         self._click_registered = False
+        # hand edits (merges, splits, names): the program in the checkpoint, and the viewer's panel to make them
+        self.label_edits = LabelEditState()
+        self.instance_edits = InstanceEditPanel(self)
 
     def _resolve_num_labels(self) -> int:
         if self.config.num_labels > 0:
@@ -188,20 +193,38 @@ class InstanceNerfactoModel(DepthNerfactoModel):
         return f"label {raw}{merged_text}, confidence {confidence:.2f}, {seen}"
 
     def _on_viewer_click(self, click) -> None:
-        text = self.describe_label_at(click.origin, click.direction)
-        self.viewer_label_info.value = text
-        print(f"instance-nerfacto viewer: {text}")
+        self.instance_edits.on_click(click)
 
     def get_outputs_for_camera(self, camera, obb_box=None):
         # The viewer sets up ViewerControl after the model exists; register the click callback on first render.
         if not self._click_registered and getattr(self.viewer_control, "viewer", None) is not None:
             self.viewer_control.register_pointer_cb("click", self._on_viewer_click)
             self._click_registered = True
-        return super().get_outputs_for_camera(camera, obb_box=obb_box)
+        return self.instance_edits.outputs_for_camera(
+            camera, lambda: super(InstanceNerfactoModel, self).get_outputs_for_camera(camera, obb_box=obb_box))
 
     def set_merge_table(self, table: MergeTable) -> None:
         """Hold a merge table (label -> merged label) in the model, and so in the next checkpoint it saves."""
         self.merge_lut.copy_(torch.from_numpy(table.lut(self.num_labels)).to(self.merge_lut.device))
+
+    def label_map(self) -> LabelMap:
+        """Raw ids (+ surface points) -> the ids every command shows: merge table, then the hand-edit program."""
+        return LabelMap.from_parts(self.merge_lut, self.label_edits.get_extra_state())
+
+    def set_label_map(self, label_map: LabelMap) -> None:
+        """Hold a label map (merge table and hand-edit program) in the model, and so in its next checkpoint."""
+        self.set_merge_table(label_map.merge)
+        self.label_edits.set_extra_state(label_map.state())
+
+    def final_ids(self, ids: Tensor, points: Optional[Tensor] = None) -> Tensor:
+        """Raw ids -> what the viewer shows: merged and edited, or raw when "Merged instance labels" is off."""
+        if not self.viewer_merged_labels.value:
+            return ids
+        ids = self.merge_lut.to(ids.device)[ids]
+        program = self.label_edits.get_extra_state().get("program")
+        if program and points is not None:
+            ids = LabelMap(program=self.label_map().program).apply(ids, points)
+        return ids
 
     def get_outputs(self, ray_bundle: RayBundle):
         if self.training:
@@ -218,7 +241,8 @@ class InstanceNerfactoModel(DepthNerfactoModel):
         expected_depth = self.renderer_expected_depth(weights=weights, ray_samples=ray_samples)
         accumulation = self.renderer_accumulation(weights=weights)
         outputs = {"rgb": rgb, "accumulation": accumulation, "depth": depth, "expected_depth": expected_depth}
-        outputs.update(self.instance_outputs(ray_samples.frustums.get_positions(), weights))
+        points = ray_bundle.origins + ray_bundle.directions * depth  # surface point of each ray (label edits)
+        outputs.update(self.instance_outputs(ray_samples.frustums.get_positions(), weights, points))
         if self.training:
             outputs["weights_list"] = weights_list
             outputs["ray_samples_list"] = ray_samples_list
@@ -229,7 +253,8 @@ class InstanceNerfactoModel(DepthNerfactoModel):
         return outputs
 
     def instance_outputs(
-        self, positions: Float[Tensor, "*bs S 3"], weights: Float[Tensor, "*bs S 1"]
+        self, positions: Float[Tensor, "*bs S 3"], weights: Float[Tensor, "*bs S 1"],
+        points: Optional[Float[Tensor, "*bs 3"]] = None,
     ) -> Dict[str, Tensor]:
         """Label log-probabilities from the heaviest samples (detached positions and weights; lift/labels.py); ids,
         confidence and a viewer colour from them outside training."""
@@ -239,17 +264,15 @@ class InstanceNerfactoModel(DepthNerfactoModel):
         logits = logits.reshape(*batch_shape, -1)
         outputs = {"instance_logits": logits}
         if not self.training:
-            outputs.update(self.logits_to_outputs(logits))
+            outputs.update(self.logits_to_outputs(logits, points))
         return outputs
 
-    def logits_to_outputs(self, logits: Float[Tensor, "*bs K"]) -> Dict[str, Tensor]:
+    def logits_to_outputs(self, logits: Float[Tensor, "*bs K"], points: Optional[Tensor] = None) -> Dict[str, Tensor]:
         probs = torch.softmax(logits.float(), dim=-1)
         confidence, index = probs.max(dim=-1, keepdim=True)
-        ids = index + 1
-        if self.viewer_merged_labels.value:
-            ids = self.merge_lut.to(ids.device)[ids]
-        colour = torch.from_numpy(colorize(ids[..., 0].cpu().numpy())).to(logits.device).float() / 255.0
-        return {"instance": colour, "instance_id": ids, "instance_confidence": confidence}
+        ids = self.final_ids(index + 1, points)
+        colour = torch.from_numpy(self.instance_edits.colours(ids[..., 0].cpu().numpy())).to(logits.device).float()
+        return {"instance": colour / 255.0, "instance_id": ids, "instance_confidence": confidence}
 
     def _depth_supervised(self, batch) -> bool:
         return DEPTH_KEY in batch and self.config.depth_loss_mult > 0

@@ -21,9 +21,10 @@ import tyro
 from instance_nerfacto.core.dataset import load_dataset
 from instance_nerfacto.core.errors import fail, run_cli
 from instance_nerfacto.core.files import atomic_write_json, atomic_write_png, read_label_png
-from instance_nerfacto.core.merge_table import MergeTable, read_edits
 from instance_nerfacto.core.palette import colorize
 from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES
+from instance_nerfacto.edit.edits import read_label_edits
+from instance_nerfacto.edit.label_map import LabelMap
 from instance_nerfacto.loc.inputs import (
     check_image_size,
     load_given_regions,
@@ -175,15 +176,15 @@ def main(cfg: LocConfig) -> Dict:
             depth_by_stem[stem] = load_query_depth(path, frame_of[stem], cfg.depth_unit_scale_factor)
     params = VoteParams(cfg.samples_per_region, cfg.min_votes, cfg.min_fraction, cfg.min_region_pixels,
                         cfg.split_fraction, cfg.fill_stride)
-    edits = read_edits(cfg.edits) if cfg.edits is not None else []
-    table = MergeTable().with_edits(edits)  # --denoise: the rendered labels carry the run's merges already
+    edits = read_label_edits(cfg.edits) if cfg.edits is not None else []
+    table = LabelMap().with_edits(edits)  # --denoise: the rendered labels carry the run's merges already
     if cfg.denoise is None:
         from instance_nerfacto.loc.query import ModelQuery
         from instance_nerfacto.render.run import load_run
 
         run = load_run(cfg.load_config)
         if cfg.merge:
-            table = run.merge_table().with_edits(edits)
+            table = run.label_map().with_edits(edits)
         model = run.model
         device = next(model.parameters()).device
         if cfg.threads > 0:

@@ -121,8 +121,7 @@ def localize_dense(
     height, width = np.shape(region_map)
 
     def query(coords):
-        ids, conf = query_rays(model, camera, coords, renderer)
-        return (merge_table or MergeTable()).apply(np.asarray(ids)), conf
+        return query_rays(model, camera, coords, renderer, merge_table)
 
     ids, conf, rays = coarse_to_fine_labels(query, height, width, stride)
     image = relabel_unsure_pixels(ids, conf, region_map, min_confidence).astype(np.uint16)

@@ -45,12 +45,12 @@ class SurfaceQuery:
         origins = bundle.origins.reshape(-1, 3)
         directions = bundle.directions.reshape(-1, 3)
         config = self.model.config
-        logits, _, accumulation = render_label_logits(self.grid, self.model.field, origins, directions,
+        logits, depth, accumulation = render_label_logits(self.grid, self.model.field, origins, directions,
                                                       num_samples=self.num_samples, near=config.near_plane,
                                                       far=config.far_plane)
         ids, confidence = logits_to_ids(logits)
         return {"instance_id": ids[:, None], "instance_confidence": confidence[:, None],
-                "accumulation": accumulation[:, None]}
+                "accumulation": accumulation[:, None], "depth": depth[:, None]}
 
 
 def ray_distance_map(depth: Float[np.ndarray, "H W"], fx: float, fy: float, cx: float, cy: float, scale: float
@@ -99,10 +99,14 @@ class DepthQuery:
             part_ids, part_conf = logits_to_ids(self.field.label_logits_at(points))
             ids[part], confidence[part] = part_ids, part_conf.float()
         missing = torch.nonzero(~measured).reshape(-1)
+        depth = distance.clone()
         if len(missing) and self.fallback is not None:
             sub = bundle.flatten()[missing]
-            fallback_ids, fallback_conf = label_outputs(self.fallback(sub, np.asarray(coords)[missing.cpu().numpy()]))
+            fallback = self.fallback(sub, np.asarray(coords)[missing.cpu().numpy()])
+            fallback_ids, fallback_conf = label_outputs(fallback)
             ids[missing] = torch.from_numpy(fallback_ids).to(device)
             confidence[missing] = torch.from_numpy(fallback_conf).to(device)
+            if "depth" in fallback:
+                depth[missing] = fallback["depth"].reshape(-1).to(device)
         return {"instance_id": ids[:, None], "instance_confidence": confidence[:, None],
-                "accumulation": torch.ones_like(confidence)[:, None]}
+                "accumulation": torch.ones_like(confidence)[:, None], "depth": depth[:, None]}

@@ -191,13 +191,16 @@ def vote_on_label_map(
 # the query: render only the sampled rays through a trained model
 
 
-def query_rays(model, camera, coords: Int[np.ndarray, "... 2"], renderer=None) -> Tuple[np.ndarray, np.ndarray]:
+def query_rays(model, camera, coords: Int[np.ndarray, "... 2"], renderer=None, labels=None
+               ) -> Tuple[np.ndarray, np.ndarray]:
     """Label id and confidence of the rays through pixel centres ``coords`` (row, col) of a one-camera ``Cameras``.
 
     ``renderer(ray_bundle, coords) -> outputs`` when given (:class:`instance_nerfacto.loc_surface.SurfaceQuery`
     marches the baked density; :class:`instance_nerfacto.loc_surface.DepthQuery` reads the field at the query frame's
     measured depth, which needs the pixel ``coords``), else the model's ``render_label_rays(ray_bundle)`` hook when it
     has one, otherwise a normal forward pass (volume rendering) of only these rays. Rays that hit nothing vote 0.
+    ``labels`` (the run's :class:`~instance_nerfacto.edit.label_map.LabelMap`) maps the ids at each ray's surface
+    point (the renderer's ``depth``), so merges and splits apply as in every other command.
     """
     import torch
 
@@ -213,6 +216,11 @@ def query_rays(model, camera, coords: Int[np.ndarray, "... 2"], renderer=None) -
             hook = getattr(model, "render_label_rays", None)
             outputs = hook(bundle) if callable(hook) else model(bundle)
         ids, conf = label_outputs(outputs)
+        if labels is not None:
+            depth = outputs.get("depth")
+            points = None if depth is None else bundle.origins.reshape(-1, 3) + bundle.directions.reshape(-1, 3) * \
+                depth.reshape(-1, 1).to(bundle.origins.device)
+            ids = labels.apply(ids, points)
     return ids.reshape(shape), conf.reshape(shape)
 
 
@@ -250,8 +258,7 @@ def fill_unlabelled(
         return 0
     blocks = np.stack([rows - rows % stride, cols - cols % stride], axis=1)
     reps, inverse = np.unique(blocks, axis=0, return_inverse=True)
-    ids, _ = query_rays(model, camera, reps, renderer)
-    ids = (merge_table or MergeTable()).apply(np.asarray(ids))
+    ids, _ = query_rays(model, camera, reps, renderer, merge_table)
     image[rows, cols] = np.asarray(ids).reshape(-1)[np.asarray(inverse).reshape(-1)].astype(image.dtype)
     return len(reps)
 
@@ -271,8 +278,7 @@ def localize_regions(
     if len(region_ids) == 0:
         return {"region_ids": region_ids, "labels": region_ids.copy(), "support": np.zeros(0), "votes": [],
                 "image": np.zeros(np.shape(region_map), dtype=np.uint16), "split": []}
-    sample_ids, conf = query_rays(model, camera, coords, renderer)
-    sample_ids = (merge_table or MergeTable()).apply(sample_ids)
+    sample_ids, conf = query_rays(model, camera, coords, renderer, merge_table)
     labels, support = vote(sample_ids, conf, params.min_votes, params.min_fraction)
     image = paint_regions(region_map, region_ids, labels)
     split = []

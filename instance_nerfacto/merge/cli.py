@@ -5,7 +5,10 @@
 
 The table is stored in the run's latest checkpoint (``merge_lut``), which ``ns-render``, the viewer,
 ``instance-render``, ``instance-loc`` and ``instance-export`` all read, and recorded in ``<run dir>/merge_table.json``.
-With ``--edits``, the automatic merges of that record are kept (``--remerge`` computes them again).
+With ``--edits``, the automatic merges of that record are kept (``--remerge`` computes them again). The edit file
+may also split labels and name them (see :mod:`instance_nerfacto.edit.edits`); it is copied beside the run as
+``label_edits.txt``, the file the viewer saves its edits to. Without ``--edits`` the run's ``label_edits.txt`` (when
+there is one) is applied on top of the new automatic merges, so re-merging keeps the hand edits.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from typing import Optional
 import tyro
 
 from instance_nerfacto.core.errors import fail, run_cli
-from instance_nerfacto.core.merge_table import MERGE_TABLE_NAME, MergeTable, read_edits, read_record, store_merge_table
+from instance_nerfacto.core.merge_table import MERGE_TABLE_NAME, read_record
+from instance_nerfacto.edit.edits import read_label_edits
+from instance_nerfacto.edit.label_map import LabelMap
 from instance_nerfacto.merge.views import MergeViews
 
 
@@ -28,14 +33,15 @@ class MergeConfig(MergeViews):
     load_config: Path
     """config.yml of the training run."""
     edits: Optional[Path] = None
-    """Hand-edit file ('A B' per line: label A becomes label B), applied on top of the automatic merges."""
+    """Hand-edit file ('A B' per line: label A becomes label B; 'split ...', 'name ...' lines as the viewer saves
+    them), applied on top of the automatic merges; default: the run's label_edits.txt when it has one."""
     remerge: bool = False
     """With --edits: compute the automatic merges again instead of keeping those of merge_table.json."""
     pseudolabels: Optional[Path] = None
     """Pseudolabel folder for the cannot-link set (default: the one the run was trained on)."""
 
 
-def main(cfg: MergeConfig) -> MergeTable:
+def main(cfg: MergeConfig) -> LabelMap:
     from instance_nerfacto.render.run import check_run_files, load_run
 
     if not cfg.load_config.is_file():
@@ -47,11 +53,15 @@ def main(cfg: MergeConfig) -> MergeTable:
              "pass --weights a local FastSAM .pt file, or use --segmenter felzenszwalb")
     if cfg.pseudolabels is not None and not cfg.pseudolabels.is_dir():
         fail("pseudolabel folder does not exist", cfg.pseudolabels, "pass the folder the run was trained on")
-    edits = read_edits(cfg.edits) if cfg.edits is not None else []  # a bad edit file fails before the model loads
+    from instance_nerfacto.edit.store import read_run_edits, store_label_edits
+
+    edits = read_label_edits(cfg.edits) if cfg.edits is not None else []  # a bad edit file fails before the model
     check_run_files(cfg.load_config)
     run_dir = cfg.load_config.parent
+    if cfg.edits is None:
+        edits = read_run_edits(run_dir)
     record = read_record(run_dir)
-    if edits and record and not cfg.remerge:
+    if cfg.edits is not None and record and not cfg.remerge:
         automatic, stats = record["merge"], {}
     else:
         from instance_nerfacto.merge.views import merge_labels
@@ -59,9 +69,10 @@ def main(cfg: MergeConfig) -> MergeTable:
         run = load_run(cfg.load_config)
         automatic, stats = merge_labels(run.pipeline, cfg, cfg.pseudolabels)
         del run
-    final = store_merge_table(run_dir, automatic, edits, **stats)
+    final = store_label_edits(run_dir, edits, automatic, **stats)
     print(f"instance-merge: {len(automatic)} labels merged automatically, {len(edits)} hand edits, "
-          f"{len(final)} labels mapped -> checkpoint and {run_dir / MERGE_TABLE_NAME}")
+          f"{len(final.merge)} labels mapped, {len(final.program)} edit stages after splits -> checkpoint and "
+          f"{run_dir / MERGE_TABLE_NAME}")
     return final
 
 

@@ -52,7 +52,6 @@ class RenderConfig:
 def main(cfg: RenderConfig) -> Dict:
     """Render the split; returns {"frames", "seconds", "seconds_per_frame", "output"}."""
     from instance_nerfacto.core.files import atomic_write_png
-    from instance_nerfacto.core.merge_table import MergeTable
     from instance_nerfacto.core.palette import colorize
     from instance_nerfacto.render.labels import LabelRenderer
     from instance_nerfacto.render.run import load_run, split_cameras
@@ -63,7 +62,7 @@ def main(cfg: RenderConfig) -> Dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = load_run(cfg.load_config, cfg.load_step)
-    merge = MergeTable() if cfg.no_merge else run.merge_table()
+    label_map = None if cfg.no_merge else run.label_map()  # merge table + hand edits (splits need 3D points)
     frames = split_cameras(run.pipeline, cfg.split)[:: cfg.every]
     if not frames:
         fail(f"split '{cfg.split}' has no frames", cfg.load_config, "pick --split train|val|all")
@@ -75,7 +74,7 @@ def main(cfg: RenderConfig) -> Dict:
     columns = (TextColumn("instance-render"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns) as progress:
         for stem, cameras, index in progress.track(frames):
-            ids = merge.apply(renderer.render_ids(cameras, index, cfg.downscale))
+            ids = renderer.render_labels(cameras, index, cfg.downscale, label_map)
             atomic_write_png(output / f"{stem}.png", ids.astype(np.uint16))
             atomic_write_png(output / "color" / f"{stem}.png", colorize(ids))
     seconds = time.perf_counter() - started

@@ -34,9 +34,14 @@ class LabelRenderer:
         if not full_render:
             self.grid = cached_density_grid(self.model.field, checkpoint, step, grid_resolution).to(self.model.device)
 
-    @torch.no_grad()
     def render_ids(self, cameras, index: int, downscale: int = 1) -> UInt16[np.ndarray, "H W"]:
         """Raw label ids (before merging) at the camera's full resolution."""
+        return self.render_labels(cameras, index, downscale, None)
+
+    @torch.no_grad()
+    def render_labels(self, cameras, index: int, downscale: int = 1, label_map=None) -> UInt16[np.ndarray, "H W"]:
+        """Label ids at the camera's full resolution: raw, or through ``label_map`` (the run's merges and hand edits,
+        applied at each pixel's surface point) when given."""
         full_height, full_width = int(cameras.height[index]), int(cameras.width[index])
         camera = cameras[index : index + 1].to(self.model.device)
         if downscale > 1:
@@ -44,13 +49,19 @@ class LabelRenderer:
         if self.full_render:
             outputs = self.model.get_outputs_for_camera(camera)
             ids = outputs["instance_logits"].argmax(dim=-1) + 1
+            depth = outputs["depth"][..., 0]
         else:
             rays = camera.generate_rays(camera_indices=0, keep_shape=True)
             height, width = rays.origins.shape[:2]
-            logits, _, _ = render_label_logits(
+            logits, depth, _ = render_label_logits(
                 self.grid, self.model.field, rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3),
                 num_samples=self.num_samples, near=self.model.config.near_plane, far=self.model.config.far_plane,
             )
             ids = logits_to_ids(logits)[0].reshape(height, width)
+            depth = depth.reshape(height, width)
+        if label_map is not None:
+            rays = camera.generate_rays(camera_indices=0, keep_shape=True)
+            points = rays.origins + rays.directions * depth[..., None].to(rays.origins.device)
+            ids = label_map.apply(ids.reshape(points.shape[:2]), points)
         ids = ids.reshape(ids.shape[0], ids.shape[1]).cpu().numpy().astype(np.uint16)
         return upsample_nearest(ids, full_height, full_width)

@@ -45,6 +45,11 @@ class TrainedRun:
         """The merge table the model carries (what ns-render and the viewer show)."""
         return MergeTable.from_lut(self.model.merge_lut.cpu().numpy())
 
+    def label_map(self):
+        """The merge table and hand edits the model carries: ``apply(ids, points)`` gives the ids every command
+        shows (a split needs the surface point of each id)."""
+        return self.model.label_map()
+
 
 def check_run_files(config_path: Path, load_step: Optional[int] = None) -> Path:
     """The run's checkpoint folder, after checking that config.yml and the wanted checkpoint exist."""

@@ -33,6 +33,9 @@ class ViewerCliConfig:
 def check_port_free(host: str, port: int) -> None:
     """InputError when ``host:port`` cannot be bound (in use, or not an address of this machine)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # as the viewer's server binds: a port whose last connections are still in TIME_WAIT (a viewer just closed)
+        # is free to listen on again
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as err:
@@ -51,6 +54,9 @@ def main(cfg: ViewerCliConfig) -> None:
     from instance_nerfacto.core import compat
 
     compat.apply()
+    from instance_nerfacto.edit import viewer as edit_viewer
+
+    edit_viewer.RUN_DIR = cfg.load_config.parent  # the edit panel saves label_edits.txt and the checkpoint here
     viewer = ViewerConfigWithoutNumRays(websocket_host=cfg.host, websocket_port=cfg.port)
     RunViewer(load_config=cfg.load_config, viewer=viewer).main()
 

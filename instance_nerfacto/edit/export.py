@@ -1,0 +1,57 @@
+"""Export selected instances: their labelled points (the PLY format of instance-export) and their masks in the
+training frames (uint16 PNGs, the selected ids kept, everything else 0), through the run's label map."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from instance_nerfacto.core.errors import fail
+
+
+def trained_run(pipeline, run_dir: Path):
+    """A :class:`~instance_nerfacto.render.run.TrainedRun` around a pipeline loaded elsewhere (the viewer's)."""
+    from instance_nerfacto.core.merge_table import latest_checkpoint
+    from instance_nerfacto.render.cameras import DatasetToModel
+    from instance_nerfacto.render.run import TrainedRun
+
+    checkpoint = latest_checkpoint(run_dir)
+    step = int(checkpoint.stem.split("-")[-1])
+    return TrainedRun(pipeline, Path(run_dir) / "config.yml", checkpoint, step, DatasetToModel.from_pipeline(pipeline))
+
+
+def export_selection(pipeline, run_dir: Path | str, ids: Sequence[int], out_dir: Path | str | None = None,
+                     every: int = 1, downscale: int = 2) -> Path:
+    """Write ``<out>/selection.ply`` and ``<out>/masks/<stem>.png`` for the training frames; returns ``<out>``
+    (default ``<run dir>/selection/<ids joined by '-'>``)."""
+    import torch
+
+    from instance_nerfacto.core.files import atomic_write_json, atomic_write_png
+    from instance_nerfacto.export.points import surface_points, write_ply
+    from instance_nerfacto.render.labels import LabelRenderer
+    from instance_nerfacto.render.run import split_cameras
+
+    run_dir = Path(run_dir)
+    ids = sorted({int(i) for i in ids})
+    if not ids:
+        fail("no instance selected", None, "select instances in the viewer first")
+    out = Path(out_dir) if out_dir is not None else run_dir / "selection" / "-".join(map(str, ids))
+    run = trained_run(pipeline, run_dir)
+    label_map = run.label_map()
+    with torch.no_grad():
+        xyz, rgb, point_ids = surface_points(run, every=max(every, 1), downscale=downscale)
+        keep = np.isin(point_ids, ids)
+        write_ply(out / "selection.ply", xyz[keep], rgb[keep], point_ids[keep])
+        renderer = LabelRenderer(pipeline, run.checkpoint, run.step)
+        pixels = {}
+        for stem, cameras, index in split_cameras(pipeline, "train")[:: max(every, 1)]:
+            labels = renderer.render_labels(cameras, index, downscale, label_map)
+            mask = np.where(np.isin(labels, ids), labels, 0).astype(np.uint16)
+            atomic_write_png(out / "masks" / f"{stem}.png", mask)
+            pixels[stem] = {str(i): int((mask == i).sum()) for i in ids}
+    atomic_write_json(out / "selection.json", {"ids": ids, "points": int(keep.sum()),
+                                               "names": {str(i): label_map.names.get(i) for i in ids},
+                                               "pixels_per_frame": pixels})
+    return out
