@@ -69,7 +69,8 @@ class ViewerPage:
     def type_into(self, label: str, text: str) -> None:
         """Type into the text field of a labelled control (its value reaches the server as it changes)."""
         box = self.browser.eval("""(() => { const l = [...document.querySelectorAll('label')]
-            .find(n => n.textContent.trim() === %s); const input = l && document.getElementById(l.htmlFor);
+            .find(n => n.textContent.trim() === %s); const row = l && l.closest('.mantine-Flex-root');
+            const input = l && (document.getElementById(l.htmlFor) || (row && row.querySelector('input')));
             if (!input) return null; input.scrollIntoView({block: 'center'}); input.focus();
             const r = input.getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; })()"""
                                 % repr(label))
