@@ -66,6 +66,19 @@ class ViewerPage:
                 raise TimeoutError("the viewer never listed the 'instance' output")
             time.sleep(5.0)
 
+    def type_into(self, label: str, text: str) -> None:
+        """Type into the text field of a labelled control (its value reaches the server as it changes)."""
+        box = self.browser.eval("""(() => { const l = [...document.querySelectorAll('label')]
+            .find(n => n.textContent.trim() === %s); const row = l && l.closest('.mantine-Flex-root');
+            const input = l && (document.getElementById(l.htmlFor) || (row && row.querySelector('input')));
+            if (!input) return null; input.scrollIntoView({block: 'center'}); input.focus();
+            const r = input.getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; })()"""
+                                % repr(label))
+        assert box is not None, f"no text field labelled {label}"
+        self.browser.click(*box)
+        self.browser.type_text(text)
+        time.sleep(2.0)
+
     def visible(self, step: int = 8) -> np.ndarray:
         """Which canvas pixels the page shows (not under the control panel or the title bar), at ``step`` px."""
         left, top, width, height = self.rect
