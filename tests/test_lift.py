@@ -163,7 +163,9 @@ def test_train_checkpoint_loads_and_instance_render_writes_labels(lift_scene: Pa
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert "loaded 29 InstanceNerfactoModel" in loaded.stdout
 
-    (config.parent / "merge_table.json").write_text(json.dumps({"merge": {str(k): 1 for k in range(2, 200)}}))
+    from instance_nerfacto.core.merge_table import store_merge_table
+
+    store_merge_table(config.parent, {k: 1 for k in range(2, 200)}, [])  # into the checkpoint, as instance-merge does
     result = render(config, tmp_path / "labels", "--split", "val", "--every", "2", "--grid-resolution", "32")
     assert result.returncode == 0, result.stderr[-3000:]
     written = sorted((tmp_path / "labels").glob("*.png"))
