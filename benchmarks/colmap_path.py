@@ -43,8 +43,7 @@ def evaluate(pred: Path, data: Path) -> Dict:
     out = pred / "eval.json"
     subprocess.run([str(BIN / "instance-eval"), "--pred", str(pred), "--gt", str(data / "gt"), "--things",
                     str(data / "instances.json"), "--json", str(out)], check=True, stdout=subprocess.DEVNULL)
-    result = json.loads(out.read_text())
-    things = result.get("things", result)
+    things = json.loads(out.read_text())  # things only (--things)
     return {"pq": round(things["scene_pq"], 3), "matched": f"{things['n_matched']}/{things['n_gt']}",
             "miou": round(things["matched_miou"], 3)}
 
