@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 from jaxtyping import Integer
@@ -51,15 +51,20 @@ def resolve(table: Mapping[int, int]) -> Dict[int, int]:
     return {k: v for k, v in out.items() if k != v}
 
 
+def edit_lines(text: str, path: Optional[Path] = None) -> Iterator[Tuple[int, str, str, List[str]]]:
+    """(line number, raw line, where to point an error, fields) of every non-empty line of a hand-edit file, ``#``
+    comments and commas dropped: the line reader of every edit format (this one, and ``edit/edits.py``'s)."""
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            where = f"{path}:{lineno}" if path is not None else f"line {lineno}"
+            yield lineno, raw, where, line.replace(",", " ").split()
+
+
 def parse_edits(text: str, path: Optional[Path] = None) -> List[Tuple[int, int]]:
     """Parse the hand-edit file: one ``A B`` pair of non-negative integer ids per line, ``#`` comments."""
     pairs: List[Tuple[int, int]] = []
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        where = f"{path}:{lineno}" if path is not None else f"line {lineno}"
-        fields = line.replace(",", " ").split()
+    for lineno, raw, where, fields in edit_lines(text, path):
         if len(fields) != 2:
             fail(f"edit line {lineno} has {len(fields)} fields ('{raw.strip()}')", where,
                  "write one pair per line: 'A B' means label A becomes label B")

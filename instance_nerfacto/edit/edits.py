@@ -24,6 +24,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 from instance_nerfacto.core.errors import fail
 from instance_nerfacto.core.files import atomic_write_bytes
+from instance_nerfacto.core.merge_table import edit_lines
 from instance_nerfacto.core.pseudolabels import MAX_LABELS as MAX_LABEL
 
 EDITS_FILE_NAME = "label_edits.txt"
@@ -96,19 +97,14 @@ def _parse_split(fields: List[str], where: str, raw: str) -> Split:
 def parse_label_edits(text: str, path: Optional[Path] = None) -> List[Edit]:
     """Parse an edit file (merges, splits, names; ``#`` comments). InputError with the line on a bad line."""
     edits: List[Edit] = []
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        where = f"{path}:{lineno}" if path is not None else f"line {lineno}"
-        fields = line.replace(",", " ").split()
+    for lineno, raw, where, fields in edit_lines(text, path):
         keyword = fields[0].lower()
         if keyword == "split":
             edits.append(_parse_split(fields, where, raw))
         elif keyword == "name":
             if len(fields) < 3:
                 fail(f"a name line needs an id and a name ('{raw.strip()}')", where, FORMAT_HINT)
-            edits.append(Name(_label(fields[1], where, raw), " ".join(line.split()[2:])))
+            edits.append(Name(_label(fields[1], where, raw), " ".join(raw.split("#", 1)[0].split()[2:])))
         elif len(fields) == 2:
             edits.append(Merge(_label(fields[0], where, raw), _label(fields[1], where, raw, allow_zero=True)))
         else:

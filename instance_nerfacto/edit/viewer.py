@@ -107,23 +107,8 @@ class InstanceEditPanel(torch.nn.Module):
     @torch.no_grad()
     def pick(self, origin, direction):
         """(id as shown now, surface point in the model's frame) along a world ray, read from the label field."""
-        from nerfstudio.cameras.rays import RayBundle
-
         model = self._model
-        device = model.merge_lut.device
-        bundle = RayBundle(
-            origins=torch.tensor(origin, dtype=torch.float32, device=device).view(1, 3),
-            directions=torch.nn.functional.normalize(
-                torch.tensor(direction, dtype=torch.float32, device=device).view(1, 3), dim=-1),
-            pixel_area=torch.full((1, 1), 1e-6, device=device),
-            camera_indices=torch.zeros((1, 1), dtype=torch.long, device=device),
-        )
-        was_training = model.training
-        model.eval()
-        try:
-            outputs = model.forward(bundle)
-        finally:
-            model.train(was_training)
+        bundle, outputs = model.ray_outputs(origin, direction)
         point = (bundle.origins + bundle.directions * outputs["depth"]).view(3)
         raw = outputs["instance_logits"].argmax(dim=-1).view(1) + 1
         label = int(model.label_map().apply(raw, point.view(1, 3))[0]) if outputs["accumulation"].item() > 0.5 else 0

@@ -166,8 +166,10 @@ class InstanceNerfactoModel(DepthNerfactoModel):
         groups[LABEL_PARAM_GROUP] = self.field.label_parameters()
         return groups
 
-    def describe_label_at(self, origin, direction) -> str:
-        """The label the field gives the ray ``origin + t * direction`` (world coordinates), as one line."""
+    @torch.no_grad()
+    def ray_outputs(self, origin, direction) -> Tuple[RayBundle, Dict[str, Tensor]]:
+        """The ray ``origin + t * direction`` (world coordinates) and the model's outputs for it, in eval mode (the
+        training mode is left as it was): what a click in the viewer reads."""
         device = self.merge_lut.device
         bundle = RayBundle(
             origins=torch.tensor(origin, dtype=torch.float32, device=device).view(1, 3),
@@ -179,10 +181,13 @@ class InstanceNerfactoModel(DepthNerfactoModel):
         was_training = self.training
         self.eval()
         try:
-            with torch.no_grad():
-                outputs = self.forward(bundle)
+            return bundle, self.forward(bundle)
         finally:
             self.train(was_training)
+
+    def describe_label_at(self, origin, direction) -> str:
+        """The label the field gives the ray ``origin + t * direction`` (world coordinates), as one line."""
+        _, outputs = self.ray_outputs(origin, direction)
         raw = int(outputs["instance_logits"].argmax(dim=-1).view(-1)[0]) + 1
         merged = int(self.merge_lut[raw])
         confidence = float(outputs["instance_confidence"].view(-1)[0])
