@@ -132,21 +132,13 @@ def merge_fragments(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, 
     fpair = np.minimum(fa, fb) * n_frames + np.maximum(fa, fb)
     good = np.unique(np.stack([lo, hi, fpair], 1), axis=0)
     cand, support = np.unique(good[:, :2], axis=0, return_counts=True)
-    # co-visible matched pairs of each candidate: pairs (i, j) with one community in i and the other in j
-    frames_of_comm: Dict[int, Set[int]] = {}
+    keep = support >= min_support
+    cand, support = cand[keep], support[keep]
     kept = membership >= 0
-    for c, f in zip(membership[kept].tolist(), frame_of[kept].tolist()):
-        frames_of_comm.setdefault(c, set()).add(f)
-    pair_set = {(int(i), int(j)) for i, j in pairs.tolist()}
-    scored = []
-    for (x, y), sup in zip(cand.tolist(), support.tolist()):
-        if sup < min_support:
-            continue
-        fx, fy = frames_of_comm[x], frames_of_comm[y]
-        covis = sum(1 for i, j in pair_set if (i in fx and j in fy) or (i in fy and j in fx))
-        affinity = sup / max(covis, 1)
-        if affinity >= min_affinity:
-            scored.append((-affinity, -sup, x, y))
+    covis = covisible_pairs(membership[kept], frame_of[kept], pairs, cand, n_frames)
+    affinity = support / np.maximum(covis, 1)
+    scored = [(-a, -s, x, y) for a, s, (x, y) in zip(affinity.tolist(), support.tolist(), cand.tolist())
+              if a >= min_affinity]
     if not scored:
         return out
     nodes = np.flatnonzero(kept).tolist()
@@ -163,6 +155,29 @@ def merge_fragments(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, 
     for c, n in first.items():
         out[membership == c] = membership[groups.find(n)]
     return out
+
+
+def covisible_pairs(community: Int[np.ndarray, "M"], frame: Int[np.ndarray, "M"], pairs: Int[np.ndarray, "P 2"],
+                    cand: Int[np.ndarray, "K 2"], n_frames: int) -> Int[np.ndarray, "K"]:
+    """For each candidate (x, y): the number of distinct frame pairs (i, j) of ``pairs`` with x in frame i and y in
+    frame j or the other way round. Sparse products (frames x communities incidence ``M``, pair matrix ``P``): the
+    count is M_x.P.M_y + M_y.P.M_x minus the pairs that hold both ways, so 10,000 frames stay linear in the pairs."""
+    from scipy import sparse
+
+    if len(cand) == 0:
+        return np.zeros(0, dtype=np.int64)
+    n_comm = int(max(community.max(), cand.max())) + 1
+    inc = sparse.csc_matrix((np.ones(len(community)), (frame, community)), shape=(n_frames, n_comm))
+    inc.data[:] = 1.0  # a community with several masks in one frame is in it once
+    uniq = np.unique(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), axis=0)
+    pm = sparse.csr_matrix((np.ones(len(uniq)), (uniq[:, 0], uniq[:, 1])), shape=(n_frames, n_frames))
+    x, y = cand[:, 0], cand[:, 1]
+    mx, my = inc[:, x], inc[:, y]
+    forward = np.asarray(mx.multiply(pm @ my).sum(axis=0)).ravel()
+    backward = np.asarray(my.multiply(pm @ mx).sum(axis=0)).ravel()
+    both = mx.multiply(my).tocsc()
+    twice = np.asarray(both.multiply(pm @ both).sum(axis=0)).ravel()
+    return np.rint(forward + backward - twice).astype(np.int64)
 
 
 def filter_communities(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "N"], min_size: int,

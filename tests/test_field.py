@@ -108,3 +108,35 @@ def test_click_report_names_the_label_under_the_cursor_and_its_merge():
     model.set_merge_table(MergeTable({raw: other}))
     assert f"label {raw} (merged into {other})" in model.describe_label_at(origin, direction)
     assert model.training  # the report leaves the training mode as it was
+
+
+def test_one_gather_hash_encoding_equals_nerfstudios_values_and_gradients():
+    """The label grid's one-gather torch path gives nerfstudio's HashEncoding values and table gradients exactly (same
+    table, same points), with one table-sized gradient instead of eight; a wrong corner order must show."""
+    from nerfstudio.field_components.encodings import HashEncoding
+
+    from instance_nerfacto.lift import field as field_module
+    from instance_nerfacto.lift.field import OneGatherHashEncoding
+
+    kwargs = dict(num_levels=4, min_res=4, max_res=64, log2_hashmap_size=10, features_per_level=2,
+                  implementation="torch")
+    torch.manual_seed(0)
+    ours, theirs = OneGatherHashEncoding(**kwargs), HashEncoding(**kwargs)
+    theirs.hash_table.data.copy_(ours.hash_table.data)
+    points = torch.rand(500, 3)
+    out_ours, out_theirs = ours(points), theirs(points)
+    assert torch.equal(out_ours, out_theirs)
+    weights = torch.randn_like(out_ours)
+    (out_ours * weights).sum().backward()
+    (out_theirs * weights).sum().backward()
+    assert torch.allclose(ours.hash_table.grad, theirs.hash_table.grad, atol=1e-6)
+    assert ours.hash_table.grad.abs().sum() > 0
+    # negative control: two corners swapped changes the encoding
+    swapped = field_module._CORNERS.clone()
+    swapped[[0, 6]] = swapped[[6, 0]]
+    original = field_module._CORNERS
+    try:
+        field_module._CORNERS = swapped
+        assert not torch.allclose(ours(points), out_theirs)
+    finally:
+        field_module._CORNERS = original

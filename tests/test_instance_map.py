@@ -171,6 +171,28 @@ def test_split_cannot_link_cuts_the_wrong_edge() -> None:
     assert out[0] != out[3]
 
 
+def test_covisible_pairs_counts_each_pair_once() -> None:
+    """The sparse co-visibility count equals the definition: distinct pairs (i, j) with x in i and y in j or the other
+    way round (a pair holding both ways, or listed twice, counts once)."""
+    rng = np.random.default_rng(3)
+    n_frames, n_comm = 40, 12
+    frame = rng.integers(0, n_frames, 300)
+    community = rng.integers(0, n_comm, 300)
+    pairs = rng.integers(0, n_frames, (200, 2))
+    pairs = np.concatenate([pairs, pairs[:20]])  # duplicates must not count twice
+    cand = np.array([(x, y) for x in range(n_comm) for y in range(x + 1, n_comm)])
+    frames_of = {c: set(frame[community == c].tolist()) for c in range(n_comm)}
+    pair_set = {(int(i), int(j)) for i, j in pairs.tolist()}
+    want = [sum(1 for i, j in pair_set if (i in frames_of[x] and j in frames_of[y]) or
+                (i in frames_of[y] and j in frames_of[x])) for x, y in cand.tolist()]
+    got = comm.covisible_pairs(community, frame, pairs, cand, n_frames)
+    assert got.tolist() == want and max(want) > 0
+    # hand-made: x in frames 0 and 1, y in frames 0 and 1; pairs (0, 1) and (1, 2): one pair, held both ways
+    one = comm.covisible_pairs(np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1]), np.array([[0, 1], [1, 2]]),
+                               np.array([[0, 1]]), 3)
+    assert one.tolist() == [1]
+
+
 def test_filter_communities_drops_rare_labels() -> None:
     frame_of = np.array([0, 1, 2, 0, 0])
     membership = np.array([0, 0, 0, 1, 2])

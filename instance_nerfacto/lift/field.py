@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Literal, Tuple
 
+import torch
 from jaxtyping import Float
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.field_components.encodings import HashEncoding
@@ -18,6 +19,45 @@ from nerfstudio.fields.nerfacto_field import NerfactoField
 from torch import Tensor, nn
 
 from instance_nerfacto.lift.labels import DEFAULT_LABEL_TOP_K, composite_top_k
+
+# the 8 corners of a grid cell in the order of nerfstudio's HashEncoding.pytorch_fwd (True = ceil, False = floor)
+_CORNERS = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0], [0, 0, 0], [0, 1, 0]],
+                        dtype=torch.bool)
+
+
+class OneGatherHashEncoding(HashEncoding):
+    """nerfstudio's HashEncoding whose pure-torch path reads the table once for the 8 corners of every cell.
+
+    nerfstudio's torch path indexes the table 8 times; the backward of each index op allocates a zero gradient the
+    size of the whole table and autograd sums the eight (8 fills + 7 adds of the table per step, the largest part of
+    the label branch's cost on CPU). One gather gives one table-sized gradient, and the hash is built from per-axis
+    terms instead of 8 full hashes. Same values and gradients as the parent (tests/test_field.py); the tcnn path is
+    untouched.
+    """
+
+    def pytorch_fwd(self, in_tensor: Float[Tensor, "*bs input_dim"]) -> Float[Tensor, "*bs output_dim"]:
+        assert in_tensor.shape[-1] == 3
+        scaled = in_tensor[..., None, :] * self.scalings.view(-1, 1).to(in_tensor.device)  # [..., L, 3]
+        scaled_c = torch.ceil(scaled).type(torch.int32)
+        scaled_f = torch.floor(scaled).type(torch.int32)
+        offset = scaled - scaled_f
+        # Instant-NGP's hash (x * 1) ^ (y * p1) ^ (z * p2) mod T, as nerfstudio's hash_fn computes it, with each axis
+        # term computed once for floor and ceil and combined per corner
+        primes = torch.tensor([1, 2654435761, 805459861], device=in_tensor.device)
+        terms = torch.stack([scaled_f * primes, scaled_c * primes])  # [2, ..., L, 3]
+        corners = _CORNERS.to(in_tensor.device).long()
+        hashed = (terms[corners[:, 0], ..., 0] ^ terms[corners[:, 1], ..., 1] ^ terms[corners[:, 2], ..., 2])
+        hashed = hashed % self.hash_table_size + self.hash_offset.to(in_tensor.device)  # [8, ..., L]
+        f_0, f_1, f_2, f_3, f_4, f_5, f_6, f_7 = self.hash_table[hashed].unbind(dim=0)  # each [..., L, F]
+        ox, oy, oz = offset[..., 0:1], offset[..., 1:2], offset[..., 2:3]
+        f_03 = f_0 * ox + f_3 * (1 - ox)
+        f_12 = f_1 * ox + f_2 * (1 - ox)
+        f_56 = f_5 * ox + f_6 * (1 - ox)
+        f_47 = f_4 * ox + f_7 * (1 - ox)
+        f0312 = f_03 * oy + f_12 * (1 - oy)
+        f4756 = f_47 * oy + f_56 * (1 - oy)
+        encoded = f0312 * oz + f4756 * (1 - oz)  # [..., L, F]
+        return torch.flatten(encoded, start_dim=-2, end_dim=-1)
 
 
 class InstanceNerfactoField(NerfactoField):
@@ -46,7 +86,7 @@ class InstanceNerfactoField(NerfactoField):
         self.label_top_k = int(label_top_k)
         """Samples per ray at which the label branch is read (training, full render and fast renderer alike)."""
         # "tcnn" falls back to nerfstudio's pure-torch hash grid when tinycudann is not installed.
-        self.label_encoding = HashEncoding(
+        self.label_encoding = OneGatherHashEncoding(
             num_levels=label_num_levels,
             min_res=label_base_res,
             max_res=label_max_res,
