@@ -324,39 +324,3 @@ def test_viewer_previews_reuse_the_cache_full_size_renders_once_and_speed_counts
     thread.start()
     thread.join()
     assert len(renders) == 3 and events[name.value]["avg"] == 1000.0  # a real render does
-
-
-class _StateMachineViewer(_FakeViewer):
-    """What the panel asks of nerfstudio's viewer after a click: its clients' cameras and render state machines."""
-
-    def __init__(self, run_dir: Path) -> None:
-        super().__init__(run_dir)
-        self.actions: list = []
-        self.viser_server = type("Server", (), {"get_clients": lambda _: {7: "client"}})()
-        self.render_statemachines = {7: type("Machine", (), {"action": lambda _, a: self.actions.append(a.action)})()}
-
-    def get_camera_state(self, client):
-        return client
-
-
-def test_a_click_on_a_view_cached_at_full_size_asks_for_the_full_size_at_once(tmp_path: Path) -> None:
-    from nerfstudio.viewer.viewer_elements import ViewerClick
-
-    model = _model()
-    viewer = _StateMachineViewer(_fake_run(tmp_path, num_labels=3))
-    model.viewer_control.viewer = viewer
-    panel = model.instance_edits
-    camera = _viewer_camera(24, max_res=40)
-
-    def render():
-        return super(type(model), model).get_outputs_for_camera(camera)
-
-    click = ViewerClick((0.0, 0.0, 0.5), (0.0, 0.0, -1.0), (0.5, 0.5))
-    preview = _RenderThread("low_static", lambda: panel.outputs_for_camera(camera, render))
-    preview.start()
-    preview.join()
-    panel.on_click(click)  # only a preview so far: the usual preview first (and it interrupts the full-size render)
-    assert viewer.rerenders == 1 and viewer.actions == []
-    panel.outputs_for_camera(camera, render)  # the full size
-    panel.on_click(click)
-    assert viewer.rerenders == 1 and viewer.actions == ["step"]

@@ -188,28 +188,8 @@ class InstanceEditPanel(torch.nn.Module):
         self._show_selection()
         self._pending = {"what": what, "started": started, "applied": time.perf_counter(), "first": None}
         print(f"instance-nerfacto viewer: click -> {self.e1_selected.value}")
-        self._rerender()
-
-    def _rerender(self) -> None:
-        """Ask the viewer for a new picture after a click.
-
-        nerfstudio's usual request (``_trigger_rerender``: a "move") renders a preview, then, after two idle waits
-        of 0.2 s, the full size. When the cache already holds this view at full size, its "step" request goes to the
-        full size at once: one re-colouring, no preview. Otherwise the "move" stays: it also interrupts a full-size
-        render in progress (minutes on a CPU), so the click shows at preview size without waiting for it."""
         viewer = getattr(self._model.viewer_control, "viewer", None)
-        if viewer is None:
-            return
-        cache = self._cache
-        if cache is None or not cache.get("full_size"):
-            viewer._trigger_rerender()
-            return
-        try:
-            from nerfstudio.viewer.render_state_machine import RenderAction
-
-            for client_id, client in viewer.viser_server.get_clients().items():
-                viewer.render_statemachines[client_id].action(RenderAction("step", viewer.get_camera_state(client)))
-        except (AttributeError, KeyError):  # another viewer than nerfstudio's: its own way
+        if viewer is not None:
             viewer._trigger_rerender()
 
     # -- buttons -----------------------------------------------------------------------------------------------------
@@ -329,7 +309,6 @@ class InstanceEditPanel(torch.nn.Module):
         outputs["instance"] = torch.from_numpy(self.colours(ids_np)).to(ids.device).float() / 255.0
         with self._lock:
             self._cache = cache
-            cache["full_size"] = cache.get("full_size", False) or not preview_render()
             self._shown_ids = ids_np
         self._report_selection()  # the pixel counts of what is on screen now (a split part has none before)
         self._time_pending(begun, f"{'re-coloured' if hit else 'rendered'}, {view.width}x{view.height} px")
