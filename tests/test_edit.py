@@ -4,6 +4,7 @@ names), the editing session (select, merge, split, undo, save) and its way into 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -238,3 +239,88 @@ def test_viewer_panel_click_selects_highlights_from_the_cached_render_and_splits
     assert "saved 1 edits" in panel.f2_status.value and read_run_edits(run)[0].label == centre
     panel._do(panel._undo)
     assert int(panel.outputs_for_camera(camera, render)["instance_id"][far[0], far[1], 0]) == centre
+
+
+def _viewer_camera(height: int, aspect: float = 1.37, fov: float = 1.0, x: float = 0.0, max_res: int = 512):
+    """A camera as nerfstudio's viewer makes it for one view at one height (render_state_machine, viewer.utils)."""
+    from nerfstudio.cameras.cameras import Cameras
+
+    width = int(height * aspect)
+    if width > max_res:
+        width, height = max_res, int(max_res / aspect)
+    focal = height / 2 / np.tan(fov / 2)
+    c2w = torch.tensor([[[1.0, 0, 0, x], [0, 1, 0, 0], [0, 0, 1, 0.5]]])
+    return Cameras(camera_to_worlds=c2w, fx=focal, fy=focal, cx=width / 2, cy=height / 2, width=width, height=height)
+
+
+def test_viewer_cache_tells_views_apart_by_pose_and_field_of_view_at_any_size() -> None:
+    from instance_nerfacto.edit.viewer import View
+
+    full = View.of(_viewer_camera(512))
+    for aspect in (0.61, 1.0, 1.234, 1.37, 1.79):  # rounding the aspect to a fixed step split some of these
+        sizes = [View.of(_viewer_camera(h, aspect)) for h in (30, 47, 60, 100, 333, 512, 700)]
+        assert all(a.same_picture(b) for a in sizes for b in sizes), aspect
+    assert full.covers(View.of(_viewer_camera(60))) and not View.of(_viewer_camera(60)).covers(full)
+    assert not full.same_picture(View.of(_viewer_camera(512, x=0.01)))  # moved
+    assert not full.same_picture(View.of(_viewer_camera(512, fov=1.1)))  # zoomed
+    assert not full.same_picture(View.of(_viewer_camera(512, aspect=1.5)))  # the window changed shape
+
+
+class _RenderThread(threading.Thread):
+    """Stands for nerfstudio's RenderStateMachine: the render thread, whose ``state`` says preview or full size."""
+
+    def __init__(self, state: str, work) -> None:
+        super().__init__()
+        self.state, self.work, self.result = state, work, None
+
+    def run(self) -> None:
+        self.result = self.work()
+
+
+def test_viewer_previews_reuse_the_cache_full_size_renders_once_and_speed_counts_real_renders_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nerfstudio.configs import base_config  # noqa: F401  (first: it and the writer import each other)
+    from nerfstudio.utils import writer
+
+    from instance_nerfacto.edit.viewer import count_real_renders_only
+
+    model = _model()
+    model.viewer_control.viewer = _FakeViewer(_fake_run(tmp_path, num_labels=3))
+    panel, renders = model.instance_edits, []
+
+    def render(camera):
+        renders.append(int(camera.height))
+        return super(type(model), model).get_outputs_for_camera(camera)
+
+    def outputs(camera, state):
+        thread = _RenderThread(state, lambda: panel.outputs_for_camera(camera, lambda: render(camera)))
+        thread.start()
+        thread.join()
+        return thread.result
+
+    small, full = _viewer_camera(24, max_res=40), _viewer_camera(40, max_res=40)
+    outputs(small, "low_static")
+    assert outputs(full, "low_move")["instance"].shape[:2] == (full.height, full.width)  # a preview: any size
+    assert renders == [24]
+    assert outputs(full, "high")["depth"].shape[:2] == (full.height, full.width) and renders == [24, full.height]
+    for state in ("low_move", "low_static", "high"):  # after a click: every size of the view from the cache
+        outputs(small, state)
+        outputs(full, state)
+    assert renders == [24, full.height]
+    # nerfstudio's timing of each render (a writer of this test's own, put back afterwards)
+    monkeypatch.setattr(writer, "put_time", writer.put_time)
+    monkeypatch.setattr(writer, "GLOBAL_BUFFER", {"events": {}, "max_buffer_size": 20})
+    monkeypatch.setattr(writer, "EVENT_STORAGE", [])
+    count_real_renders_only()
+    name, events = writer.EventName.VIS_RAYS_PER_SEC, writer.GLOBAL_BUFFER["events"]
+    thread = _RenderThread("high", lambda: (panel.outputs_for_camera(full, lambda: render(full)),
+                                            writer.put_time(name, 1e9, step=0)))
+    thread.start()
+    thread.join()
+    assert name.value not in events  # a re-coloured render says nothing about how fast the model renders
+    moved = _viewer_camera(40, x=0.5, max_res=40)
+    thread = _RenderThread("high", lambda: (panel.outputs_for_camera(moved, lambda: render(moved)),
+                                            writer.put_time(name, 1000.0, step=0)))
+    thread.start()
+    thread.join()
+    assert len(renders) == 3 and events[name.value]["avg"] == 1000.0  # a real render does

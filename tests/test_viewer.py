@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -206,7 +205,8 @@ def test_edit_the_map_in_the_browser(tiny_run: Path, tmp_path: Path) -> None:
         page = ViewerPage(browser, f"http://127.0.0.1:{port}", tmp_path / "viewer.log", num_labels + 2)
         page.show_instance_output()
         # the instances on screen, biggest first: A and B to merge, C to split
-        blobs = wait_for(lambda: (r := regions(page.ids_on_screen())) and len(r) >= 3 and r, 600, "3 instances")
+        blobs = regions(page.wait_for_full_size())
+        assert len(blobs) >= 3, f"fewer than 3 instances on screen: {sorted(blobs)}"
         order = sorted(blobs, key=lambda i: -blobs[i][0])
         a, b, c = order[:3]
         at_a, at_b = interior_point(blobs[a][1]), interior_point(blobs[b][1])
@@ -222,22 +222,28 @@ def test_edit_the_map_in_the_browser(tiny_run: Path, tmp_path: Path) -> None:
         wait_for(lambda: page.shows(at_b, a), 120, "B shown as A after the merge")
         browser.click_text("Add clicks to selection")
         # split C: select it at one seed, arm the split, click its other part
-        page.act(lambda: page.click_canvas(keep_c))
+        assert f"id {c}" in page.act(lambda: page.click_canvas(keep_c))
         page.act(lambda: browser.click_text("Split: click its other object"))
         new_id = num_labels + 1
-        page.act(lambda: page.click_canvas(new_c))
+        assert f"id {new_id}" in page.act(lambda: page.click_canvas(new_c))
         wait_for(lambda: new_id in regions(page.ids_on_screen(), min_pixels=20), 120, "the split part's new id")
+        wait_for(lambda: page.shows(new_c, new_id) and page.shows(keep_c, c, bright=False), 120, "C split in two")
         # undo takes the split back; do it again and name the new part
         assert "undid" in page.act(lambda: browser.click_text("Undo last edit"))
-        page.act(lambda: page.click_canvas(keep_c))
+        wait_for(lambda: page.shows(new_c, c), 120, "C whole again after the undo (and nothing selected)")
+        assert f"id {c}" in page.act(lambda: page.click_canvas(keep_c))
         page.act(lambda: browser.click_text("Split: click its other object"))
         page.act(lambda: page.click_canvas(new_c))
         page.type_into("Name", "teddy")
         assert f"named {new_id} 'teddy'" in page.act(lambda: browser.click_text("Set name"))
         assert "saved 3 edits" in page.act(lambda: browser.click_text("Save edits"))
         assert "exported" in page.act(lambda: browser.click_text("Export selection"), timeout=900)
-        clicks = re.findall(r"click -> highlighted render ([0-9.]+) s \(re-coloured", page.log_text())
-        assert clicks and max(float(s) for s in clicks) < 5.0, clicks  # the target is < 1 s on an idle machine
+        # every click and edit is shown by re-colouring the cached render, at full size in well under 5 s (the
+        # target is < 1 s on an idle machine; this one may be busy)
+        timings = page.timings()
+        assert {"click", "split click", "merge", "undo"} <= {t[0] for t in timings}, timings
+        assert all(t[2].startswith("re-coloured") and t[4].startswith("re-coloured") and t[3] < 5.0
+                   for t in timings), timings
     finally:
         _save_screenshot(browser, tmp_path / "last_page.png")
         browser.close()

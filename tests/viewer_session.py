@@ -17,6 +17,8 @@ from instance_nerfacto.core.palette import palette
 from tests.browser import Browser
 
 PALETTE = palette().astype(np.int64)
+FULL_SIZE = 512
+"""The longer side of the viewer's full-size render at its default "Max res"."""
 CANVAS_RECT = "(() => { const r = document.querySelector('canvas').getBoundingClientRect(); " \
               "return [r.left, r.top, r.width, r.height]; })()"
 
@@ -66,6 +68,30 @@ class ViewerPage:
                 raise TimeoutError("the viewer never listed the 'instance' output")
             time.sleep(5.0)
 
+    def wait_for_full_size(self, timeout: float = 600) -> np.ndarray:
+        """The ids on screen once the viewer has rendered the view at full size (its previews are a few dozen pixels
+        high: clicks picked from a preview's blocks can land on another object than the one the click ray hits)."""
+
+        def full_size() -> bool:
+            sizes = re.findall(r"instance-nerfacto viewer render: (\d+)x(\d+) px", self.log_text())
+            return any(max(int(w), int(h)) >= FULL_SIZE for w, h in sizes)
+
+        wait_for(full_size, timeout, "a full-size render")
+        shots: List[np.ndarray] = []
+
+        def settled() -> bool:  # the same picture twice: the full-size render is on screen
+            shots.append(self.ids_on_screen())
+            return len(shots) > 1 and np.array_equal(shots[-2], shots[-1])
+
+        wait_for(settled, 120, "the full-size picture on screen", every=2.0)
+        return shots[-1]
+
+    def timings(self) -> List[Tuple[str, float, str, float, str]]:
+        """(what, s to the first render showing it, how, s to the full-size one, how) per timed click or edit."""
+        return [(what, float(first), how, float(full), full_how) for what, first, how, full, full_how in re.findall(
+            r"viewer timing: (.+?) -> highlighted render ([0-9.]+) s \(([^)]*)\); full size ([0-9.]+) s \(([^)]*)\)",
+            self.log_text())]
+
     def type_into(self, label: str, text: str) -> None:
         """Type into the text field of a labelled control (its value reaches the server as it changes)."""
         box = self.browser.eval("""(() => { const l = [...document.querySelectorAll('label')]
@@ -110,7 +136,8 @@ class ViewerPage:
         return np.where((dist.min(-1) <= tolerance) & visible, best + 1, 0)
 
     def colour_at(self, xy: Tuple[int, int]) -> np.ndarray:
-        patch = self.canvas()[xy[1] - 1 : xy[1] + 2, xy[0] - 1 : xy[0] + 2].reshape(-1, 3)
+        top, left = max(xy[1] - 1, 0), max(xy[0] - 1, 0)
+        patch = self.canvas()[top : xy[1] + 2, left : xy[0] + 2].reshape(-1, 3)
         return np.median(patch, axis=0)
 
     def shows(self, xy: Tuple[int, int], label: int, bright: bool = True, tolerance: int = 45) -> bool:
@@ -145,7 +172,9 @@ def regions(ids: np.ndarray, min_pixels: int = 150) -> Dict[int, Tuple[int, np.n
         sizes = ndimage.sum(np.ones_like(ids), blobs, index=np.arange(1, count + 1))
         biggest = int(np.argmax(sizes)) + 1
         if sizes[biggest - 1] >= min_pixels:
-            out[int(label)] = (int(sizes[biggest - 1]), ndimage.distance_transform_edt(blobs == biggest))
+            # padded: the canvas's edge is a border too (a click there may fall off the picture)
+            inner = ndimage.distance_transform_edt(np.pad(blobs == biggest, 1))[1:-1, 1:-1]
+            out[int(label)] = (int(sizes[biggest - 1]), inner)
     return out
 
 
@@ -154,9 +183,11 @@ def interior_point(distance: np.ndarray) -> Tuple[int, int]:
     return int(col), int(row)
 
 
-def two_far_points(distance: np.ndarray, margin: float = 4.0) -> Tuple[Tuple[int, int], Tuple[int, int]]:
-    """Two interior pixels of a blob far apart (for a split: one seed each)."""
-    rows, cols = np.nonzero(distance >= min(margin, distance.max() * 0.5))
+def two_far_points(distance: np.ndarray) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    """Two pixels of a blob far apart and well inside it (for a split: one seed each). Near its border a click ray
+    can miss the object (its surface point would be behind it), so both keep half the blob's largest inner radius
+    from the border."""
+    rows, cols = np.nonzero(distance >= distance.max() * 0.5)
     first = np.argmin(cols + rows * 1e-3)
     second = np.argmax(np.hypot(rows - rows[first], cols - cols[first]))
     return (int(cols[first]), int(rows[first])), (int(cols[second]), int(rows[second]))

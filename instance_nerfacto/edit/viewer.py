@@ -6,9 +6,11 @@ run's edits) and hands it to the :class:`~instance_nerfacto.edit.session.EditSes
 session's label map at once (:meth:`InstanceNerfactoModel.set_label_map`), so the next render shows it.
 
 A click or an edit does not move the camera, so the next render re-colours the last one instead of volume rendering
-again: :meth:`InstanceEditPanel.outputs_for_camera` keeps the last render's raw ids and surface points per camera
-pose, and a render of the same pose (at any resolution the viewer asks) only re-applies the label map and the
-highlight. That is what keeps click -> highlighted render well under a second on a CPU.
+again: :meth:`InstanceEditPanel.outputs_for_camera` keeps the last real render's raw ids and surface points, and a
+render of the same view only re-applies the label map (merges, and splits by nearest seed on the cached surface
+points) and the highlight. That is what keeps click -> highlighted render well under a second on a CPU. A view is
+its pose and field of view whatever size the viewer asks for (:class:`View`): the viewer renders each view small
+first, then at full size, and after every click or button it starts over with the small preview.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import threading
 import time
 import traceback
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -30,14 +33,33 @@ RUN_DIR: Optional[Path] = None
 """The run folder of the viewer (instance-viewer sets it; else the folder of the viewer's log)."""
 
 
-def camera_key(camera) -> bytes:
-    """A camera's pose and field of view, independent of the resolution the viewer renders it at."""
-    height, width = float(camera.height.view(-1)[0]), float(camera.width.view(-1)[0])
-    # the viewer renders one view at several sizes (rounded to whole pixels): compare shape to 1%
-    intrinsics = np.array([float(camera.fx.view(-1)[0]) / height, float(camera.cx.view(-1)[0]) / width,
-                           float(camera.cy.view(-1)[0]) / height, width / height])
-    pose = camera.camera_to_worlds.reshape(-1).float().cpu().numpy()
-    return np.round(pose, 4).tobytes() + np.round(intrinsics, 2).tobytes()
+@dataclass(frozen=True)
+class View:
+    """A viewer camera: pose, field of view and aspect (what the picture shows) and its size in pixels."""
+
+    pose: Tuple[float, ...]
+    focal: float  # fy / height: the vertical field of view
+    aspect: float  # width / height
+    height: int
+    width: int
+
+    @classmethod
+    def of(cls, camera) -> "View":
+        height, width = int(camera.height.view(-1)[0]), int(camera.width.view(-1)[0])
+        pose = tuple(camera.camera_to_worlds.reshape(-1).float().cpu().tolist())
+        return cls(pose, float(camera.fy.view(-1)[0]) / height, width / height, height, width)
+
+    def same_picture(self, other: "View") -> bool:
+        """The same pose and field of view at any size. The viewer sizes one view by its height and truncates the
+        other side to whole pixels, so the aspects of two sizes differ by up to a pixel of the smaller one (a fixed
+        rounding of the aspect would tell some sizes of one view apart, and miss the cache)."""
+        slack = max(self.aspect, other.aspect) * (1.0 / min(self.height, other.height) +
+                                                  1.0 / min(self.width, other.width))
+        return (np.allclose(self.pose, other.pose, atol=1e-4) and abs(self.focal - other.focal) <= 1e-3 * self.focal
+                and abs(self.aspect - other.aspect) <= slack + 1e-9)
+
+    def covers(self, other: "View") -> bool:
+        return self.height >= other.height and self.width >= other.width
 
 
 def resize_nearest(value, height: int, width: int):
@@ -50,6 +72,40 @@ def resize_nearest(value, height: int, width: int):
     return value[rows][:, cols]
 
 
+def preview_render() -> bool:
+    """Whether the render asked for now is one of the viewer's quick previews (it renders a small picture while the
+    camera moves and right after a click or a button, then the full size once the view is still): the render thread
+    is nerfstudio's RenderStateMachine, whose state says which. Elsewhere (ns-render, tests) a render is final."""
+    return getattr(threading.current_thread(), "state", "high") in ("low_move", "low_static")
+
+
+_thread = threading.local()
+
+
+def count_real_renders_only() -> None:
+    """Leave re-coloured renders out of the viewer's rays-per-second estimate.
+
+    nerfstudio sizes its preview renders by the rays per second of recent renders. A re-coloured render takes
+    milliseconds, so counting it would make the viewer believe it renders millions of rays a second and render the
+    next camera move at full size (seconds per frame on a CPU). Idempotent."""
+    from nerfstudio.utils import writer
+
+    original = writer.put_time
+    if getattr(original, "skips_recoloured", False):
+        return
+
+    rays_per_sec = writer.EventName.VIS_RAYS_PER_SEC.value
+
+    def put_time(name, duration, step, *args, **kwargs):
+        if getattr(_thread, "recoloured", False) and getattr(name, "value", name) == rays_per_sec:
+            _thread.recoloured = False
+            return None
+        return original(name, duration, step, *args, **kwargs)
+
+    put_time.skips_recoloured = True
+    writer.put_time = put_time
+
+
 class InstanceEditPanel(torch.nn.Module):
     """Viewer controls for hand edits (no parameters, nothing in the checkpoint: the edits are in ``label_edits``)."""
 
@@ -58,20 +114,24 @@ class InstanceEditPanel(torch.nn.Module):
         object.__setattr__(self, "_model_ref", weakref.ref(model))
         self._session: Optional[EditSession] = None
         self._cache: Optional[Dict] = None
+        self._shown_ids: Optional[np.ndarray] = None  # the ids of the last render, for the pixel counts
         self._lock = threading.Lock()
-        self.last_timing: Dict[str, float] = {}
+        # a click or edit being timed: what, when it arrived, when its effect was in place (renders begun earlier may
+        # not show it), and the first render that shows it (the viewer's preview) once there is one
+        self._pending: Optional[Dict] = None
+        self.last_timing: Dict = {}
         # set by the pipeline (instance_nerfacto/pipeline.py): exporting renders through render/ and export/, which
         # sit above the model this panel belongs to
         object.__setattr__(self, "exporter", None)
         # nerfstudio lists a module's elements in name order
         self.e1_selected = ViewerText("Selected", "click an instance", disabled=True)
         self.e2_add = ViewerCheckbox("Add clicks to selection", False)
-        self.e3_merge = ViewerButton("Merge selected", cb_hook=lambda _: self._do(self._merge))
+        self.e3_merge = ViewerButton("Merge selected", cb_hook=lambda _: self._do(self._merge, "merge"))
         self.e4_split = ViewerButton("Split: click its other object", cb_hook=lambda _: self._do(self._split))
         self.e5_name = ViewerText("Name", "", hint="name for the selected instance, then press 'Set name'")
         self.e6_set_name = ViewerButton("Set name", cb_hook=lambda _: self._do(self._set_name))
-        self.e7_undo = ViewerButton("Undo last edit", cb_hook=lambda _: self._do(self._undo))
-        self.e8_clear = ViewerButton("Clear selection", cb_hook=lambda _: self._do(self._clear))
+        self.e7_undo = ViewerButton("Undo last edit", cb_hook=lambda _: self._do(self._undo, "undo"))
+        self.e8_clear = ViewerButton("Clear selection", cb_hook=lambda _: self._do(self._clear, "clear"))
         self.e9_save = ViewerButton("Save edits", cb_hook=lambda _: self._do(self._save))
         self.f1_export = ViewerButton("Export selection", cb_hook=lambda _: self._do(self._export))
         self.f2_status = ViewerText("Edit status", "no edits yet", disabled=True)
@@ -116,6 +176,7 @@ class InstanceEditPanel(torch.nn.Module):
 
     def on_click(self, click) -> None:
         started = time.perf_counter()
+        what = "split click" if self.edit_session().split_armed else "click"
         try:
             label, point = self.pick(click.origin, click.direction)
             edit = self.edit_session().click(label, point, add=bool(self.e2_add.value))
@@ -125,7 +186,7 @@ class InstanceEditPanel(torch.nn.Module):
         except ValueError as err:
             self.f2_status.value = str(err)
         self._show_selection()
-        self.last_timing = {"click_s": time.perf_counter() - started, "clicked_at": time.time()}
+        self._pending = {"what": what, "started": started, "applied": time.perf_counter(), "first": None}
         print(f"instance-nerfacto viewer: click -> {self.e1_selected.value}")
         viewer = getattr(self._model.viewer_control, "viewer", None)
         if viewer is not None:
@@ -133,7 +194,9 @@ class InstanceEditPanel(torch.nn.Module):
 
     # -- buttons -----------------------------------------------------------------------------------------------------
 
-    def _do(self, action: Callable[[], str]) -> None:
+    def _do(self, action: Callable[[], str], timed: Optional[str] = None) -> None:
+        """Run a button's action; ``timed`` names one that changes the picture (timed up to the next render)."""
+        started = time.perf_counter()
         try:
             self.f2_status.value = action()
         except ValueError as err:
@@ -143,6 +206,8 @@ class InstanceEditPanel(torch.nn.Module):
             self.f2_status.value = f"failed: {err.__class__.__name__}: {err}"
         self._model.set_label_map(self.edit_session().label_map)
         self._show_selection()
+        if timed is not None:
+            self._pending = {"what": timed, "started": started, "applied": time.perf_counter(), "first": None}
         print(f"instance-nerfacto viewer: {self.f2_status.value}")
 
     def _unsaved(self) -> str:
@@ -186,47 +251,81 @@ class InstanceEditPanel(torch.nn.Module):
         out = export_selection(viewer.pipeline, self.run_dir(), ids)
         return f"exported {ids} -> {out}"
 
-    def _show_selection(self) -> None:
+    def _selection_text(self) -> str:
         session = self.edit_session()
         ids = session.selected_ids
         if not ids:
-            self.e1_selected.value = "click an instance" + (" (split armed)" if session.split_armed else "")
-            return
-        last = self._cache.get("ids") if self._cache else None
-        pixels = selection_pixels(last, ids) if last is not None else {}
-        self.e1_selected.value = "; ".join(session.describe(i, pixels.get(i)) for i in ids)
-        names = session.label_map.names
+            return "click an instance" + (" (split armed)" if session.split_armed else "")
+        shown = self._shown_ids
+        pixels = selection_pixels(shown, ids) if shown is not None else {}
+        return "; ".join(session.describe(i, pixels.get(i)) for i in ids)
+
+    def _show_selection(self) -> None:
+        self.e1_selected.value = self._selection_text()
+        ids, names = self.edit_session().selected_ids, self.edit_session().label_map.names
         if len(ids) == 1 and ids[0] in names:
             self.e5_name.value = names[ids[0]]
+
+    def _report_selection(self) -> None:
+        """After a render: the selection's pixel counts in it (the Name field is left alone, it may be typed in)."""
+        if self._session is None or not self._session.selected_ids:
+            return
+        text = self._selection_text()
+        if text != self.e1_selected.value:
+            self.e1_selected.value = text
 
     # -- rendering ---------------------------------------------------------------------------------------------------
 
     def outputs_for_camera(self, camera, render: Callable[[], Dict]) -> Dict:
-        """The model's outputs for a viewer camera; a pose rendered before is re-coloured, not rendered again."""
+        """The model's outputs for a viewer camera; a view rendered before is re-coloured, not rendered again.
+
+        The cache holds the last real render. It serves the same view at its size or smaller, and at any size for
+        the viewer's previews (the first picture after a click); the viewer's final full-size render of a view seen
+        only at preview size is rendered for real, once, and replaces it."""
         model = self._model
         if getattr(model.viewer_control, "viewer", None) is None:
             return render()  # ns-render, instance-render --full-render, tests: no cache
-        key = camera_key(camera)
+        count_real_renders_only()
+        begun = time.perf_counter()
+        view = View.of(camera)
         with self._lock:
-            cache = self._cache if self._cache is not None and self._cache["key"] == key else None
-        hit = cache is not None
-        if cache is None:
+            cache = self._cache
+        hit = cache is not None and cache["view"].same_picture(view) and (
+            preview_render() or cache["view"].covers(view))
+        _thread.recoloured = hit
+        if not hit:
+            started = time.perf_counter()
             outputs = render()
             rays = camera.generate_rays(camera_indices=0, keep_shape=True)
-            cache = {"key": key, "outputs": outputs, "raw": outputs["instance_logits"].argmax(-1, keepdim=True) + 1,
+            cache = {"view": view, "outputs": outputs, "raw": outputs["instance_logits"].argmax(-1, keepdim=True) + 1,
                      "points": (rays.origins + rays.directions * outputs["depth"].to(rays.origins.device))}
-        height, width = int(camera.height.view(-1)[0]), int(camera.width.view(-1)[0])
-        outputs = {k: resize_nearest(v, height, width) for k, v in cache["outputs"].items()}
-        ids = model.final_ids(resize_nearest(cache["raw"], height, width),
-                              resize_nearest(cache["points"], height, width))
+            print(f"instance-nerfacto viewer render: {view.width}x{view.height} px in "
+                  f"{time.perf_counter() - started:.1f} s")
+        outputs = {k: resize_nearest(v, view.height, view.width) for k, v in cache["outputs"].items()}
+        ids = model.final_ids(resize_nearest(cache["raw"], view.height, view.width),
+                              resize_nearest(cache["points"], view.height, view.width))
         outputs["instance_id"] = ids
         ids_np = ids[..., 0].cpu().numpy()
         outputs["instance"] = torch.from_numpy(self.colours(ids_np)).to(ids.device).float() / 255.0
-        cache["ids"] = ids_np
         with self._lock:
             self._cache = cache
-        if "clicked_at" in self.last_timing:
-            self.last_timing["click_to_render_s"] = time.time() - self.last_timing.pop("clicked_at")
-            print(f"instance-nerfacto viewer timing: click -> highlighted render "
-                  f"{self.last_timing['click_to_render_s']:.3f} s ({'re-coloured' if hit else 'rendered'})")
+            self._shown_ids = ids_np
+        self._report_selection()  # the pixel counts of what is on screen now (a split part has none before)
+        self._time_pending(begun, f"{'re-coloured' if hit else 'rendered'}, {view.width}x{view.height} px")
         return outputs
+
+    def _time_pending(self, begun: float, how: str) -> None:
+        """Log the time from a click or edit to the first render that shows it and to the first full-size one."""
+        pending = self._pending
+        if pending is None or begun < pending["applied"]:
+            return
+        now = time.perf_counter() - pending["started"]
+        if pending["first"] is None:
+            pending["first"] = f"{now:.3f} s ({how})"
+            self.last_timing = {"action": pending["what"], "click_to_render_s": now}
+        if preview_render():
+            return
+        self._pending = None
+        self.last_timing["click_to_full_render_s"] = now
+        print(f"instance-nerfacto viewer timing: {pending['what']} -> highlighted render {pending['first']}; "
+              f"full size {now:.3f} s ({how})")
