@@ -12,8 +12,10 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 from rich.console import Console
 from rich.table import Table
@@ -36,6 +38,57 @@ def run_stage(name: str, cmd: list, timings: dict) -> None:
         sys.exit(proc.returncode)
 
 
+class BackgroundStages:
+    """Stages run one after another beside the main chain: with one torch thread per process (the Makefile's
+    OMP_NUM_THREADS=1) two trainings share the 2 cores of a laptop without slowing each other much. Their output goes to
+    a log file, not the console."""
+
+    def __init__(self, stages: list, log: Path, timings: dict) -> None:
+        self.stages, self.log, self.timings = stages, log, timings
+        self.failed: Optional[str] = None
+        console.print(f"[dim]in the background: {', '.join(n for n, _ in stages)} (output in {log})")
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        with open(self.log, "w") as log:
+            for name, cmd in self.stages:
+                log.write(f"=== {name}: {' '.join(str(c) for c in cmd)}\n")
+                log.flush()
+                start = time.perf_counter()
+                code = subprocess.run([str(c) for c in cmd], stdout=log, stderr=subprocess.STDOUT).returncode
+                self.timings[name] = time.perf_counter() - start
+                if code != 0:
+                    self.failed = f"stage '{name}' failed with exit code {code}"
+                    return
+
+    def wait(self) -> None:
+        self.thread.join()
+        if self.failed:
+            console.print(f"[red]demo: {self.failed}; its output is in {self.log}")
+            sys.exit(1)
+
+
+def rgb_only_copy(scene: Path, dest: Path) -> Path:
+    """The same room as a user with photos and no depth has it: images, masks and poses, no depth maps listed."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("images", "masks", "gt", "instances.json"):
+        if not (dest / name).exists():
+            (dest / name).symlink_to(scene / name)
+    meta = json.loads((scene / "transforms.json").read_text())
+    meta["frames"] = [{k: v for k, v in f.items() if k != "depth_file_path"} for f in meta["frames"]]
+    (dest / "transforms.json").write_text(json.dumps(meta, indent=1))
+    return dest
+
+
+def train_cmd(scene: Path, runs: Path, name: str, iterations: int, save_every: int) -> list:
+    return [BIN / "ns-train", "instance-nerfacto-small", "--data", scene, "--output-dir", runs,
+            "--experiment-name", name, "--timestamp", name, "--machine.device-type", "cpu",
+            "--max-num-iterations", iterations, "--steps-per-save", save_every,
+            "--save-only-latest-checkpoint", "False", "--viewer.quit-on-train-completion", "True",
+            "--pipeline.model.camera-optimizer.mode", "off", "--vis", "tensorboard"]
+
+
 def evaluate(pred: Path, scene: Path, out_json: Path, prefix: str = "") -> dict:
     cmd = [BIN / "instance-eval", "--pred", pred, "--gt", scene / "gt", "--things", scene / "instances.json",
            "--json", out_json]
@@ -55,6 +108,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--iterations", type=int, default=1500, help="instance-nerfacto-small training iterations")
     parser.add_argument("--render-every", type=int, default=4, help="render every k-th training view")
+    parser.add_argument("--rgb-only", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the room without its depth maps (stereo InstanceMap, RGB-only field), "
+                             "trained beside the depth run")
     args = parser.parse_args()
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -80,17 +136,22 @@ def main() -> None:
     rows.append({"stage": "InstanceMap pseudolabels", "frames": count_png(pseudo),
                  "metrics": evaluate(pseudo, scene, out / "eval_map.json"), "seconds": timings["instance-map"]})
 
-    # 3. InstanceLift (+ label merging at the end of training)
+    # 3. InstanceLift (+ label merging at the end of training); the RGB-only room's InstanceMap and training run
+    # beside it in a second process
     if runs.exists():
         shutil.rmtree(runs)
     save_every = max(args.iterations // 3, 1)
-    run_stage("ns-train", [
-        BIN / "ns-train", "instance-nerfacto-small", "--data", scene, "--output-dir", runs,
-        "--experiment-name", "demo", "--timestamp", "demo", "--machine.device-type", "cpu",
-        "--max-num-iterations", args.iterations, "--steps-per-save", save_every,
-        "--save-only-latest-checkpoint", "False", "--viewer.quit-on-train-completion", "True",
-        "--pipeline.model.camera-optimizer.mode", "off", "--vis", "tensorboard",
-    ], timings)
+    rgb_scene = out / "scene_rgb_only"
+    background = None
+    if args.rgb_only:
+        if (rgb_scene / "pseudolabels").exists():
+            shutil.rmtree(rgb_scene / "pseudolabels")
+        rgb_only_copy(scene, rgb_scene)
+        background = BackgroundStages([
+            ("instance-map (no depth)", [BIN / "instance-map", "--data", rgb_scene]),
+            ("ns-train (no depth)", train_cmd(rgb_scene, runs, "rgb_only", args.iterations, args.iterations)),
+        ], out / "rgb_only.log", timings)
+    run_stage("ns-train", train_cmd(scene, runs, "demo", args.iterations, save_every), timings)
     config = runs / "demo" / "instance-nerfacto-small" / "demo" / "config.yml"
 
     # 4. rendering the training views with the fast label renderer
@@ -127,12 +188,33 @@ def main() -> None:
                  "metrics": evaluate(loc_map, scene, out / "eval_loc_photos.json"),
                  "seconds": timings["instance-loc (photos)"]})
     loc_rgb = out / "loc_rgb_only"
-    run_stage("instance-loc (no depth)", [BIN / "instance-loc", "--load-config", config, "--data", scene, "--split",
+    run_stage("instance-loc (mask voting)", [BIN / "instance-loc", "--load-config", config, "--data", scene, "--split",
                                           "val", "--masks", scene / "masks", "--output", loc_rgb, "--query-depth",
                                           "off"], timings)
     rows.append({"stage": "InstanceLoc (novel views, no depth: mask voting)", "frames": count_png(loc_rgb),
                  "metrics": evaluate(loc_rgb, scene, out / "eval_loc_rgb_only.json"),
-                 "seconds": timings["instance-loc (no depth)"]})
+                 "seconds": timings["instance-loc (mask voting)"]})
+
+    # 5b. the room without depth maps: stereo InstanceMap, a field trained without depth, InstanceLoc at its surface
+    if background is not None:
+        background.wait()
+        rows.append({"stage": "no depth: InstanceMap pseudolabels (stereo)", "frames": count_png(rgb_scene /
+                     "pseudolabels"), "metrics": evaluate(rgb_scene / "pseudolabels", scene, out / "eval_rgb_map.json"),
+                     "seconds": timings["instance-map (no depth)"]})
+        rgb_config = runs / "rgb_only" / "instance-nerfacto-small" / "rgb_only" / "config.yml"
+        rgb_train = out / "rgb_render_train"
+        run_stage("instance-render (no depth)", [BIN / "instance-render", "--load-config", rgb_config, "--output",
+                                                 rgb_train, "--split", "train", "--every", args.render_every], timings)
+        rows.append({"stage": "no depth: InstanceLift (train views, merged)", "frames": count_png(rgb_train),
+                     "metrics": evaluate(rgb_train, scene, out / "eval_rgb_lift.json"),
+                     "seconds": timings["ns-train (no depth)"] + timings["instance-render (no depth)"]})
+        rgb_loc = out / "rgb_loc"
+        run_stage("instance-loc (no depth)", [BIN / "instance-loc", "--load-config", rgb_config, "--data", rgb_scene,
+                                              "--split", "val", "--masks", scene / "masks", "--output", rgb_loc],
+                  timings)
+        rows.append({"stage": "no depth: InstanceLoc (novel views)", "frames": count_png(rgb_loc),
+                     "metrics": evaluate(rgb_loc, scene, out / "eval_rgb_loc.json"),
+                     "seconds": timings["instance-loc (no depth)"]})
 
     # 6. labelled point cloud
     run_stage("instance-export", [BIN / "instance-export", "--load-config", config, "--output", out / "scene.ply"],
@@ -163,12 +245,22 @@ def main() -> None:
             if not (lift_all / p.name).exists():
                 os.link(p, lift_all / p.name)
     columns[3] = ("InstanceLift", lift_all)
+    if background is not None:  # the no-depth run: its field on training views, InstanceLoc on the novel ones
+        rgb_all = out / "rgb_render_all"
+        rgb_all.mkdir(exist_ok=True)
+        for folder in (rgb_train, rgb_loc):
+            for p in folder.glob("*.png"):
+                if not (rgb_all / p.name).exists():
+                    os.link(p, rgb_all / p.name)
+        columns.insert(5, ("no depth: Lift / Loc", rgb_all))
     stems = [s for s in train_stems + val_stems if (scene / "images" / f"{s}.png").exists()]
     report.contact_sheet(scene, stems, columns, out / "contact_sheet.png")
     report.pq_curve(curve, out / "pq_curve.png", reference=rows[1]["metrics"]["scene_pq"])
     report.stack_report_png(out / "contact_sheet.png", out / "pq_curve.png", out / "report.png")
     notes = [f"total wall time {total:.0f} s (2 CPU cores, install excluded)",
              f"training: {args.iterations} iterations of instance-nerfacto-small, camera optimizer off (exact poses)",
+             "rows 'no depth': the same room without its depth maps (instance-map's stereo matcher, a field trained "
+             "without depth supervision, InstanceLoc at the rendered surface), trained beside the depth run",
              "scene PQ and matched mIoU: things only (walls and floor are stuff = void), scored by instance-eval",
              f"labelled point cloud: {out / 'scene.ply'}"]
     report.write_markdown(out / "report.md", rows, "contact_sheet.png", "pq_curve.png", notes)
