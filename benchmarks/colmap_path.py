@@ -7,7 +7,11 @@ poses them; the held-out photos are listed in ``val_filenames``; then ``instance
 each scored by ``instance-eval`` against the room's ground truth. Prints one table.
 
     .venv/bin/python benchmarks/colmap_path.py --out /tmp/colmap_bench --preset demo --seed 5
-    .venv/bin/python benchmarks/colmap_path.py --out /tmp/colmap_bench --camera-optimizer off   # exact-pose setting
+    .venv/bin/python benchmarks/colmap_path.py --out /tmp/colmap_bench --camera-optimizer SO3xR3
+
+A second run with the same --out reuses the room and its COLMAP poses; each writes result_<mode>.json.
+--camera-optimizer defaults to off, instance-nerfacto-small's default, which the README recommends for COLMAP poses
+(seed 5: held-out things PQ of instance-render 0.711 off, 0.614 SO3xR3).
 
 Needs Debian ``colmap`` (``make colmap``).
 """
@@ -55,7 +59,7 @@ def main() -> None:
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=2000)
-    parser.add_argument("--camera-optimizer", choices=["SO3xR3", "off"], default="SO3xR3")
+    parser.add_argument("--camera-optimizer", choices=["SO3xR3", "off"], default="off")
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
