@@ -56,7 +56,8 @@ def score(pred_dir: Path, data: Path, stems: List[str]) -> Dict[str, float]:
     return out
 
 
-def build_models(data: Path, which=("nerfacto", "instance-nerfacto-small"), rays: int = 512):
+def build_models(data: Path, which=("nerfacto", "instance-nerfacto-small"), rays: int = 512,
+                 label_top_k: Optional[int] = None):
     """The two models with the same sampler, grids and rays (instance-nerfacto-small's), their optimizers (the method
     config's, one per nerfstudio param group) and the datamanager that feeds both."""
     from nerfstudio.models.nerfacto import NerfactoModelConfig
@@ -70,6 +71,8 @@ def build_models(data: Path, which=("nerfacto", "instance-nerfacto-small"), rays
     datamanager_config.train_num_rays_per_batch = rays
     datamanager = datamanager_config.setup(device="cpu", test_mode="val")
     instance_config = trainer.pipeline.model
+    if label_top_k is not None:
+        instance_config.label_top_k = label_top_k
     nerfacto_config = NerfactoModelConfig(
         **{f.name: getattr(instance_config, f.name) for f in fields(NerfactoModelConfig) if f.name != "_target"}
     )
@@ -108,11 +111,11 @@ def run_iterations(model, optimizers, batches, step0: int = 0, cpu: Optional[Lis
     return seconds
 
 
-def part_a(data: Path, iterations: int = 20, blocks: int = 5) -> Dict:
+def part_a(data: Path, iterations: int = 20, blocks: int = 5, label_top_k: Optional[int] = None) -> Dict:
     """Per-iteration time of the two models on the same batches, interleaved in blocks (A, B, A, B, ...) so that load
     from other processes hits both alike; the first block of each is warm-up. Both models train without depth (the
     nerfacto baseline has no depth loss), so the ratio is the cost of the label branch alone."""
-    models, optimizers, datamanager = build_models(data)
+    models, optimizers, datamanager = build_models(data, label_top_k=label_top_k)
     batches = []
     for step in range(iterations):
         ray_bundle, batch = datamanager.next_train(step)
@@ -137,6 +140,7 @@ def part_a(data: Path, iterations: int = 20, blocks: int = 5) -> Dict:
             "ratio": median["instance-nerfacto-small"] / median["nerfacto"], "ratio_per_block": pair,
             "cpu_seconds_per_iteration_median": cpu_median,
             "cpu_ratio": cpu_median["instance-nerfacto-small"] / cpu_median["nerfacto"],
+            "label_top_k": models["instance-nerfacto-small"].field.label_top_k,
             "threads": torch.get_num_threads(), "load_average": os.getloadavg()}
 
 
@@ -210,6 +214,7 @@ def main() -> None:
     parser.add_argument("--scene", type=Path, required=True)
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--parts", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c"])
+    parser.add_argument("--label-top-k", type=int, default=None, help="(a): samples per ray read by the label branch")
     parser.add_argument("--iterations", nargs="+", type=int, default=[500, 1000, 2000])
     parser.add_argument("--every", type=int, default=25, help="(c): render every K-th training frame")
     parser.add_argument("--config", type=Path, default=None, help="reuse a trained run instead of training")
@@ -218,7 +223,7 @@ def main() -> None:
     data = prepare_scene(args.scene, args.work)
     report: Dict = {"scene": str(args.scene)}
     if "a" in args.parts:
-        report["a"] = part_a(data)
+        report["a"] = part_a(data, label_top_k=args.label_top_k)
         print(f"(a) {report['a']}", flush=True)
     config = args.config
     if config is None and ({"b", "c"} & set(args.parts)):

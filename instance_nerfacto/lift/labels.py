@@ -18,9 +18,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-DEFAULT_LABEL_TOP_K = 4
+DEFAULT_LABEL_TOP_K = 8
 """Samples per ray at which the label field is read. With 24 main-field samples per ray (instance-nerfacto-small) this
-reads the label branch at 1/6 of the samples; the heaviest 4 hold most of the weight of a ray that meets a surface."""
+reads the label branch at a third of the samples. On the demo room (seed 0, 1,500 iterations) novel-view things PQ of
+instance-render was 0.678 with 4 and 0.708 with 8 (train views 0.819 / 0.821); 8 costs ~2% more per iteration."""
 
 WEIGHT_EPS = 1e-10
 """Added to each selected weight so a ray with (numerically) zero weight averages its samples evenly instead of

@@ -40,7 +40,8 @@ class RenderConfig:
     grid_resolution: int = DEFAULT_GRID_RESOLUTION
     """Resolution of the baked density grid (fast path); cached beside the checkpoint."""
     num_samples: int = DEFAULT_NUM_SAMPLES
-    """Samples per ray through the baked grid (fast path); the label field is read at the 4 heaviest."""
+    """Samples per ray through the baked grid (fast path); the label field is read at the heaviest
+    (the field's label_top_k)."""
     no_merge: bool = False
     """Write raw labels even when the run's checkpoint holds a merge table."""
     threads: Optional[int] = None
