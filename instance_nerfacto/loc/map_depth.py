@@ -51,12 +51,14 @@ def splat_depth(points: Float[np.ndarray, "N 3"] | torch.Tensor, c2w_gl: Float[n
     u = fx * cam[:, 0] / z + cx - 0.5  # pixel-centre coordinates: (col, row) of the pixel whose centre it hits
     v = -fy * cam[:, 1] / z + cy - 0.5
     u0, v0 = torch.floor(u).long(), torch.floor(v).long()
+    # points whose 2x2 footprint touches the image, then the four footprint pixels in one scatter
+    near_image = (u0 >= -1) & (u0 < width) & (v0 >= -1) & (v0 < height)
+    u0, v0, z = u0[near_image], v0[near_image], z[near_image]
+    col = torch.cat([u0, u0 + 1, u0, u0 + 1])
+    row = torch.cat([v0, v0, v0 + 1, v0 + 1])
+    inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
     zbuffer = torch.full((height * width,), float("inf"))
-    for dv in (0, 1):
-        for du in (0, 1):
-            col, row = u0 + du, v0 + dv
-            inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
-            zbuffer.scatter_reduce_(0, row[inside] * width + col[inside], z[inside], reduce="amin")
+    zbuffer.scatter_reduce_(0, row[inside] * width + col[inside], z.repeat(4)[inside], reduce="amin")
     depth = zbuffer.reshape(height, width).numpy()
     return np.where(np.isfinite(depth), depth, 0.0).astype(np.float32)
 
