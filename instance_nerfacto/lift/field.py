@@ -42,13 +42,16 @@ class OneGatherHashEncoding(HashEncoding):
         scaled_f = torch.floor(scaled).type(torch.int32)
         offset = scaled - scaled_f
         # Instant-NGP's hash (x * 1) ^ (y * p1) ^ (z * p2) mod T, as nerfstudio's hash_fn computes it, with each axis
-        # term computed once for floor and ceil and combined per corner
+        # term computed once for floor and ceil and the 8 corners combined by broadcasting: [x, y, z] (0 floor, 1 ceil)
         primes = torch.tensor([1, 2654435761, 805459861], device=in_tensor.device)
-        terms = torch.stack([scaled_f * primes, scaled_c * primes])  # [2, ..., L, 3]
-        corners = _CORNERS.to(in_tensor.device).long()
-        hashed = (terms[corners[:, 0], ..., 0] ^ terms[corners[:, 1], ..., 1] ^ terms[corners[:, 2], ..., 2])
-        hashed = hashed % self.hash_table_size + self.hash_offset.to(in_tensor.device)  # [8, ..., L]
-        f_0, f_1, f_2, f_3, f_4, f_5, f_6, f_7 = self.hash_table[hashed].unbind(dim=0)  # each [..., L, F]
+        terms = torch.stack([scaled_f * primes, scaled_c * primes])  # [2, ..., L, 3], int64, >= 0
+        hashed = (terms[..., 0].view(2, 1, 1, *terms.shape[1:-1]) ^ terms[..., 1].view(1, 2, 1, *terms.shape[1:-1])
+                  ^ terms[..., 2].view(1, 1, 2, *terms.shape[1:-1]))  # [2, 2, 2, ..., L]
+        size = int(self.hash_table_size)
+        # x mod T is x & (T - 1) for the non-negative x and power-of-two T here; & is far cheaper than a division
+        hashed = hashed & (size - 1) if size & (size - 1) == 0 else hashed % size
+        table = self.hash_table[hashed + self.hash_offset.to(in_tensor.device)]  # [2, 2, 2, ..., L, F]
+        f_0, f_1, f_2, f_3, f_4, f_5, f_6, f_7 = (table[int(x), int(y), int(z)] for x, y, z in _CORNERS.tolist())
         ox, oy, oz = offset[..., 0:1], offset[..., 1:2], offset[..., 2:3]
         f_03 = f_0 * ox + f_3 * (1 - ox)
         f_12 = f_1 * ox + f_2 * (1 - ox)
