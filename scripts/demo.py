@@ -40,8 +40,8 @@ def run_stage(name: str, cmd: list, timings: dict) -> None:
 
 class BackgroundStages:
     """Stages run one after another beside the main chain: with one torch thread per process (the Makefile's
-    OMP_NUM_THREADS=1) two trainings share the 2 cores of a laptop without slowing each other much. Their output goes to
-    a log file, not the console."""
+    OMP_NUM_THREADS=1) two trainings share the 2 cores of a laptop without slowing each other much. A stage is a
+    command or a Python callable taking the log file. Their output goes to a log file, not the console."""
 
     def __init__(self, stages: list, log: Path, timings: dict) -> None:
         self.stages, self.log, self.timings = stages, log, timings
@@ -53,10 +53,18 @@ class BackgroundStages:
     def _run(self) -> None:
         with open(self.log, "w") as log:
             for name, cmd in self.stages:
-                log.write(f"=== {name}: {' '.join(str(c) for c in cmd)}\n")
+                log.write(f"=== {name}: {cmd.__name__ if callable(cmd) else ' '.join(str(c) for c in cmd)}\n")
                 log.flush()
                 start = time.perf_counter()
-                code = subprocess.run([str(c) for c in cmd], stdout=log, stderr=subprocess.STDOUT).returncode
+                if callable(cmd):  # a Python step (it runs its own commands)
+                    try:
+                        cmd(log)
+                        code = 0
+                    except Exception as err:
+                        log.write(f"{type(err).__name__}: {err}\n")
+                        code = 1
+                else:
+                    code = subprocess.run([str(c) for c in cmd], stdout=log, stderr=subprocess.STDOUT).returncode
                 self.timings[name] = time.perf_counter() - start
                 if code != 0:
                     self.failed = f"stage '{name}' failed with exit code {code}"
@@ -106,8 +114,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--iterations", type=int, default=1500, help="instance-nerfacto-small training iterations")
-    parser.add_argument("--render-every", type=int, default=4, help="render every k-th training view")
+    parser.add_argument("--iterations", type=int, default=1200, help="instance-nerfacto-small training iterations")
+    parser.add_argument("--render-every", type=int, default=8, help="render every k-th training view")
     parser.add_argument("--rgb-only", action=argparse.BooleanOptionalAction, default=True,
                         help="also run the room without its depth maps (stereo InstanceMap, RGB-only field), "
                              "trained beside the depth run")
@@ -136,23 +144,47 @@ def main() -> None:
     rows.append({"stage": "InstanceMap pseudolabels", "frames": count_png(pseudo),
                  "metrics": evaluate(pseudo, scene, out / "eval_map.json"), "seconds": timings["instance-map"]})
 
+    # PQ against training iteration: a few training views rendered from each saved checkpoint of the depth run (in the
+    # background after the no-depth run's stages, so it overlaps the main chain's renders)
+    curve: list = []
+    depth_trained = threading.Event()
+
+    def pq_curve(log) -> None:
+        depth_trained.wait()
+        ckpt_dir = config.parent / "nerfstudio_models"
+        steps = sorted(int(p.stem.split("-")[-1]) for p in ckpt_dir.glob("step-*.ckpt"))
+        for step in steps:
+            folder = out / f"curve_{step:06d}"
+            subprocess.run([str(c) for c in [BIN / "instance-render", "--load-config", config, "--output", folder,
+                                              "--split", "train", "--every", 20, "--load-step", step, "--no-merge"]],
+                           check=True, stdout=log, stderr=subprocess.STDOUT)
+            curve.append((step, evaluate(folder, scene, folder / "eval.json")["scene_pq"]))
+
     # 3. InstanceLift (+ label merging at the end of training); the RGB-only room's InstanceMap and training run
     # beside it in a second process
     if runs.exists():
         shutil.rmtree(runs)
     save_every = max(args.iterations // 3, 1)
+    config = runs / "demo" / "instance-nerfacto-small" / "demo" / "config.yml"
     rgb_scene = out / "scene_rgb_only"
     background = None
     if args.rgb_only:
         if (rgb_scene / "pseudolabels").exists():
             shutil.rmtree(rgb_scene / "pseudolabels")
         rgb_only_copy(scene, rgb_scene)
+        rgb_config = runs / "rgb_only" / "instance-nerfacto-small" / "rgb_only" / "config.yml"
+        rgb_train, rgb_loc = out / "rgb_render_train", out / "rgb_loc"
         background = BackgroundStages([
             ("instance-map (no depth)", [BIN / "instance-map", "--data", rgb_scene]),
             ("ns-train (no depth)", train_cmd(rgb_scene, runs, "rgb_only", args.iterations, args.iterations)),
+            ("instance-render (no depth)", [BIN / "instance-render", "--load-config", rgb_config, "--output",
+                                            rgb_train, "--split", "train", "--every", args.render_every]),
+            ("instance-loc (no depth)", [BIN / "instance-loc", "--load-config", rgb_config, "--data", rgb_scene,
+                                         "--split", "val", "--masks", scene / "masks", "--output", rgb_loc]),
+            ("PQ curve", pq_curve),
         ], out / "rgb_only.log", timings)
     run_stage("ns-train", train_cmd(scene, runs, "demo", args.iterations, save_every), timings)
-    config = runs / "demo" / "instance-nerfacto-small" / "demo" / "config.yml"
+    depth_trained.set()
 
     # 4. rendering the training views with the fast label renderer
     render_train = out / "render_train"
@@ -195,41 +227,25 @@ def main() -> None:
                  "metrics": evaluate(loc_rgb, scene, out / "eval_loc_rgb_only.json"),
                  "seconds": timings["instance-loc (mask voting)"]})
 
-    # 5b. the room without depth maps: stereo InstanceMap, a field trained without depth, InstanceLoc at its surface
+    # 6. labelled point cloud
+    run_stage("instance-export", [BIN / "instance-export", "--load-config", config, "--output", out / "scene.ply"],
+              timings)
+
+    # 7. the room without depth maps: stereo InstanceMap, a field trained without depth, InstanceLoc at its surface
     if background is not None:
         background.wait()
         rows.append({"stage": "no depth: InstanceMap pseudolabels (stereo)", "frames": count_png(rgb_scene /
                      "pseudolabels"), "metrics": evaluate(rgb_scene / "pseudolabels", scene, out / "eval_rgb_map.json"),
                      "seconds": timings["instance-map (no depth)"]})
-        rgb_config = runs / "rgb_only" / "instance-nerfacto-small" / "rgb_only" / "config.yml"
-        rgb_train = out / "rgb_render_train"
-        run_stage("instance-render (no depth)", [BIN / "instance-render", "--load-config", rgb_config, "--output",
-                                                 rgb_train, "--split", "train", "--every", args.render_every], timings)
         rows.append({"stage": "no depth: InstanceLift (train views, merged)", "frames": count_png(rgb_train),
                      "metrics": evaluate(rgb_train, scene, out / "eval_rgb_lift.json"),
                      "seconds": timings["ns-train (no depth)"] + timings["instance-render (no depth)"]})
-        rgb_loc = out / "rgb_loc"
-        run_stage("instance-loc (no depth)", [BIN / "instance-loc", "--load-config", rgb_config, "--data", rgb_scene,
-                                              "--split", "val", "--masks", scene / "masks", "--output", rgb_loc],
-                  timings)
         rows.append({"stage": "no depth: InstanceLoc (novel views)", "frames": count_png(rgb_loc),
                      "metrics": evaluate(rgb_loc, scene, out / "eval_rgb_loc.json"),
                      "seconds": timings["instance-loc (no depth)"]})
-
-    # 6. labelled point cloud
-    run_stage("instance-export", [BIN / "instance-export", "--load-config", config, "--output", out / "scene.ply"],
-              timings)
-
-    # 7. PQ against training iteration: render a subset of training views from each saved checkpoint
-    curve = []
-    ckpt_dir = config.parent / "nerfstudio_models"
-    steps = sorted(int(p.stem.split("-")[-1]) for p in ckpt_dir.glob("step-*.ckpt"))
-    for step in steps:
-        folder = out / f"curve_{step:06d}"
-        subprocess.run([str(c) for c in [BIN / "instance-render", "--load-config", config, "--output", folder,
-                                          "--split", "train", "--every", 10, "--load-step", step, "--no-merge"]],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        curve.append((step, evaluate(folder, scene, folder / "eval.json")["scene_pq"]))
+    else:
+        depth_trained.set()
+        pq_curve(subprocess.DEVNULL)
 
     # 8. report
     total = time.perf_counter() - t_start
