@@ -114,7 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--iterations", type=int, default=1200, help="instance-nerfacto-small training iterations")
+    parser.add_argument("--iterations", type=int, default=1000, help="instance-nerfacto-small training iterations")
     parser.add_argument("--render-every", type=int, default=8, help="render every k-th training view")
     parser.add_argument("--rgb-only", action=argparse.BooleanOptionalAction, default=True,
                         help="also run the room without its depth maps (stereo InstanceMap, RGB-only field), "
@@ -164,7 +164,7 @@ def main() -> None:
     # beside it in a second process
     if runs.exists():
         shutil.rmtree(runs)
-    save_every = max(args.iterations // 3, 1)
+    save_every = max(args.iterations // 2, 1)  # two checkpoints for the PQ curve (each costs a density bake)
     config = runs / "demo" / "instance-nerfacto-small" / "demo" / "config.yml"
     rgb_scene = out / "scene_rgb_only"
     background = None
