@@ -77,6 +77,16 @@ class BackgroundStages:
             sys.exit(1)
 
 
+def linked_together(dest: Path, *folders: Path) -> Path:
+    """One folder holding (hard links to) the label PNGs of several, for one contact-sheet column."""
+    dest.mkdir(exist_ok=True)
+    for folder in folders:
+        for p in folder.glob("*.png"):
+            if not (dest / p.name).exists():
+                os.link(p, dest / p.name)
+    return dest
+
+
 def rgb_only_copy(scene: Path, dest: Path) -> Path:
     """The same room as a user with photos and no depth has it: images, masks and poses, no depth maps listed."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -254,21 +264,9 @@ def main() -> None:
     val_stems = ["val_00000", "val_00010"]
     columns = [("RGB", None), ("frontend masks", scene / "masks"), ("InstanceMap", pseudo),
                ("InstanceLift", None), ("InstanceLoc", loc), ("ground truth", scene / "gt")]
-    lift_all = out / "render_all"
-    lift_all.mkdir(exist_ok=True)
-    for folder in (render_train, render_val):
-        for p in folder.glob("*.png"):
-            if not (lift_all / p.name).exists():
-                os.link(p, lift_all / p.name)
-    columns[3] = ("InstanceLift", lift_all)
+    columns[3] = ("InstanceLift", linked_together(out / "render_all", render_train, render_val))
     if background is not None:  # the no-depth run: its field on training views, InstanceLoc on the novel ones
-        rgb_all = out / "rgb_render_all"
-        rgb_all.mkdir(exist_ok=True)
-        for folder in (rgb_train, rgb_loc):
-            for p in folder.glob("*.png"):
-                if not (rgb_all / p.name).exists():
-                    os.link(p, rgb_all / p.name)
-        columns.insert(5, ("no depth: Lift / Loc", rgb_all))
+        columns.insert(5, ("no depth: Lift / Loc", linked_together(out / "rgb_render_all", rgb_train, rgb_loc)))
     stems = [s for s in train_stems + val_stems if (scene / "images" / f"{s}.png").exists()]
     report.contact_sheet(scene, stems, columns, out / "contact_sheet.png")
     report.pq_curve(curve, out / "pq_curve.png", reference=rows[1]["metrics"]["scene_pq"])

@@ -71,6 +71,18 @@ class SmallRun:
         return sorted(Path(f).stem for f in meta["val_filenames"])
 
 
+def train_command(data: Path, out: Path, iterations: int) -> list:
+    """ns-train instance-nerfacto-small on CPU for ``iterations`` steps, one checkpoint at the end, no viewer; the run
+    lands in ``out/<data name>/instance-nerfacto-small/run``."""
+    return [
+        sys.executable, "-c", "from nerfstudio.scripts.train import entrypoint; entrypoint()",
+        "instance-nerfacto-small", "--data", str(data), "--machine.device-type", "cpu",
+        "--max-num-iterations", str(iterations), "--steps-per-save", str(iterations),
+        "--viewer.quit-on-train-completion", "True", "--vis", "tensorboard", "--output-dir", str(out),
+        "--timestamp", "run",
+    ]
+
+
 def train_small_run(tiny_scene: Path, root: Path, iterations: int = ITERATIONS) -> SmallRun:
     from instance_nerfacto.eval.noisy_labels import make_noisy_pseudolabels
     from tests.test_merging_trained import split_most_seen_thing
@@ -84,13 +96,7 @@ def train_small_run(tiny_scene: Path, root: Path, iterations: int = ITERATIONS) 
     make_noisy_pseudolabels(scene / "gt", scene / "pseudolabels", seed=0)
     target, new, others = split_most_seen_thing(scene)
     out = root / "outputs"
-    command = [
-        sys.executable, "-c", "from nerfstudio.scripts.train import entrypoint; entrypoint()",
-        "instance-nerfacto-small", "--data", str(scene), "--machine.device-type", "cpu",
-        "--max-num-iterations", str(iterations), "--steps-per-save", str(iterations),
-        "--viewer.quit-on-train-completion", "True", "--vis", "tensorboard", "--output-dir", str(out),
-        "--timestamp", "run", "--pipeline.model.camera-optimizer.mode", "off",
-    ]
+    command = train_command(scene, out, iterations) + ["--pipeline.model.camera-optimizer.mode", "off"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "YOLO_OFFLINE": "1"}  # robust on a busy machine
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)

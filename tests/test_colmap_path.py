@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Dict
@@ -23,6 +22,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_scene
+from tests.small_run import train_command
 from tests.test_small_run import ENV, agreement, render_split
 
 pytestmark = [
@@ -80,13 +80,7 @@ def colmap_run(tmp_path_factory: pytest.TempPathFactory) -> Dict:
     map_main(MapConfig(data=data, quiet=True))
     seconds["instance-map"] = time.perf_counter() - start
     out = root / "outputs"
-    command = [
-        sys.executable, "-c", "from nerfstudio.scripts.train import entrypoint; entrypoint()",
-        "instance-nerfacto-small", "--data", str(data), "--machine.device-type", "cpu",
-        "--max-num-iterations", str(ITERATIONS), "--steps-per-save", str(ITERATIONS),
-        "--viewer.quit-on-train-completion", "True", "--vis", "tensorboard", "--output-dir", str(out),
-        "--timestamp", "run",
-    ]
+    command = train_command(data, out, ITERATIONS)
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=1200)
     seconds["ns-train"] = time.perf_counter() - start
