@@ -216,6 +216,8 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c"])
     parser.add_argument("--label-top-k", type=int, default=None, help="(a): samples per ray read by the label branch")
     parser.add_argument("--iterations", nargs="+", type=int, default=[500, 1000, 2000])
+    parser.add_argument("--block-iterations", type=int, default=20, help="(a): iterations per interleaved block")
+    parser.add_argument("--blocks", type=int, default=5, help="(a): blocks per model (the first is warm-up)")
     parser.add_argument("--every", type=int, default=25, help="(c): render every K-th training frame")
     parser.add_argument("--config", type=Path, default=None, help="reuse a trained run instead of training")
     args = parser.parse_args()
@@ -223,7 +225,7 @@ def main() -> None:
     data = prepare_scene(args.scene, args.work)
     report: Dict = {"scene": str(args.scene)}
     if "a" in args.parts:
-        report["a"] = part_a(data, label_top_k=args.label_top_k)
+        report["a"] = part_a(data, iterations=args.block_iterations, blocks=args.blocks, label_top_k=args.label_top_k)
         print(f"(a) {report['a']}", flush=True)
     config = args.config
     if config is None and ({"b", "c"} & set(args.parts)):

@@ -39,9 +39,11 @@ class InstancePipeline(VanillaPipeline):
                                ) -> List[TrainingCallback]:
         callbacks = list(super().get_training_callbacks(training_callback_attributes))
         model_config = self.model.config
-        if model_config.merge_after_training:
-            how = MergeViews(views=model_config.merge_views, segmenter=model_config.merge_segmenter,
-                             weights=model_config.merge_weights)
-            callbacks.append(merge_callback(training_callback_attributes, how))
+        # the bake first: the merge reads labels through the fast renderer and its grid (labels never move density,
+        # so merging does not invalidate it)
         callbacks.append(bake_callback(training_callback_attributes))
+        if model_config.merge_after_training:
+            how = MergeViews(views=model_config.merge_views, renderer=getattr(model_config, "merge_renderer", "fast"),
+                             segmenter=model_config.merge_segmenter, weights=model_config.merge_weights)
+            callbacks.append(merge_callback(training_callback_attributes, how))
         return callbacks

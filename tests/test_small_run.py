@@ -219,6 +219,26 @@ def test_end_of_training_merge_is_in_the_checkpoint_and_keeps_things_apart(small
     assert len(names) > len(set(names))  # the scene really holds identical objects
 
 
+def test_merge_views_from_the_fast_renderer_look_like_the_volume_render(small_run: SmallRun):
+    """The end-of-training merge segments views rendered from the baked density grid (colour and labels at the
+    heaviest samples of each ray); they must show what nerfstudio's volume render shows at the same poses (same seed,
+    same perturbed views), and differ from the volume render of other views (negative control)."""
+    from instance_nerfacto.merge.views import fast_views, volume_views
+    from instance_nerfacto.render.run import load_run
+
+    loaded = load_run(small_run.config)
+    loaded.pipeline.model.eval()
+    cameras = loaded.pipeline.datamanager.train_dataparser_outputs.cameras
+    fast = list(fast_views(loaded.pipeline, cameras, 3, 2.0, np.random.default_rng(7), loaded.checkpoint, loaded.step))
+    volume = list(volume_views(loaded.pipeline.model, cameras, 3, 2.0, np.random.default_rng(7)))
+    for (rgb_fast, ids_fast), (rgb_volume, ids_volume) in zip(fast, volume):
+        assert rgb_fast.shape == rgb_volume.shape and rgb_fast.dtype == np.uint8
+        assert np.abs(rgb_fast.astype(int) - rgb_volume.astype(int)).mean() < 12  # of 255
+        assert (ids_fast == ids_volume).mean() > 0.8
+    shifted = np.abs(fast[0][0].astype(int) - volume[1][0].astype(int)).mean()
+    assert shifted > 2 * np.abs(fast[0][0].astype(int) - volume[0][0].astype(int)).mean()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 4. instance-loc in each mode agrees with instance-render
 
@@ -326,10 +346,13 @@ def test_fastsam_gives_masks_through_every_caller(small_run: SmallRun, fastsam_w
         assert masks.shape[0] > 0 and masks.shape[1:] == (120, 160) and scores.shape == (len(masks),)
         assert masks.reshape(len(masks), -1).any(axis=1).all()
 
-    # label merging on rendered views
-    _, stats = merge_labels(load_run(run.config).pipeline, MergeViews(views=2, segmenter="fastsam",
-                                                                      weights=fastsam_weights))
-    assert stats["labels_seen"] > 0, stats  # labels were counted inside FastSAM regions: the regions are not empty
+    # label merging on views from the fast renderer and from nerfstudio's volume render
+    loaded = load_run(run.config)
+    for renderer in ("fast", "volume"):
+        how = MergeViews(views=2, renderer=renderer, segmenter="fastsam", weights=fastsam_weights)
+        _, stats = merge_labels(loaded.pipeline, how, loaded.checkpoint, loaded.step)
+        assert stats["labels_seen"] > 0, stats  # labels were counted inside FastSAM regions: the regions are not empty
+    del loaded
 
     # instance-loc segmenting a query photo
     report = localize(run, run.scene, tmp_path / "loc", frames=run.val_stems[0], masks=None, segmenter="fastsam",

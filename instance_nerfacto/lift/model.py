@@ -74,6 +74,9 @@ class InstanceNerfactoModelConfig(DepthNerfactoModelConfig):
     ns-render and the viewer show merged labels, and written to merge_table.json beside config.yml."""
     merge_views: int = 8
     """Views rendered and segmented by the end-of-training merge."""
+    merge_renderer: Literal["fast", "volume"] = "fast"
+    """How the end-of-training merge renders its views: the baked density grid (colour and labels at the heaviest
+    samples) or nerfstudio's full volume render (~5x slower on CPU); see instance-merge --renderer."""
     merge_segmenter: Literal["felzenszwalb", "fastsam"] = "felzenszwalb"
     """Segmenter of the rendered views: weight-free felzenszwalb, or FastSAM with --pipeline.model.merge-weights."""
     merge_weights: Optional[Path] = None

@@ -67,7 +67,7 @@ def main(cfg: MergeConfig) -> LabelMap:
         from instance_nerfacto.merge.views import merge_labels
 
         run = load_run(cfg.load_config)
-        automatic, stats = merge_labels(run.pipeline, cfg, cfg.pseudolabels)
+        automatic, stats = merge_labels(run.pipeline, cfg, run.checkpoint, run.step, cfg.pseudolabels)
         del run
     final = store_label_edits(run_dir, edits, automatic, **stats)
     print(f"instance-merge: {len(automatic)} labels merged automatically, {len(edits)} hand edits, "

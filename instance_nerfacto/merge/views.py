@@ -1,10 +1,11 @@
 """Label merging on a loaded model: render views near the training trajectory, segment them, merge labels.
 
-Renders ``views`` random views (training poses with a small random perturbation) at 1/``downscale`` resolution,
-segments each rendered RGB image with the project's segmenters (:mod:`data_preprocess.segment`: weight-free
-felzenszwalb, or FastSAM from a local weights file), and runs
-:func:`instance_nerfacto.merge.cooccurrence.compute_merge_table` with the cannot-link set of the pseudolabels. Used by
-the end-of-training callback (:func:`merge_callback`) and by ``instance-merge``.
+Renders ``views`` random views (training poses with a small random perturbation) at 1/``downscale`` resolution, with
+the fast renderer (colour and labels at the heaviest samples of each ray through the baked density grid,
+``render/bake.py``) or nerfstudio's full volume render; segments each rendered RGB image with the project's
+segmenters (:mod:`data_preprocess.segmenters`: weight-free felzenszwalb, or FastSAM from a local weights file), and
+runs :func:`instance_nerfacto.merge.cooccurrence.compute_merge_table` with the cannot-link set of the pseudolabels.
+Used by the end-of-training callback (:func:`merge_callback`) and by ``instance-merge``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple
+from typing import Dict, Iterator, List, Literal, Optional, Tuple
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ class MergeViews:
 
     views: int = 8
     """Number of random views near the training trajectory to render and segment."""
+    renderer: Literal["fast", "volume"] = "fast"
+    """fast: colour and labels from the baked density grid, read at the heaviest samples of each ray; volume:
+    nerfstudio's full volume render (~5x slower on CPU)."""
     segmenter: Literal["felzenszwalb", "fastsam"] = "felzenszwalb"
     """2D segmenter of the rendered views (fastsam needs --weights)."""
     weights: Optional[Path] = None
@@ -72,8 +76,41 @@ def render_view(model, camera) -> Tuple[np.ndarray, np.ndarray]:
     return rgb, ids.reshape(rgb.shape[:2]).cpu().numpy().astype(np.int64)
 
 
-def merge_labels(pipeline, how: MergeViews, pseudolabels: Optional[Path] = None) -> Tuple[Dict[int, int], Dict]:
-    """Render, segment, merge: the automatic merge table of a loaded pipeline and its statistics."""
+def fast_views(pipeline, cameras, n: int, downscale: float, rng: np.random.Generator, checkpoint: Path, step: int
+               ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """(rgb uint8 HxWx3, raw instance ids HxW) at ``n`` perturbed training poses from the baked density grid: labels
+    and colour read at the heaviest samples of each ray (``render/bake.py``; the grid is baked once per checkpoint
+    and cached)."""
+    from instance_nerfacto.render.bake import logits_to_ids, render_label_logits
+    from instance_nerfacto.render.labels import LabelRenderer
+
+    model = pipeline.model
+    grid = LabelRenderer(pipeline, checkpoint, step).grid
+    views = perturbed_views(cameras, n, downscale, rng)
+    for i in range(len(views)):
+        rays = views[i : i + 1].generate_rays(camera_indices=0, keep_shape=True)
+        height, width = rays.origins.shape[:2]
+        with torch.no_grad():
+            logits, _, _, rgb = render_label_logits(grid, model.field, rays.origins.reshape(-1, 3),
+                                                    rays.directions.reshape(-1, 3), near=model.config.near_plane,
+                                                    far=model.config.far_plane, with_rgb=True)
+        ids = logits_to_ids(logits)[0].reshape(height, width).cpu().numpy().astype(np.int64)
+        rgb = (rgb.clamp(0, 1).reshape(height, width, 3).cpu().numpy() * 255).round().astype(np.uint8)
+        yield rgb, ids
+
+
+def volume_views(model, cameras, n: int, downscale: float, rng: np.random.Generator
+                 ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """(rgb, raw instance ids) volume-rendered by nerfstudio at ``n`` perturbed training poses."""
+    views = perturbed_views(cameras, n, downscale, rng)
+    for i in range(len(views)):
+        yield render_view(model, views[i : i + 1])
+
+
+def merge_labels(pipeline, how: MergeViews, checkpoint: Path, step: int, pseudolabels: Optional[Path] = None
+                 ) -> Tuple[Dict[int, int], Dict]:
+    """Render, segment, merge: the automatic merge table of a loaded pipeline and its statistics. ``checkpoint`` and
+    ``step`` are those the pipeline holds (the fast renderer caches its density grid per checkpoint)."""
     from data_preprocess.segmenters import segment_regions
 
     start = time.perf_counter()
@@ -90,9 +127,11 @@ def merge_labels(pipeline, how: MergeViews, pseudolabels: Optional[Path] = None)
     region_maps: List[np.ndarray] = []
     try:
         cameras = pipeline.datamanager.train_dataparser_outputs.cameras.to(model.device)
-        views = perturbed_views(cameras, how.views, how.downscale, rng)
-        for i in range(len(views)):
-            rgb, ids = render_view(model, views[i : i + 1])
+        if how.renderer == "fast":
+            views = fast_views(pipeline, cameras, how.views, how.downscale, rng, checkpoint, step)
+        else:
+            views = volume_views(model, cameras, how.views, how.downscale, rng)
+        for rgb, ids in views:
             label_maps.append(ids)
             h, w = rgb.shape[:2]
             # felzenszwalb's scale and minimum size grow with the view so a half-resolution render gets object-sized
@@ -103,7 +142,7 @@ def merge_labels(pipeline, how: MergeViews, pseudolabels: Optional[Path] = None)
     finally:
         model.train(was_training)
     table, stats = compute_merge_table(label_maps, region_maps, cannot_link, how.params)
-    stats.update(views=how.views, segmenter=how.segmenter, cannot_link_pairs=len(cannot_link),
+    stats.update(views=how.views, renderer=how.renderer, segmenter=how.segmenter, cannot_link_pairs=len(cannot_link),
                  seconds=round(time.perf_counter() - start, 2))
     return table, stats
 
@@ -118,8 +157,9 @@ def merge_callback(attributes, how: MergeViews):
         if trainer is None or pipeline is None:
             return
         run_dir = Path(trainer.base_dir)
+        checkpoint = Path(trainer.checkpoint_dir) / f"step-{step:09d}.ckpt"  # saved by the trainer before this runs
         try:
-            automatic, stats = merge_labels(pipeline, how)
+            automatic, stats = merge_labels(pipeline, how, checkpoint, step)
         except InputError as err:  # the checkpoint is saved already: report, and let ns-train finish normally
             print(f"instance-merge: skipped: {err.line()} (run instance-merge --load-config later)")
             return

@@ -145,6 +145,29 @@ def march_surface(
     return depth, accumulation
 
 
+def grid_weights(
+    grid: Float[Tensor, "R R R"],
+    field: InstanceNerfactoField,
+    origins: Float[Tensor, "N 3"],
+    directions: Float[Tensor, "N 3"],
+    num_samples: int,
+    near: float,
+    far: float,
+) -> Tuple[Float[Tensor, "N S 3"], Float[Tensor, "N S"], Float[Tensor, "N S"], Float[Tensor, "N"]]:
+    """Sample positions, their distances, their volume-rendering weights from the baked density, and opacity."""
+    contracted = field.spatial_distortion is not None
+    if contracted:
+        edges = sample_distances(near, far, num_samples, origins.device)
+    else:
+        edges = torch.linspace(near, float(far if far < 100 else 4.0), num_samples + 1, device=origins.device)
+    edges = edges[None].expand(origins.shape[0], -1)
+    mids = 0.5 * (edges[:, 1:] + edges[:, :-1])
+    points = origins[:, None, :] + directions[:, None, :] * mids[..., None]
+    density = grid_density(grid, points if contracted else field.normalize_positions(points), contracted)
+    weights, _, accumulation = composite_median(density, edges)
+    return points, mids, weights, accumulation
+
+
 @torch.no_grad()
 def render_label_logits(
     grid: Float[Tensor, "R R R"],
@@ -156,32 +179,55 @@ def render_label_logits(
     near: float = 0.05,
     far: float = 1000.0,
     top_k: Optional[int] = None,
-) -> Tuple[Float[Tensor, "N K"], Float[Tensor, "N"], Float[Tensor, "N"]]:
-    """Instance log-probabilities of each ray, its depth and its opacity (accumulated weight).
+    with_rgb: bool = False,
+) -> Tuple[Float[Tensor, "N K"], Float[Tensor, "N"], Float[Tensor, "N"]] | Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Instance log-probabilities of each ray, its depth and its opacity (accumulated weight); with ``with_rgb`` also
+    its colour [N, 3].
 
     The baked density gives volume-rendering weights at ``num_samples`` points; the label field is read only at the
     heaviest few and their class probabilities are composited with those weights by the helper training uses
-    (``lift/labels.py``; ``top_k`` None = the field's ``label_top_k``, the value the model was trained with)."""
-    logits, depths, opacities = [], [], []
-    contracted = field.spatial_distortion is not None
+    (``lift/labels.py``; ``top_k`` None = the field's ``label_top_k``, the value the model was trained with). The
+    colour is nerfacto's colour head at the same samples (view direction, average appearance embedding), averaged
+    with the same normalised weights: enough for segmenting a view (label merging) at a fraction of a volume
+    render's cost."""
+    logits, depths, opacities, colours = [], [], [], []
+    k = top_k if top_k is not None else getattr(field, "label_top_k", DEFAULT_LABEL_TOP_K)
     for start in range(0, origins.shape[0], chunk):
         o, d = origins[start : start + chunk], directions[start : start + chunk]
-        if contracted:
-            edges = sample_distances(near, far, num_samples, o.device)
-        else:
-            edges = torch.linspace(near, float(far if far < 100 else 4.0), num_samples + 1, device=o.device)
-        edges = edges[None].expand(o.shape[0], -1)
-        mids = 0.5 * (edges[:, 1:] + edges[:, :-1])
-        points = o[:, None, :] + d[:, None, :] * mids[..., None]
-        density = grid_density(grid, points if contracted else field.normalize_positions(points), contracted)
-        weights, _, accumulation = composite_median(density, edges)
+        points, mids, weights, accumulation = grid_weights(grid, field, o, d, num_samples, near, far)
         opacities.append(accumulation)
-        k = top_k if top_k is not None else getattr(field, "label_top_k", DEFAULT_LABEL_TOP_K)
         log_probs, top_weights, top_index = composite_top_k(field.label_logits_at, points, weights, k)
         top_t = torch.gather(mids, 1, top_index)
         logits.append(log_probs)
         depths.append((top_weights * top_t).sum(dim=1) / top_weights.sum(dim=1).clamp_min(1e-8))
+        if with_rgb:
+            mix = top_weights / top_weights.sum(dim=1, keepdim=True).clamp_min(1e-8)
+            top_points = torch.gather(points, 1, top_index[..., None].expand(-1, -1, 3))
+            colours.append((mix[..., None] * surface_colour(field, top_points, d)).sum(dim=1))
+    if with_rgb:
+        return torch.cat(logits), torch.cat(depths), torch.cat(opacities), torch.cat(colours)
     return torch.cat(logits), torch.cat(depths), torch.cat(opacities)
+
+
+def surface_colour(field: InstanceNerfactoField, points: Float[Tensor, "N k 3"], directions: Float[Tensor, "N 3"]
+                   ) -> Float[Tensor, "N k 3"]:
+    """nerfacto's colour at given points seen along ``directions`` (the field in eval mode: average appearance)."""
+    from nerfstudio.cameras.rays import Frustums, RaySamples
+    from nerfstudio.field_components.field_heads import FieldHeadNames
+
+    n, k = points.shape[:2]
+    view = directions[:, None, :].expand(n, k, 3)
+    zeros = torch.zeros((n, k, 1), device=points.device)
+    samples = RaySamples(
+        frustums=Frustums(origins=points, directions=view, starts=zeros, ends=zeros, pixel_area=torch.ones_like(zeros)),
+        camera_indices=torch.zeros((n, k, 1), dtype=torch.long, device=points.device),
+    )
+    was_training = field.training
+    field.eval()
+    try:
+        return field(samples)[FieldHeadNames.RGB]
+    finally:
+        field.train(was_training)
 
 
 def logits_to_ids(logits: Float[Tensor, "... K"]) -> Tuple[Tensor, Tensor]:
