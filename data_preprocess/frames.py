@@ -135,14 +135,23 @@ def write_labels(spec: FrameSpec, node_labels: Int[np.ndarray, "M"], output: Pat
     atomic_write_png(output / f"{spec.stem}.png", frame_labels(cached_view(spec).owner, node_labels))
 
 
-def _rows_task(rows: np.ndarray, cams: dict, min_score: float) -> tuple:
-    return overlap_rows(rows, cams["K"], cams["c2w"], cams["size"], cams["depth_mm"], cams["proxies"], min_score)
+PARTNERS_PER_TOP_K = 32
+"""Directed overlaps kept per frame, as a multiple of --top-k, before the symmetric pair selection. A pair's symmetric
+score is the smaller of its two directed ones, so a frame's best ``top_k`` pairs are among its best directed entries
+unless hundreds of frames see it better than it sees them; the selection equals the full one whenever no frame
+overlaps more than ``32 x top_k`` others (320 at the default top_k 10: every capture under 321 frames)."""
+
+
+def _rows_task(rows: np.ndarray, cams: dict, min_score: float, max_partners: int) -> tuple:
+    return overlap_rows(rows, cams["K"], cams["c2w"], cams["size"], cams["depth_mm"], cams["proxies"], min_score,
+                        max_partners=max_partners)
 
 
 def pose_pairs_sparse(specs, min_overlap: float, top_k: int, engine,
                       rows_per_task: int = 16) -> Int[np.ndarray, "P 2"]:
     """:func:`pose_pairs` for many frames: rows of the overlap matrix as per-frame tasks on ``engine`` (the raw depth
-    maps go to the object store once), kept sparse (only entries that reach ``min_overlap``)."""
+    maps go to the object store once), kept sparse (only entries that reach ``min_overlap``, at most
+    ``PARTNERS_PER_TOP_K x top_k`` per frame, so memory grows with the frames, not with the pairs that overlap)."""
     K, c2w, size = _cam_arrays(specs)
     depth_mm = proxies = None
     if all(s.depth_path is not None for s in specs):
@@ -156,6 +165,7 @@ def pose_pairs_sparse(specs, min_overlap: float, top_k: int, engine,
     n = len(specs)
     blocks = [(np.arange(a, min(a + rows_per_task, n)),) for a in range(0, n, rows_per_task)]
     cams = {"K": K, "c2w": c2w, "size": size, "depth_mm": depth_mm, "proxies": proxies}
-    parts = list(engine.map(_rows_task, blocks, common={"cams": cams, "min_score": min_overlap}))
+    common = {"cams": cams, "min_score": min_overlap, "max_partners": PARTNERS_PER_TOP_K * top_k}
+    parts = list(engine.map(_rows_task, blocks, common=common))
     i, j, s = (np.concatenate([p[k] for p in parts]) for k in range(3))
     return select_sparse_pairs(i, j, s, n, min_overlap, top_k)

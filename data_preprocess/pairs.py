@@ -154,8 +154,8 @@ def _cam_arrays(specs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def overlap_rows(rows: Int[np.ndarray, "R"], K: Float[np.ndarray, "F 3 3"], c2w: Float[np.ndarray, "F 4 4"],
                  size: Int[np.ndarray, "F 2"], depth_mm: Optional[np.ndarray], proxies: Optional[np.ndarray],
-                 min_score: float, stride: int = 8, depth_tol: float = 0.1, chunk: int = 2048
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 min_score: float, stride: int = 8, depth_tol: float = 0.1, chunk: int = 2048,
+                 max_partners: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-frame task of the pose-pair stage: the entries ``(i, j, score)`` of :func:`overlap_matrix` for the frames
     ``rows`` that reach ``min_score`` (the others cannot become pairs), against all frames at once.
 
@@ -163,6 +163,10 @@ def overlap_rows(rows: Int[np.ndarray, "R"], K: Float[np.ndarray, "F 3 3"], c2w:
     depth, then ``proxies`` gives each frame's depth). Frames whose view cone cannot hold ``min_score`` of a row's
     samples are skipped by a conservative bound (a bounding sphere per block of samples against the four side planes
     and the near plane of the other camera), so the cost grows with the frames that do overlap, not with all pairs.
+
+    ``max_partners`` > 0 keeps only each row's best ``max_partners`` entries (score, then frame index): the entries of
+    a frame that sees most of a long capture of one room grow with the capture (10,000 frames of one room: thousands
+    per frame, tens of millions in all), while the pair selection keeps ``top_k`` per frame.
     """
     w2c = np.linalg.inv(c2w)
     n = len(K)
@@ -200,6 +204,7 @@ def overlap_rows(rows: Int[np.ndarray, "R"], K: Float[np.ndarray, "F 3 3"], c2w:
             bound += inside * len(pts)
         cand = np.flatnonzero(bound >= min_score * len(u) - 1e-9)
         cand = cand[cand != i]
+        row_j, row_s = [], []
         for start in range(0, len(cand), chunk):
             js = cand[start:start + chunk]
             # one GEMM for all candidate cameras: (P, 3) @ (3, 3C) -> camera coordinates per candidate
@@ -217,9 +222,15 @@ def overlap_rows(rows: Int[np.ndarray, "R"], K: Float[np.ndarray, "F 3 3"], c2w:
                 ok[f, p] = (dj > 0) & (np.abs(dj - pz[f, p]) < depth_tol * dj)
             score = (ok.sum(1) / len(u)).astype(np.float32)
             keep = score >= min_score
-            out_i.append(np.full(int(keep.sum()), i))
-            out_j.append(js[keep])
-            out_s.append(score[keep])
+            row_j.append(js[keep])
+            row_s.append(score[keep])
+        js, scores = _cat(row_j, np.int64), _cat(row_s, np.float32)
+        if 0 < max_partners < len(js):
+            best = np.lexsort((js, -scores))[:max_partners]
+            js, scores = js[np.sort(best)], scores[np.sort(best)]
+        out_i.append(np.full(len(js), i))
+        out_j.append(js)
+        out_s.append(scores)
     return _cat(out_i, np.int64), _cat(out_j, np.int64), _cat(out_s, np.float32)
 
 

@@ -303,3 +303,29 @@ def test_loftr_and_netvlad_with_random_local_weights(tiny_scene: Path, tmp_path:
     for a in (corr.fwd_src, corr.fwd_dst, corr.bwd_src, corr.bwd_dst):
         assert a.ndim == 1 and a.dtype == np.int64 and (a.size == 0 or (a.min() >= 0 and a.max() < 160 * 120))
     assert len(corr.fwd_src) == len(corr.fwd_dst)
+
+
+def test_pose_pairs_keep_a_bounded_number_of_partners_and_the_same_selection() -> None:
+    """Sparse pose overlaps equal the dense definition; keeping each frame's best few directed overlaps bounds the
+    entries per frame and, on a sweep where each frame overlaps ~20 others, still selects the same pairs."""
+    from data_preprocess.pairs import View, overlap_matrix, overlap_rows, select_pairs, select_sparse_pairs
+
+    n, h, w, f = 24, 48, 64, 50.0
+    K = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1]])
+    c2w = np.tile(np.eye(4), (n, 1, 1))
+    c2w[:, 0, 3] = np.linspace(0.0, 6.0, n)  # a sideways sweep along one wall: each frame overlaps ~20 others
+    c2w[:, 1, 3] = 0.05 * np.sin(np.arange(n))  # uneven spacing: no ties between neighbours
+    depth = np.full((h, w), 3.0)
+    views = [View(f"f{k}", K, c2w[k], np.zeros((h, w), np.int16), Path("unused"), depth) for k in range(n)]
+    dense = overlap_matrix(views)
+    args = (np.arange(n), np.tile(K, (n, 1, 1)), c2w, np.tile([h, w], (n, 1)),
+            np.tile(np.round(depth * 1000).astype(np.uint16), (n, 1, 1)), None, 0.3)
+    i, j, s = overlap_rows(*args)
+    assert np.allclose(dense[i, j], s) and len(i) == int((dense >= 0.3).sum())  # every entry, exactly
+    i5, j5, s5 = overlap_rows(*args, max_partners=5)
+    assert np.bincount(i5, minlength=n).max() == 5 < np.bincount(i, minlength=n).min()
+    for row in range(n):  # each row keeps its five best entries
+        assert sorted(s5[i5 == row].tolist()) == sorted(np.sort(s[i == row])[-5:].tolist())
+    full = select_sparse_pairs(i, j, s, n, 0.3, top_k=2)
+    assert np.array_equal(full, select_pairs(dense, 0.3, top_k=2))
+    assert np.array_equal(select_sparse_pairs(i5, j5, s5, n, 0.3, top_k=2), full)
