@@ -5,6 +5,7 @@ A full volume render of one 320x240 frame costs ~20 s on 2 CPU cores (proposal n
 sample). Labels only need the surface: the main field's density is baked once into a ``res^3`` grid over nerfacto's
 contracted space ([-2, 2]^3, cached beside the checkpoint), each ray is marched through that grid with trilinear
 lookups, and the label branch is read at the heaviest few samples, composited as in training (``lift/labels.py``).
+The colour head can be read at the same samples (label merging segments such views: ``merge/views.py``).
 """
 
 from __future__ import annotations
