@@ -249,10 +249,16 @@ def absorb_fragments(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray,
     return out
 
 
+def _every_kth(points: np.ndarray, limit: int) -> np.ndarray:
+    """At most ``limit`` rows, evenly spread (a copy, so the caller's arrays can be freed)."""
+    step = -(-len(points) // limit) if limit > 0 else 1
+    return points[::step].copy() if step > 1 else points
+
+
 def merge_revisits(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "N"], offsets: Int[np.ndarray, "F1"],
                    mask_points: Callable[[int], List[Optional[np.ndarray]]], view_of: Callable[[int], object],
                    min_agreement: float = 0.5, frames_per_check: int = 8, min_masks: int = 1,
-                   label_cache: int = 256) -> Int[np.ndarray, "N"]:
+                   label_cache: int = 256, max_points: int = 20_000) -> Int[np.ndarray, "N"]:
     """Join communities that are one object seen from views that were never matched (a room revisited from the
     other side): pixel correspondences cannot link opposite sides of an object, but its 3D points must fall inside
     its silhouette in every view.
@@ -262,7 +268,9 @@ def merge_revisits(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "
     hidden behind the object's own surface). Both directions must agree, so a small object hidden behind a large
     one is not swallowed by it; identical duplicates stay apart because their points are elsewhere. Needs depth:
     ``mask_points(f)`` gives frame f's sampled 3D points per mask (``frames.mask_points``), ``view_of(f)`` its
-    :class:`View` (owner map and pose), read when needed.
+    :class:`View` (owner map and pose), read when needed. A community keeps at most ``max_points`` of its points
+    (every k-th, in frame order): the agreement is a fraction, and an object seen in thousands of frames would
+    otherwise hold and project millions of points (a 100-frame capture stays below the cap: ~150 points a mask).
     """
     from data_preprocess.pairs import project
 
@@ -281,7 +289,7 @@ def merge_revisits(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "
             c = int(membership[n])
             if c in frames and pts_f[n - offsets[f]] is not None:
                 parts.setdefault(c, []).append(pts_f[n - offsets[f]])
-    points = {c: np.concatenate(p) for c, p in parts.items()}
+    points = {c: _every_kth(np.concatenate(p), max_points) for c, p in parts.items()}
     frames = {c: frames[c] for c in points}
     del parts
     boxes = {c: (np.percentile(p, 5, axis=0), np.percentile(p, 95, axis=0)) for c, p in points.items()}

@@ -329,3 +329,12 @@ def test_pose_pairs_keep_a_bounded_number_of_partners_and_the_same_selection() -
     full = select_sparse_pairs(i, j, s, n, 0.3, top_k=2)
     assert np.array_equal(full, select_pairs(dense, 0.3, top_k=2))
     assert np.array_equal(select_sparse_pairs(i5, j5, s5, n, 0.3, top_k=2), full)
+
+
+def test_revisit_points_are_capped_evenly_per_community() -> None:
+    """merge_revisits keeps at most max_points of a community's points, every k-th in frame order, as a copy."""
+    rows = np.arange(30, dtype=np.float64).reshape(10, 3)
+    capped = comm._every_kth(rows, 4)
+    assert capped[:, 0].tolist() == [0.0, 9.0, 18.0, 27.0]  # step ceil(10 / 4) = 3: rows 0, 3, 6, 9
+    assert not np.shares_memory(capped, rows)
+    assert comm._every_kth(rows, 10) is rows and len(comm._every_kth(rows, 3)) == 3
