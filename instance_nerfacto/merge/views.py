@@ -81,11 +81,11 @@ def fast_views(pipeline, cameras, n: int, downscale: float, rng: np.random.Gener
     """(rgb uint8 HxWx3, raw instance ids HxW) at ``n`` perturbed training poses from the baked density grid: labels
     and colour read at the heaviest samples of each ray (``render/bake.py``; the grid is baked once per checkpoint
     and cached)."""
-    from instance_nerfacto.render.bake import logits_to_ids, render_label_logits
-    from instance_nerfacto.render.labels import LabelRenderer
+    from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION
+    from instance_nerfacto.render.bake import cached_density_grid, logits_to_ids, render_label_logits
 
     model = pipeline.model
-    grid = LabelRenderer(pipeline, checkpoint, step).grid
+    grid = cached_density_grid(model.field, checkpoint, step, DEFAULT_GRID_RESOLUTION).to(model.device)
     views = perturbed_views(cameras, n, downscale, rng)
     for i in range(len(views)):
         rays = views[i : i + 1].generate_rays(camera_indices=0, keep_shape=True)

@@ -77,6 +77,15 @@ def sample_distances(near: float, far: float, num_samples: int, device) -> Float
     return torch.cat([linear, 1.0 / disparity])
 
 
+def ray_bin_edges(field: InstanceNerfactoField, near: float, far: float, num_samples: int, device
+                  ) -> Float[Tensor, "S+1"]:
+    """Bin edges along every ray: :func:`sample_distances` in contracted space, one linear range over the box for
+    aabb-normalized fields."""
+    if field.spatial_distortion is not None:
+        return sample_distances(near, far, num_samples, device)
+    return torch.linspace(near, float(far if far < 100 else 4.0), num_samples + 1, device=device)
+
+
 def contract_normalized(points: Float[Tensor, "*bs 3"]) -> Float[Tensor, "*bs 3"]:
     """nerfacto's L-inf scene contraction mapped to [0, 1]^3, in fewer ops than SceneContraction (hot loop)."""
     norm = points.abs().amax(dim=-1, keepdim=True).clamp_min(1e-9)
@@ -121,11 +130,7 @@ def march_surface(
     ``num_fine`` bins over the coarse median bin and its neighbours (the surface is located to a fraction of a bin
     at a quarter of the cost of uniform fine sampling)."""
     contracted = field.spatial_distortion is not None
-    if not contracted:  # aabb-normalized fields: one linear range over the box
-        edges = torch.linspace(near, float(far if far < 100 else 4.0), num_samples + 1, device=origins.device)
-    else:
-        edges = sample_distances(near, far, num_samples, origins.device)
-    edges = edges[None].expand(origins.shape[0], -1)
+    edges = ray_bin_edges(field, near, far, num_samples, origins.device)[None].expand(origins.shape[0], -1)
     mids = 0.5 * (edges[:, 1:] + edges[:, :-1])
 
     def lookup(t: Tensor) -> Tensor:
@@ -157,11 +162,7 @@ def grid_weights(
 ) -> Tuple[Float[Tensor, "N S 3"], Float[Tensor, "N S"], Float[Tensor, "N S"], Float[Tensor, "N"]]:
     """Sample positions, their distances, their volume-rendering weights from the baked density, and opacity."""
     contracted = field.spatial_distortion is not None
-    if contracted:
-        edges = sample_distances(near, far, num_samples, origins.device)
-    else:
-        edges = torch.linspace(near, float(far if far < 100 else 4.0), num_samples + 1, device=origins.device)
-    edges = edges[None].expand(origins.shape[0], -1)
+    edges = ray_bin_edges(field, near, far, num_samples, origins.device)[None].expand(origins.shape[0], -1)
     mids = 0.5 * (edges[:, 1:] + edges[:, :-1])
     points = origins[:, None, :] + directions[:, None, :] * mids[..., None]
     density = grid_density(grid, points if contracted else field.normalize_positions(points), contracted)
