@@ -9,7 +9,7 @@ split greedily so that each part keeps the edges that bind it most.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 import numpy as np
 from jaxtyping import Float, Int, Int16
@@ -249,14 +249,31 @@ def absorb_fragments(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray,
     return out
 
 
-def _every_kth(points: np.ndarray, limit: int) -> np.ndarray:
-    """At most ``limit`` rows, evenly spread (a copy, so the caller's arrays can be freed)."""
-    step = -(-len(points) // limit) if limit > 0 else 1
-    return points[::step].copy() if step > 1 else points
+class ThinnedPoints:
+    """Every ``step``-th point of a stream, ``step`` the smallest power of two that keeps at most ``limit`` (doubled
+    while the stream grows): bounded memory, the same points whatever the chunking, all of them below the limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.step, self.seen, self.kept = limit, 1, 0, 0
+        self.parts: List[np.ndarray] = []
+
+    def add(self, points: Float[np.ndarray, "P 3"]) -> None:
+        take = points[(-self.seen) % self.step::self.step]  # the stream indices divisible by step
+        self.seen += len(points)
+        if len(take):
+            self.parts.append(take if self.step == 1 else take.copy())
+            self.kept += len(take)
+        while self.limit > 0 and self.kept > self.limit:  # kept point k has stream index k * step: keep even k
+            kept = np.concatenate(self.parts)[::2].copy()
+            self.parts, self.kept, self.step = [kept], len(kept), self.step * 2
+
+    def points(self) -> Float[np.ndarray, "K 3"]:
+        return np.concatenate(self.parts) if len(self.parts) != 1 else self.parts[0]
 
 
 def merge_revisits(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "N"], offsets: Int[np.ndarray, "F1"],
-                   mask_points: Callable[[int], List[Optional[np.ndarray]]], view_of: Callable[[int], object],
+                   mask_points: Callable[[List[int]], Iterable[List[Optional[np.ndarray]]]],
+                   view_of: Callable[[int], object],
                    min_agreement: float = 0.5, frames_per_check: int = 8, min_masks: int = 1,
                    label_cache: int = 256, max_points: int = 20_000) -> Int[np.ndarray, "N"]:
     """Join communities that are one object seen from views that were never matched (a room revisited from the
@@ -267,10 +284,11 @@ def merge_revisits(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "
     inside the other's masks in the other's frames (occlusion ignored: seen from the other side, the points are
     hidden behind the object's own surface). Both directions must agree, so a small object hidden behind a large
     one is not swallowed by it; identical duplicates stay apart because their points are elsewhere. Needs depth:
-    ``mask_points(f)`` gives frame f's sampled 3D points per mask (``frames.mask_points``), ``view_of(f)`` its
-    :class:`View` (owner map and pose), read when needed. A community keeps at most ``max_points`` of its points
-    (every k-th, in frame order): the agreement is a fraction, and an object seen in thousands of frames would
-    otherwise hold and project millions of points (a 100-frame capture stays below the cap: ~150 points a mask).
+    ``mask_points(frames)`` yields each listed frame's sampled 3D points per mask (``frames.mask_points``), in
+    order, and is consumed as a stream; ``view_of(f)`` gives frame f's :class:`View` (owner map and pose), read when
+    needed. A community keeps at most ``max_points`` of its points (:class:`ThinnedPoints`, in frame order): the
+    agreement is a fraction, and an object seen in thousands of frames would otherwise hold and project millions of
+    points (a 100-frame capture stays below the cap: ~150 points a mask).
     """
     from data_preprocess.pairs import project
 
@@ -278,18 +296,18 @@ def merge_revisits(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "
     ids = ids[counts >= min_masks].tolist()  # tiny communities are left to absorb_fragments
     order = np.argsort(membership, kind="stable")  # nodes of each community in increasing id order
     bounds = np.searchsorted(membership[order], np.asarray(ids, dtype=membership.dtype))
-    parts: Dict[int, List[np.ndarray]] = {}
+    parts: Dict[int, ThinnedPoints] = {}
     frames: Dict[int, List[int]] = {}
     for c, start, count in zip(ids, bounds.tolist(), counts[counts >= min_masks].tolist()):
         frames[c] = sorted(set(frame_of[order[start:start + count]].tolist()))
     node_frames = frame_of[order]
-    for f in np.unique(node_frames[membership[order] >= 0]).tolist():
-        pts_f = mask_points(f)
+    needed = np.unique(node_frames[membership[order] >= 0]).tolist()
+    for f, pts_f in zip(needed, mask_points(needed)):
         for n in range(int(offsets[f]), int(offsets[f + 1])):
             c = int(membership[n])
             if c in frames and pts_f[n - offsets[f]] is not None:
-                parts.setdefault(c, []).append(pts_f[n - offsets[f]])
-    points = {c: _every_kth(np.concatenate(p), max_points) for c, p in parts.items()}
+                parts.setdefault(c, ThinnedPoints(max_points)).add(pts_f[n - offsets[f]])
+    points = {c: p.points() for c, p in parts.items()}
     frames = {c: frames[c] for c in points}
     del parts
     boxes = {c: (np.percentile(p, 5, axis=0), np.percentile(p, 95, axis=0)) for c, p in points.items()}

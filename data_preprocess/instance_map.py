@@ -312,13 +312,11 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     agreement = cfg.revisit_agreement if cfg.revisit_agreement is not None else (0.5 if dense_depth else 0.25)
     sparse = None if dense_depth else split_by_frame(tri, len(specs))
     if agreement <= 1.0 and (dense_depth or len(tri[0])):
-        points = [None] * len(specs)  # per frame, per mask: sampled 3D points (a few KB a mask)
-        for k, p in enumerate(engine.map(mask_points, ((s, None if sparse is None else sparse[k]) for s in specs),
-                                         chunk=16)):
-            points[k] = p
-        membership = comm.merge_revisits(membership, frame_of, offsets, points.__getitem__,
+        def frame_points(fs: List[int]):  # streamed in frame order: no list of every frame's points
+            return engine.map(mask_points, ((specs[f], None if sparse is None else sparse[f]) for f in fs), chunk=16)
+
+        membership = comm.merge_revisits(membership, frame_of, offsets, frame_points,
                                          lambda f: cached_view(specs[f]), agreement)
-        del points
     n_revisit = len(np.unique(membership))
     membership = comm.filter_communities(membership, frame_of, cfg.min_size, cfg.min_frames)
     timings["communities"] = time.perf_counter() - t

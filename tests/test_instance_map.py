@@ -331,10 +331,19 @@ def test_pose_pairs_keep_a_bounded_number_of_partners_and_the_same_selection() -
     assert np.array_equal(select_sparse_pairs(i5, j5, s5, n, 0.3, top_k=2), full)
 
 
-def test_revisit_points_are_capped_evenly_per_community() -> None:
-    """merge_revisits keeps at most max_points of a community's points, every k-th in frame order, as a copy."""
+def test_revisit_points_are_thinned_as_a_stream_whatever_the_chunking() -> None:
+    """merge_revisits keeps at most max_points of a community's points, fed frame by frame: every 2^j-th point of the
+    stream, the same points however the stream is cut, all of them while under the limit."""
     rows = np.arange(30, dtype=np.float64).reshape(10, 3)
-    capped = comm._every_kth(rows, 4)
-    assert capped[:, 0].tolist() == [0.0, 9.0, 18.0, 27.0]  # step ceil(10 / 4) = 3: rows 0, 3, 6, 9
-    assert not np.shares_memory(capped, rows)
-    assert comm._every_kth(rows, 10) is rows and len(comm._every_kth(rows, 3)) == 3
+    for cuts in ([10], [3, 3, 4], [1] * 10, [5, 0, 5]):
+        thin = comm.ThinnedPoints(4)
+        start = 0
+        for n in cuts:
+            thin.add(rows[start:start + n])
+            start += n
+        # 10 points, limit 4: step 1 -> 2 at the 5th point (0 2 4) -> 4 at the 9th (0 4 8)
+        assert thin.points()[:, 0].tolist() == [0.0, 12.0, 24.0] and thin.step == 4
+    under = comm.ThinnedPoints(10)
+    under.add(rows[:6])
+    under.add(rows[6:])
+    assert np.array_equal(under.points(), rows) and under.step == 1
