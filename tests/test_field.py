@@ -111,11 +111,11 @@ def test_click_report_names_the_label_under_the_cursor_and_its_merge():
 
 
 def test_one_gather_hash_encoding_equals_nerfstudios_values_and_gradients():
-    """The label grid's one-gather torch path gives nerfstudio's HashEncoding values and table gradients exactly (same
-    table, same points), with one table-sized gradient instead of eight; a wrong corner order must show."""
+    """The label grid's one-gather torch path gives nerfstudio's HashEncoding values, table gradients and point
+    gradients (same table, same points; equal up to float summation order); each corner's trilinear weight is the
+    product of the offsets where it is the ceiling (a flipped convention must show)."""
     from nerfstudio.field_components.encodings import HashEncoding
 
-    from instance_nerfacto.lift import field as field_module
     from instance_nerfacto.lift.field import OneGatherHashEncoding
 
     kwargs = dict(num_levels=4, min_res=4, max_res=64, log2_hashmap_size=10, features_per_level=2,
@@ -124,19 +124,26 @@ def test_one_gather_hash_encoding_equals_nerfstudios_values_and_gradients():
     ours, theirs = OneGatherHashEncoding(**kwargs), HashEncoding(**kwargs)
     theirs.hash_table.data.copy_(ours.hash_table.data)
     points = torch.rand(500, 3)
-    out_ours, out_theirs = ours(points), theirs(points)
-    assert torch.equal(out_ours, out_theirs)
+    p_ours, p_theirs = points.clone().requires_grad_(True), points.clone().requires_grad_(True)
+    out_ours, out_theirs = ours(p_ours), theirs(p_theirs)
+    assert torch.allclose(out_ours, out_theirs, atol=1e-6, rtol=0)
     weights = torch.randn_like(out_ours)
     (out_ours * weights).sum().backward()
     (out_theirs * weights).sum().backward()
     assert torch.allclose(ours.hash_table.grad, theirs.hash_table.grad, atol=1e-6)
     assert ours.hash_table.grad.abs().sum() > 0
-    # negative control: two corners swapped changes the encoding
-    swapped = field_module._CORNERS.clone()
-    swapped[[0, 6]] = swapped[[6, 0]]
-    original = field_module._CORNERS
-    try:
-        field_module._CORNERS = swapped
-        assert not torch.allclose(ours(points), out_theirs)
-    finally:
-        field_module._CORNERS = original
+    assert torch.allclose(p_ours.grad, p_theirs.grad, atol=1e-4, rtol=1e-4) and p_ours.grad.abs().sum() > 0
+    # exact corner weights: one point, coarsest level; +1 on the row of its all-ceiling corner raises that level's
+    # features by ox * oy * oz (a flipped convention would give (1 - ox)(1 - oy)(1 - oz))
+    point = torch.tensor([[0.225, 0.45, 0.675]])  # offsets ~0.9, 0.8, 0.7 at the coarsest level (x4)
+    scaled = point[0] * ours.scalings[0]
+    o = scaled - torch.floor(scaled)
+    c = torch.ceil(scaled).long()
+    row = int((c[0] * 1 ^ c[1] * 2654435761 ^ c[2] * 805459861) % ours.hash_table_size + ours.hash_offset[0])
+    with torch.no_grad():
+        before = ours(point)[0, :2].clone()
+        ours.hash_table[row] += 1.0
+        after = ours(point)[0, :2]
+    expected = float(o[0] * o[1] * o[2])
+    assert torch.allclose(after - before, torch.full((2,), expected), atol=1e-5)
+    assert expected > 0.4 and abs(expected - float((1 - o[0]) * (1 - o[1]) * (1 - o[2]))) > 0.3
