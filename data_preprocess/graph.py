@@ -160,15 +160,24 @@ def match_pairs(specs: Dict[int, "FrameSpec"], pairs: Int[np.ndarray, "P 2"], ma
 TRI_KEYS = ("tri_frame", "tri_pixel", "tri_depth")
 
 
+def pairs_per_task(block: int, workers: int, smallest: int = 32, largest: int = 512) -> int:
+    """Consecutive pairs per task: a block shared out as two tasks per worker (two in flight each), within
+    [smallest, largest]. Each process reads a frame once into its view cache for all the pairs of a task that use
+    it, and sorted pairs of a capture reuse the same frames, so short tasks dealt round-robin make every worker read
+    nearly every frame (with 32-pair tasks, 2 Ray workers each decoded most of the 1,000 frames' masks)."""
+    return int(min(largest, max(smallest, block // (2 * max(1, workers)))))
+
+
 def match_stage(specs: List["FrameSpec"], pairs: Int[np.ndarray, "P 2"], matcher: str, weights: Optional[Path],
-                cache, key: str, engine, progress=None, chunk: int = 32,
+                cache, key: str, engine, progress=None, chunk: Optional[int] = None,
                 block: int = 4096) -> tuple[OverlapRecords, tuple]:
     """Correspondences and mask overlaps of every pair, on ``engine``, folded in pair order.
 
-    Pairs go out in tasks of ``chunk`` consecutive pairs; every ``block`` pairs the results so far are cached
-    (``matchblock-<key>-<b>``), so a run killed mid-stage resumes at the block it was in; the complete stage is cached
-    as one file (``matches-<key>``) and the blocks are removed.
+    Pairs go out in tasks of ``chunk`` consecutive pairs (default :func:`pairs_per_task`); every ``block`` pairs the
+    results so far are cached (``matchblock-<key>-<b>``), so a run killed mid-stage resumes at the block it was in;
+    the complete stage is cached as one file (``matches-<key>``) and the blocks are removed.
     """
+    chunk = chunk or pairs_per_task(block, getattr(engine, "workers", 1))
     cached = cache.load("matches", key)
     if cached is not None:
         return OverlapRecords(**{k: v for k, v in cached.items() if k not in TRI_KEYS}), \
