@@ -20,11 +20,6 @@ from torch import Tensor, nn
 
 from instance_nerfacto.lift.labels import DEFAULT_LABEL_TOP_K, composite_top_k
 
-# the 8 corners of a grid cell in the order of nerfstudio's HashEncoding.pytorch_fwd (True = ceil, False = floor)
-_CORNERS = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0], [0, 0, 0], [0, 1, 0]],
-                        dtype=torch.bool)
-
-
 _ROW_AS_ONE_ELEMENT = {4: torch.int32, 8: torch.int64, 16: torch.complex128}
 """A table row of this many bytes is read as one element of this dtype (a row of 2 float32 features: one int64)."""
 
