@@ -350,7 +350,9 @@ def merge_revisits(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "
             b = keys[i + 1 + k]
             if frame_sets[a] & frame_sets[b]:
                 continue  # seen together: the pixel correspondences already had their say
-            s = min(agreement(a, b), agreement(b, a))
+            s = agreement(a, b)
+            if s >= min_agreement:  # else the pair fails whatever the other direction says
+                s = min(s, agreement(b, a))
             if s >= min_agreement:
                 cands.append((-s, a, b))
     out = membership.copy()

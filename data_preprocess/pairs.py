@@ -9,6 +9,7 @@ index pairs with ``i < j`` into the list of views.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import List, Optional
 
@@ -144,6 +145,11 @@ def similarity_pairs(descriptors: Float[np.ndarray, "F D"], min_similarity: floa
 
 # ------------------------------------------------------------------------------- pose pairs at scale (sparse)
 
+COARSE_ABOVE = 4
+"""A frame with more than ``COARSE_ABOVE x max_partners`` candidate partners ranks them on a subsample first."""
+COARSE_STEP = 4
+"""That subsample: every 4th sample along each image axis (20 of 300 at 160x120, 300 of 4,800 at 640x480)."""
+
 
 def _cam_arrays(specs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     K = np.array([s.K for s in specs], dtype=np.float64)
@@ -166,7 +172,12 @@ def overlap_rows(rows: Int[np.ndarray, "R"], K: Float[np.ndarray, "F 3 3"], c2w:
 
     ``max_partners`` > 0 keeps only each row's best ``max_partners`` entries (score, then frame index): the entries of
     a frame that sees most of a long capture of one room grow with the capture (10,000 frames of one room: thousands
-    per frame, tens of millions in all), while the pair selection keeps ``top_k`` per frame.
+    per frame, tens of millions in all), while the pair selection keeps ``top_k`` per frame. Scoring all of them
+    would still cost each frame time in proportion to the capture's length (quadratic in all); so a frame with more
+    than ``COARSE_ABOVE x max_partners`` candidates ranks them on every ``COARSE_STEP``-th sample in each direction
+    (then by camera distance) and scores only the best ``2 x max_partners`` of that ranking on all samples. Kept
+    entries always carry the exact score; a capture where no frame has that many candidates gets exactly the entries
+    it got without the ranking.
     """
     w2c = np.linalg.inv(c2w)
     n = len(K)
@@ -204,27 +215,21 @@ def overlap_rows(rows: Int[np.ndarray, "R"], K: Float[np.ndarray, "F 3 3"], c2w:
             bound += inside * len(pts)
         cand = np.flatnonzero(bound >= min_score * len(u) - 1e-9)
         cand = cand[cand != i]
-        row_j, row_s = [], []
-        for start in range(0, len(cand), chunk):
-            js = cand[start:start + chunk]
-            # one GEMM for all candidate cameras: (P, 3) @ (3, 3C) -> camera coordinates per candidate
-            pc = (world @ w2c[js, :3, :3].reshape(-1, 3).T).reshape(len(world), len(js), 3).transpose(1, 0, 2)
-            pc = pc + w2c[js, None, :3, 3]
-            pz = pc[..., 2]
-            safe = np.where(pz > 1e-6, pz, 1e-6)
-            pu = fx[js, None] * pc[..., 0] / safe + cx[js, None]
-            pv = fy[js, None] * pc[..., 1] / safe + cy[js, None]
-            ok = (pz > 1e-3) & (pu >= 0) & (pu <= w_all[js, None] - 1) & (pv >= 0) & (pv <= h_all[js, None] - 1)
-            if depth_mm is not None and ok.any():
-                f, p = np.nonzero(ok)
-                dj = depth_mm[js[f], np.round(pv[f, p]).astype(int), np.round(pu[f, p]).astype(int)]
-                dj = dj.astype(np.float32) * 1e-3
-                ok[f, p] = (dj > 0) & (np.abs(dj - pz[f, p]) < depth_tol * dj)
-            score = (ok.sum(1) / len(u)).astype(np.float32)
-            keep = score >= min_score
-            row_j.append(js[keep])
-            row_s.append(score[keep])
-        js, scores = _cat(row_j, np.int64), _cat(row_s, np.float32)
+        visible = partial(_visible_counts, K=K, w2c=w2c, size=size, depth_mm=depth_mm, depth_tol=depth_tol,
+                          chunk=chunk)
+        if 0 < max_partners and len(cand) > COARSE_ABOVE * max_partners:
+            # a frame inside a long capture of one room: rank the candidates on a sparser grid of samples (ties,
+            # common on so few samples, to the nearer camera), score the best 2 x max_partners on all samples: the
+            # cost per frame stops growing with the capture's length
+            sparse = ((vv // stride - COARSE_STEP // 2) % COARSE_STEP == 0) & ((uu // stride - COARSE_STEP // 2)
+                                                                              % COARSE_STEP == 0)
+            sparse = sparse.ravel()[valid]
+            coarse = visible(world[sparse] if sparse.any() else world, cand)
+            distance = np.linalg.norm(c2w[cand, :3, 3] - c2w[i, :3, 3], axis=1)
+            cand = np.sort(cand[np.lexsort((cand, distance, -coarse))[:2 * max_partners]])
+        scores = (visible(world, cand) / len(u)).astype(np.float32)
+        keep = scores >= min_score
+        js, scores = cand[keep], scores[keep]
         if 0 < max_partners < len(js):
             best = np.lexsort((js, -scores))[:max_partners]
             js, scores = js[np.sort(best)], scores[np.sort(best)]
@@ -232,6 +237,32 @@ def overlap_rows(rows: Int[np.ndarray, "R"], K: Float[np.ndarray, "F 3 3"], c2w:
         out_j.append(js)
         out_s.append(scores)
     return _cat(out_i, np.int64), _cat(out_j, np.int64), _cat(out_s, np.float32)
+
+
+def _visible_counts(world: Float[np.ndarray, "P 3"], js: Int[np.ndarray, "C"], K: np.ndarray, w2c: np.ndarray,
+                    size: np.ndarray, depth_mm: Optional[np.ndarray], depth_tol: float,
+                    chunk: int) -> Int[np.ndarray, "C"]:
+    """How many of the points ``world`` land in the image of each camera ``js`` (in front, and with depth within
+    ``depth_tol`` of that camera's depth map)."""
+    fx, fy, cx, cy = K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2]
+    out = [np.zeros(0, np.int64)]
+    for start in range(0, len(js), chunk):
+        jc = js[start:start + chunk]
+        # one GEMM for all candidate cameras: (P, 3) @ (3, 3C) -> camera coordinates per candidate
+        pc = (world @ w2c[jc, :3, :3].reshape(-1, 3).T).reshape(len(world), len(jc), 3).transpose(1, 0, 2)
+        pc = pc + w2c[jc, None, :3, 3]
+        pz = pc[..., 2]
+        safe = np.where(pz > 1e-6, pz, 1e-6)
+        pu = fx[jc, None] * pc[..., 0] / safe + cx[jc, None]
+        pv = fy[jc, None] * pc[..., 1] / safe + cy[jc, None]
+        ok = (pz > 1e-3) & (pu >= 0) & (pu <= size[jc, 1, None] - 1) & (pv >= 0) & (pv <= size[jc, 0, None] - 1)
+        if depth_mm is not None and ok.any():
+            f, p = np.nonzero(ok)
+            dj = depth_mm[jc[f], np.round(pv[f, p]).astype(int), np.round(pu[f, p]).astype(int)]
+            dj = dj.astype(np.float32) * 1e-3
+            ok[f, p] = (dj > 0) & (np.abs(dj - pz[f, p]) < depth_tol * dj)
+        out.append(ok.sum(1))
+    return np.concatenate(out)
 
 
 def _cat(parts: list, dtype) -> np.ndarray:

@@ -331,6 +331,41 @@ def test_pose_pairs_keep_a_bounded_number_of_partners_and_the_same_selection() -
     assert np.array_equal(select_sparse_pairs(i5, j5, s5, n, 0.3, top_k=2), full)
 
 
+def test_pose_pairs_of_a_long_capture_rank_candidates_on_a_subsample(monkeypatch) -> None:
+    """A frame with more than COARSE_ABOVE x max_partners candidates ranks them on every 16th sample and scores only
+    the best 2 x max_partners on all samples: kept entries carry the exact score, each row keeps its true best ones
+    on a sweep, and the pair selection is the dense one."""
+    from data_preprocess import pairs
+
+    n, h, w, f = 40, 96, 128, 100.0
+    K = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1]])
+    c2w = np.tile(np.eye(4), (n, 1, 1))
+    c2w[:, 0, 3] = np.linspace(0.0, 12.0, n)  # each frame overlaps ~24 others, far more than 4 x 2 partners
+    c2w[:, 1, 3] = 0.03 * np.sin(np.arange(n))
+    depth = np.full((h, w), 3.0)
+    views = [pairs.View(f"f{k}", K, c2w[k], np.zeros((h, w), np.int16), Path("unused"), depth) for k in range(n)]
+    dense = pairs.overlap_matrix(views)
+    calls = []
+    exact_counts = pairs._visible_counts
+
+    def counting(world, js, **kw):
+        calls.append((len(world), len(js)))
+        return exact_counts(world, js, **kw)
+
+    monkeypatch.setattr(pairs, "_visible_counts", counting)
+    args = (np.arange(n), np.tile(K, (n, 1, 1)), c2w, np.tile([h, w], (n, 1)),
+            np.tile(np.round(depth * 1000).astype(np.uint16), (n, 1, 1)), None, 0.3)
+    i, j, s = pairs.overlap_rows(*args, max_partners=2)
+    samples = (h // 8) * (w // 8)
+    coarse = [c for c in calls if c[0] == (h // 8 // pairs.COARSE_STEP) * (w // 8 // pairs.COARSE_STEP)]
+    assert len(coarse) >= n // 2 and all(c[1] > pairs.COARSE_ABOVE * 2 for c in coarse)
+    assert all(c[1] <= 4 for c in calls if c[0] == samples)  # all samples only for the ranking's best 2 x 2
+    assert np.allclose(dense[i, j], s) and np.bincount(i, minlength=n).max() == 2
+    for row in range(n):
+        assert sorted(s[i == row].tolist()) == pytest.approx(sorted(np.sort(dense[row])[-2:].tolist()))
+    assert np.array_equal(pairs.select_sparse_pairs(i, j, s, n, 0.3, top_k=1), pairs.select_pairs(dense, 0.3, 1))
+
+
 def test_revisit_points_are_thinned_as_a_stream_whatever_the_chunking() -> None:
     """merge_revisits keeps at most max_points of a community's points, fed frame by frame: every 2^j-th point of the
     stream, the same points however the stream is cut, all of them while under the limit."""
