@@ -175,7 +175,7 @@ def overlap_rows(rows: Int[np.ndarray, "R"], K: Float[np.ndarray, "F 3 3"], c2w:
     per frame, tens of millions in all), while the pair selection keeps ``top_k`` per frame. Scoring all of them
     would still cost each frame time in proportion to the capture's length (quadratic in all); so a frame with more
     than ``COARSE_ABOVE x max_partners`` candidates ranks them on every ``COARSE_STEP``-th sample in each direction
-    (then by camera distance) and scores only the best ``2 x max_partners`` of that ranking on all samples. Kept
+    (then by camera distance) and scores only the best ``max_partners`` of that ranking on all samples. Kept
     entries always carry the exact score; a capture where no frame has that many candidates gets exactly the entries
     it got without the ranking.
     """
@@ -219,14 +219,14 @@ def overlap_rows(rows: Int[np.ndarray, "R"], K: Float[np.ndarray, "F 3 3"], c2w:
                           chunk=chunk)
         if 0 < max_partners and len(cand) > COARSE_ABOVE * max_partners:
             # a frame inside a long capture of one room: rank the candidates on a sparser grid of samples (ties,
-            # common on so few samples, to the nearer camera), score the best 2 x max_partners on all samples: the
+            # common on so few samples, to the nearer camera), score the best max_partners on all samples: the
             # cost per frame stops growing with the capture's length
             sparse = ((vv // stride - COARSE_STEP // 2) % COARSE_STEP == 0) & ((uu // stride - COARSE_STEP // 2)
                                                                               % COARSE_STEP == 0)
             sparse = sparse.ravel()[valid]
             coarse = visible(world[sparse] if sparse.any() else world, cand)
             distance = np.linalg.norm(c2w[cand, :3, 3] - c2w[i, :3, 3], axis=1)
-            cand = np.sort(cand[np.lexsort((cand, distance, -coarse))[:2 * max_partners]])
+            cand = np.sort(cand[np.lexsort((cand, distance, -coarse))[:max_partners]])
         scores = (visible(world, cand) / len(u)).astype(np.float32)
         keep = scores >= min_score
         js, scores = cand[keep], scores[keep]

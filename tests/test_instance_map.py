@@ -333,7 +333,7 @@ def test_pose_pairs_keep_a_bounded_number_of_partners_and_the_same_selection() -
 
 def test_pose_pairs_of_a_long_capture_rank_candidates_on_a_subsample(monkeypatch) -> None:
     """A frame with more than COARSE_ABOVE x max_partners candidates ranks them on every 16th sample and scores only
-    the best 2 x max_partners on all samples: kept entries carry the exact score, each row keeps its true best ones
+    the best max_partners on all samples: kept entries carry the exact score, each row keeps its true best ones
     on a sweep, and the pair selection is the dense one."""
     from data_preprocess import pairs
 
@@ -359,7 +359,7 @@ def test_pose_pairs_of_a_long_capture_rank_candidates_on_a_subsample(monkeypatch
     samples = (h // 8) * (w // 8)
     coarse = [c for c in calls if c[0] == (h // 8 // pairs.COARSE_STEP) * (w // 8 // pairs.COARSE_STEP)]
     assert len(coarse) >= n // 2 and all(c[1] > pairs.COARSE_ABOVE * 2 for c in coarse)
-    assert all(c[1] <= 4 for c in calls if c[0] == samples)  # all samples only for the ranking's best 2 x 2
+    assert all(c[1] <= 2 for c in calls if c[0] == samples)  # all samples only for the ranking's best 2
     assert np.allclose(dense[i, j], s) and np.bincount(i, minlength=n).max() == 2
     for row in range(n):
         assert sorted(s[i == row].tolist()) == pytest.approx(sorted(np.sort(dense[row])[-2:].tolist()))

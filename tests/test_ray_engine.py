@@ -174,3 +174,16 @@ def test_killed_driver_resumes_from_the_cache(tiny_scene: Path, tmp_path: Path) 
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert pairs_file.stat().st_mtime_ns == stamp, "the restarted run recomputed the cached pairs"
     _same_output(reference, out)
+
+
+def test_ray_processes_do_not_import_the_slow_grammar_package() -> None:
+    """Every Ray process imports ray; with rfc3987-syntax installed, jsonschema (imported by ray) builds its grammar at
+    import, 2.8 s per process on 2 cores (seven processes per local cluster). `make install` removes it, and the
+    engine's note names it for an environment that has it."""
+    from data_preprocess.engine import SLOW_RAY_IMPORTS
+
+    code = "import sys, ray; print(','.join(sorted(set(sys.modules) & set(%r))))" % sorted(SLOW_RAY_IMPORTS)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "", f"import ray loaded {out.stdout.strip()} (see the Makefile's install step)"
+    assert "jsonschema" in subprocess.run([sys.executable, "-c", "import sys, ray; print(' '.join(sys.modules))"],
+                                          capture_output=True, text=True, check=True, cwd=REPO).stdout
