@@ -203,44 +203,63 @@ def absorb_fragments(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray,
     in the other views. The vote of community c for a smaller unit x is the sum of correspondences from x into c's
     masks over the sum of x's correspondences into the frames where c appears. x joins c when that vote passes
     ``min_vote`` and the cannot-link rule holds (c's masks in x's frames touch x's). Smallest units go first.
+
+    Array code over the records (both directions of each): a long capture has millions of them, and per-record
+    Python dicts held ~3 GB at 10,000 frames.
     """
     unit = membership.copy()
     next_id = int(unit.max()) + 1 if len(unit) else 0
     free = np.flatnonzero(unit < 0)
     unit[free] = np.arange(next_id, next_id + len(free))
-    size = dict(zip(*[a.tolist() for a in np.unique(unit, return_counts=True)]))
-    num: Dict[Tuple[int, int], float] = {}
-    den: Dict[Tuple[int, int], float] = {}  # (node, other frame) -> that node's correspondences into the frame
-    for x_arr, y_arr, tot in ((node_a, node_b, total_a), (node_b, node_a, total_b)):
-        for x, y, sh, t in zip(x_arr.tolist(), y_arr.tolist(), shared.tolist(), tot.tolist()):
-            ux, uy = int(unit[x]), int(unit[y])
-            if ux != uy and size[uy] > size[ux]:
-                num[(ux, uy)] = num.get((ux, uy), 0.0) + sh
-            den[(x, int(frame_of[y]))] = t
-    if not num:
+    ids, size = np.unique(unit, return_counts=True)
+    n_frames, n_units = int(frame_of.max()) + 1 if len(frame_of) else 1, int(unit.max()) + 1 if len(unit) else 1
+    unit_size = np.zeros(n_units, dtype=np.int64)
+    unit_size[ids] = size
+    x = np.concatenate([node_a, node_b]).astype(np.int64)  # each record seen from both of its masks
+    y = np.concatenate([node_b, node_a]).astype(np.int64)
+    sh = np.concatenate([shared, shared]).astype(np.float64)
+    tot = np.concatenate([total_a, total_b]).astype(np.float64)
+    ux, uy = unit[x].astype(np.int64), unit[y].astype(np.int64)
+    votes = (ux != uy) & (unit_size[uy] > unit_size[ux])
+    if not votes.any():
         return membership.copy()
-    frames_of_unit: Dict[int, Set[int]] = {}
-    for u, f in zip(unit.tolist(), frame_of.tolist()):
-        frames_of_unit.setdefault(u, set()).add(f)
+    # numerator: x's correspondences into the masks of the larger unit, per (x's unit, larger unit)
+    pair_key, inverse = np.unique(ux[votes] * n_units + uy[votes], return_inverse=True)
+    num = np.bincount(inverse.ravel(), weights=sh[votes])
+    pair_x, pair_y = pair_key // n_units, pair_key % n_units
+    # denominator: a mask's correspondences into a whole other frame (the record's total; the last one seen counts)
+    node_frame = x * n_frames + frame_of[y]
+    den_key, last = np.unique(node_frame[::-1], return_index=True)
+    den_t = tot[::-1][last]
+    den_unit, den_frame = unit[den_key // n_frames].astype(np.int64), den_key % n_frames
+    by_unit = np.argsort(den_unit, kind="stable")
+    den_unit, den_frame, den_t = den_unit[by_unit], den_frame[by_unit], den_t[by_unit]
+    unit_frames = np.unique(unit.astype(np.int64) * n_frames + frame_of)  # (unit, frame) where the unit appears
+    den = np.zeros(len(pair_key))
+    starts = np.searchsorted(pair_x, np.unique(pair_x))
+    for s, e in zip(starts.tolist(), np.r_[starts[1:], len(pair_x)].tolist()):
+        lo, hi = np.searchsorted(den_unit, [pair_x[s], pair_x[s] + 1])
+        frames_x, t_x = den_frame[lo:hi], den_t[lo:hi]
+        step = max(1, 4_000_000 // max(1, hi - lo))  # bounded (larger units x entries) blocks
+        for k in range(s, e, step):
+            probe = pair_y[k:min(e, k + step), None] * n_frames + frames_x[None, :]
+            pos = np.searchsorted(unit_frames, probe).clip(0, len(unit_frames) - 1)
+            den[k:min(e, k + step)] = ((unit_frames[pos] == probe) * t_x[None, :]).sum(1)
+    vote = num / np.maximum(den, 1e-9)
+    passing = np.flatnonzero(vote >= min_vote)
+    # per unit: the highest vote, ties to the smaller larger-unit id (pairs are sorted by (unit, larger unit))
+    order = passing[np.lexsort((pair_y[passing], -vote[passing], pair_x[passing]))]
+    first = np.r_[True, pair_x[order][1:] != pair_x[order][:-1]] if len(order) else np.zeros(0, dtype=bool)
+    best = dict(zip(pair_x[order][first].tolist(), pair_y[order][first].tolist()))
     nodes_of_unit: Dict[int, List[int]] = {}
     for n, u in enumerate(unit.tolist()):
         nodes_of_unit.setdefault(u, []).append(n)
-    seen_by_node: Dict[int, List[Tuple[int, float]]] = {}
-    for (n, g), t in den.items():
-        seen_by_node.setdefault(n, []).append((g, t))
-    best: Dict[int, Tuple[float, int]] = {}
-    for (ux, uy), sh in sorted(num.items()):
-        fy = frames_of_unit[uy]
-        d = sum(t for n in nodes_of_unit[ux] for g, t in seen_by_node.get(n, ()) if g in fy)
-        vote = sh / max(d, 1e-9)
-        if vote >= min_vote and vote > best.get(ux, (0.0, -1))[0]:
-            best[ux] = (vote, uy)
     groups = _Groups(list(range(len(unit))), frame_of, touching)
     for nodes in nodes_of_unit.values():
         for n in nodes[1:]:
             groups.union(nodes[0], n)  # members of one community are compatible by construction
-    for ux in sorted(best, key=lambda u: (size[u], u)):
-        groups.union(nodes_of_unit[ux][0], nodes_of_unit[best[ux][1]][0])
+    for ux_ in sorted(best, key=lambda u: (int(unit_size[u]), u)):
+        groups.union(nodes_of_unit[ux_][0], nodes_of_unit[best[ux_]][0])
     out = np.empty_like(membership)
     root_id: Dict[int, int] = {}
     for n in range(len(unit)):

@@ -126,6 +126,19 @@ def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+class _Steps:
+    """Records the wall time since the previous step and the process's peak RSS so far as ``<stage>.<step>``."""
+
+    def __init__(self, stage: str, timings: Dict[str, float], memory_mb: Dict[str, float]) -> None:
+        self.stage, self.timings, self.memory_mb, self.t = stage, timings, memory_mb, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[f"{self.stage}.{name}"] = now - self.t
+        self.memory_mb[f"{self.stage}.{name}"] = _peak_rss_mb()
+        self.t = now
+
+
 def _log(cfg: MapConfig, msg: str) -> None:
     if not cfg.quiet:
         print(msg, file=sys.stderr)
@@ -298,17 +311,22 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     memory_mb["graph"] = _peak_rss_mb()
 
     t = time.perf_counter()
+    step = _Steps("communities", timings, memory_mb)  # each step's time and the peak so far, under communities.*
     n_nodes = int(offsets[-1])
     membership = comm.leiden(n_nodes, edges, weights, cfg.resolution, cfg.seed)
     n_communities = len(np.unique(membership))
+    step("leiden")
     membership = comm.split_cannot_link(membership, frame_of, edges, weights, touching)
     n_split = len(np.unique(membership))
+    step("split")
     membership = comm.merge_fragments(membership, frame_of, records.node_a, records.node_b, records.score, pairs,
                                       touching, cfg.merge_min_score, cfg.merge_affinity)
     n_merged = len(np.unique(membership))
+    step("merge")
     if cfg.absorb_vote < 1.0:
         membership = comm.absorb_fragments(membership, frame_of, records.node_a, records.node_b, records.shared,
                                            records.total_a, records.total_b, touching, cfg.absorb_vote)
+    step("absorb")
     agreement = cfg.revisit_agreement if cfg.revisit_agreement is not None else (0.5 if dense_depth else 0.25)
     sparse = None if dense_depth else split_by_frame(tri, len(specs))
     if agreement <= 1.0 and (dense_depth or len(tri[0])):
@@ -318,6 +336,7 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
         membership = comm.merge_revisits(membership, frame_of, offsets, frame_points,
                                          lambda f: cached_view(specs[f]), agreement)
     n_revisit = len(np.unique(membership))
+    step("revisits")
     membership = comm.filter_communities(membership, frame_of, cfg.min_size, cfg.min_frames)
     timings["communities"] = time.perf_counter() - t
     memory_mb["communities"] = _peak_rss_mb()
