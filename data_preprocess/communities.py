@@ -294,7 +294,7 @@ def merge_revisits(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "
                    mask_points: Callable[[List[int]], Iterable[List[Optional[np.ndarray]]]],
                    view_of: Callable[[int], object],
                    min_agreement: float = 0.5, frames_per_check: int = 8, min_masks: int = 1,
-                   label_cache: int = 256, max_points: int = 20_000) -> Int[np.ndarray, "N"]:
+                   label_cache_mb: float = 512.0, max_points: int = 20_000) -> Int[np.ndarray, "N"]:
     """Join communities that are one object seen from views that were never matched (a room revisited from the
     other side): pixel correspondences cannot link opposite sides of an object, but its 3D points must fall inside
     its silhouette in every view.
@@ -304,13 +304,12 @@ def merge_revisits(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "
     hidden behind the object's own surface). Both directions must agree, so a small object hidden behind a large
     one is not swallowed by it; identical duplicates stay apart because their points are elsewhere. Needs depth:
     ``mask_points(frames)`` yields each listed frame's sampled 3D points per mask (``frames.mask_points``), in
-    order, and is consumed as a stream; ``view_of(f)`` gives frame f's :class:`View` (owner map and pose), read when
+    order, and is consumed as a stream; ``view_of(f)`` gives frame f's :class:`View` (owner map and pose), read once
+    for its pose and again only when its community-label image has left a cache of ``label_cache_mb``;
     needed. A community keeps at most ``max_points`` of its points (:class:`ThinnedPoints`, in frame order): the
     agreement is a fraction, and an object seen in thousands of frames would otherwise hold and project millions of
     points (a 100-frame capture stays below the cap: ~150 points a mask).
     """
-    from data_preprocess.pairs import project
-
     ids, counts = np.unique(membership[membership >= 0], return_counts=True)
     ids = ids[counts >= min_masks].tolist()  # tiny communities are left to absorb_fragments
     order = np.argsort(membership, kind="stable")  # nodes of each community in increasing id order
@@ -332,15 +331,26 @@ def merge_revisits(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "
     boxes = {c: (np.percentile(p, 5, axis=0), np.percentile(p, 95, axis=0)) for c, p in points.items()}
     label_images: "OrderedDict[int, np.ndarray]" = OrderedDict()
 
-    def labels_of(f: int) -> np.ndarray:
+    poses: Dict[int, tuple] = {}  # frame -> (K, world-to-camera, width, height): small, kept for every frame
+    cached_bytes = [0]
+
+    def labels_of(f: int, view=None) -> np.ndarray:
         if f in label_images:
             label_images.move_to_end(f)
         else:
-            lut = np.concatenate([[-1], membership[offsets[f]:offsets[f + 1]]])
-            label_images[f] = lut[view_of(f).owner.astype(np.int64) + 1]
-            if len(label_images) > label_cache:
-                label_images.popitem(last=False)
+            lut = np.concatenate([[-1], membership[offsets[f]:offsets[f + 1]]]).astype(np.int32)
+            label_images[f] = lut[(view or view_of(f)).owner.astype(np.int64) + 1]
+            cached_bytes[0] += label_images[f].nbytes
+            while cached_bytes[0] > label_cache_mb * 2**20 and len(label_images) > 1:
+                cached_bytes[0] -= label_images.popitem(last=False)[1].nbytes
         return label_images[f]
+
+    def pose_of(f: int) -> tuple:
+        if f not in poses:
+            view = view_of(f)
+            poses[f] = (view.K, np.linalg.inv(view.c2w_cv), view.width, view.height)
+            labels_of(f, view)  # read once for both
+        return poses[f]
 
     def agreement(a: int, b: int) -> float:
         """Fraction of a's points inside b's masks, over those landing in the image of b's frames."""
@@ -348,9 +358,13 @@ def merge_revisits(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "
         pick = fb[:: max(1, len(fb) // frames_per_check)]
         inside = total = 0
         for f in pick:
-            view = view_of(f)
-            u, v, z = project(view, points[a])
-            ok = (z > 1e-3) & (u > -0.5) & (u < view.width - 0.5) & (v > -0.5) & (v < view.height - 0.5)
+            K, w2c, width, height = pose_of(f)
+            cam = points[a] @ w2c[:3, :3].T + w2c[:3, 3]  # as pairs.project, on the cached pose
+            z = cam[:, 2]
+            safe = np.where(z > 1e-6, z, 1e-6)
+            u = K[0, 0] * cam[:, 0] / safe + K[0, 2]
+            v = K[1, 1] * cam[:, 1] / safe + K[1, 2]
+            ok = (z > 1e-3) & (u > -0.5) & (u < width - 0.5) & (v > -0.5) & (v < height - 0.5)
             if not ok.any():
                 continue
             lab = labels_of(f)[np.round(v[ok]).astype(int), np.round(u[ok]).astype(int)]
