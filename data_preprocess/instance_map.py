@@ -334,7 +334,8 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
             return engine.map(mask_points, ((specs[f], None if sparse is None else sparse[f]) for f in fs), chunk=16)
 
         membership = comm.merge_revisits(membership, frame_of, offsets, frame_points,
-                                         lambda f: cached_view(specs[f]), agreement)
+                                         lambda f: cached_view(specs[f]), agreement,
+                                         min_masks=max(cfg.min_size, cfg.min_frames))
     n_revisit = len(np.unique(membership))
     step("revisits")
     membership = comm.filter_communities(membership, frame_of, cfg.min_size, cfg.min_frames)

@@ -382,3 +382,73 @@ def test_revisit_points_are_thinned_as_a_stream_whatever_the_chunking() -> None:
     under.add(rows[:6])
     under.add(rows[6:])
     assert np.array_equal(under.points(), rows) and under.step == 1
+
+
+def _look_at(eye, target) -> np.ndarray:
+    """OpenCV camera-to-world (x right, y down, z forward) at eye looking at target, world y up."""
+    z = np.asarray(target, float) - eye
+    z /= np.linalg.norm(z)
+    x = np.cross(z, [0.0, 1.0, 0.0])
+    x /= np.linalg.norm(x)
+    c2w = np.eye(4)
+    c2w[:3, :3] = np.stack([x, np.cross(z, x), z], axis=1)
+    c2w[:3, 3] = eye
+    return c2w
+
+
+def test_revisit_merge_joins_the_two_sides_of_an_object_from_communities_of_enough_masks() -> None:
+    """A 0.4 m cube seen from its front (frames 0-2) and its back (frames 3-5, 6-7) as three communities that share
+    no frame, a second cube beside it in the front frames: the front and back communities of the first cube are
+    joined (each one's surface points fall inside the other's silhouettes), the second cube is not, and the 2-mask
+    back community takes part only when min_masks allows it."""
+    import cv2
+
+    from data_preprocess.pairs import View
+
+    h, w, f = 120, 160, 120.0
+    K = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1]])
+    centres = [np.zeros(3), np.array([0.9, 0.0, 0.0])]
+    eyes = [(-0.3, 1.2, 3.0), (0.0, 1.2, 3.0), (0.3, 1.2, 3.0), (-0.3, 1.2, -3.0), (0.0, 1.2, -3.0),
+            (0.3, 1.2, -3.0), (-0.5, 1.0, -2.8), (0.5, 1.0, -2.8)]
+    objects_in = [[0, 1]] * 3 + [[0]] * 5
+    corners = np.array([[x, y, z] for x in (-0.2, 0.2) for y in (-0.2, 0.2) for z in (-0.2, 0.2)])
+    grid = np.linspace(-0.2, 0.2, 6)
+    views, points = [], []
+    for eye, objs in zip(eyes, objects_in):
+        c2w = _look_at(np.array(eye), [0.45, 0.0, 0.0] if len(objs) == 2 else [0.0, 0.0, 0.0])
+        w2c = np.linalg.inv(c2w)
+        owner = np.full((h, w), -1, np.int16)
+        frame_points = []
+        for m, o in enumerate(objs):
+            cam = (corners + centres[o]) @ w2c[:3, :3].T + w2c[:3, 3]
+            uv = (cam[:, :2] / cam[:, 2:]) * f + [w / 2, h / 2]
+            cv2.fillConvexPoly(owner, cv2.convexHull(np.round(uv).astype(np.int32)), m)
+            faces = []  # sampled points of the faces the camera sees
+            for axis in range(3):
+                for sign in (-1.0, 1.0):
+                    normal = np.zeros(3)
+                    normal[axis] = sign
+                    if normal @ (np.array(eye) - centres[o]) > 0.2:
+                        a, b = np.meshgrid(grid, grid)
+                        face = np.insert(np.stack([a.ravel(), b.ravel()], 1), axis, 0.2 * sign, axis=1)
+                        faces.append(face + centres[o])
+            frame_points.append(np.concatenate(faces))
+        views.append(View(f"f{len(views)}", K, c2w, owner, Path("unused")))
+        points.append(frame_points)
+    offsets = np.cumsum([0] + [len(p) for p in points])
+    frame_of = np.repeat(np.arange(len(views)), [len(p) for p in points])
+    # nodes: frames 0-2 hold (cube 0 front, cube 1 front), frames 3-5 cube 0 back, frames 6-7 cube 0 back again
+    membership = np.array([0, 1, 0, 1, 0, 1, 2, 2, 2, 3, 3])
+    assert len(membership) == offsets[-1]
+
+    def mask_points(frames):
+        for fr in frames:
+            yield points[fr]
+
+    joined = comm.merge_revisits(membership, frame_of, offsets, mask_points, lambda fr: views[fr], 0.5)
+    assert joined[0] == joined[6] != joined[1]  # the cube's two sides joined; the other cube kept apart
+    assert joined[9] == joined[10] == 3  # two masks: below min_masks=3, left alone
+    every = comm.merge_revisits(membership, frame_of, offsets, mask_points, lambda fr: views[fr], 0.5, min_masks=2)
+    assert every[0] == every[6] == every[9] != every[1]
+    strict = comm.merge_revisits(membership, frame_of, offsets, mask_points, lambda fr: views[fr], 1.01)
+    assert np.array_equal(strict, membership)  # an agreement no pair can reach joins nothing
