@@ -22,6 +22,7 @@ import numpy as np
 import tyro
 
 from data_preprocess import communities as comm
+from data_preprocess import revisits
 from data_preprocess.cache import StageCache, cache_key, file_fingerprint
 from data_preprocess.engine import LocalEngine, make_engine
 from data_preprocess.frames import (
@@ -333,7 +334,7 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
         def frame_points(fs: List[int]):  # streamed in frame order: no list of every frame's points
             return engine.map(mask_points, ((specs[f], None if sparse is None else sparse[f]) for f in fs), chunk=16)
 
-        membership = comm.merge_revisits(membership, frame_of, offsets, frame_points,
+        membership = revisits.merge_revisits(membership, frame_of, offsets, frame_points,
                                          lambda f: cached_view(specs[f]), agreement,
                                          min_masks=max(cfg.min_size, cfg.min_frames))
     n_revisit = len(np.unique(membership))

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from data_preprocess import communities as comm
+from data_preprocess import revisits
 from data_preprocess.instance_map import MapConfig, main
 from instance_nerfacto.core.files import read_label_png
 from instance_nerfacto.eval.metrics import evaluate_dirs
@@ -371,14 +372,14 @@ def test_revisit_points_are_thinned_as_a_stream_whatever_the_chunking() -> None:
     stream, the same points however the stream is cut, all of them while under the limit."""
     rows = np.arange(30, dtype=np.float64).reshape(10, 3)
     for cuts in ([10], [3, 3, 4], [1] * 10, [5, 0, 5]):
-        thin = comm.ThinnedPoints(4)
+        thin = revisits.ThinnedPoints(4)
         start = 0
         for n in cuts:
             thin.add(rows[start:start + n])
             start += n
         # 10 points, limit 4: step 1 -> 2 at the 5th point (0 2 4) -> 4 at the 9th (0 4 8)
         assert thin.points()[:, 0].tolist() == [0.0, 12.0, 24.0] and thin.step == 4
-    under = comm.ThinnedPoints(10)
+    under = revisits.ThinnedPoints(10)
     under.add(rows[:6])
     under.add(rows[6:])
     assert np.array_equal(under.points(), rows) and under.step == 1
@@ -445,10 +446,34 @@ def test_revisit_merge_joins_the_two_sides_of_an_object_from_communities_of_enou
         for fr in frames:
             yield points[fr]
 
-    joined = comm.merge_revisits(membership, frame_of, offsets, mask_points, lambda fr: views[fr], 0.5)
+    joined = revisits.merge_revisits(membership, frame_of, offsets, mask_points, lambda fr: views[fr], 0.5)
     assert joined[0] == joined[6] != joined[1]  # the cube's two sides joined; the other cube kept apart
     assert joined[9] == joined[10] == 3  # two masks: below min_masks=3, left alone
-    every = comm.merge_revisits(membership, frame_of, offsets, mask_points, lambda fr: views[fr], 0.5, min_masks=2)
+    every = revisits.merge_revisits(membership, frame_of, offsets, mask_points, lambda fr: views[fr], 0.5,
+                                    min_masks=2)
     assert every[0] == every[6] == every[9] != every[1]
-    strict = comm.merge_revisits(membership, frame_of, offsets, mask_points, lambda fr: views[fr], 1.01)
+    strict = revisits.merge_revisits(membership, frame_of, offsets, mask_points, lambda fr: views[fr], 1.01)
     assert np.array_equal(strict, membership)  # an agreement no pair can reach joins nothing
+
+
+def test_absorb_fragments_votes_by_correspondences_into_the_frames_of_the_larger_community() -> None:
+    """Hand-made votes: fragment x (1 mask, frame 3) sends 17 of its 20 correspondences into the frames of community A
+    (3 masks) into A's masks (0.85) and 2 of 20 into B's (0.1): x joins A. An unlabelled mask u sends 4 of 10 into
+    B's (0.4) and 1 of 10 into A's: u joins B. Mask v sends 9 of 10 into A's, but A already has a mask in v's frame
+    that does not touch it: v stays alone, unless the two touch (an over-segmented object)."""
+    #                     A  A  A  x   u  B  B   v
+    membership = np.array([0, 0, 0, 1, -1, 2, 2, -1])
+    frame_of = np.array([0, 1, 2, 3, 3, 0, 1, 0])
+    # records (node_a, node_b, shared, total_a, total_b): totals are per (mask, other frame)
+    rec = np.array([[3, 0, 8, 10, 20], [3, 5, 2, 10, 20], [3, 1, 9, 10, 20],
+                    [4, 5, 4, 10, 20], [4, 0, 1, 10, 20], [7, 1, 9, 10, 20]], dtype=float)
+    args = (rec[:, 0].astype(np.int64), rec[:, 1].astype(np.int64), rec[:, 2], rec[:, 3], rec[:, 4])
+
+    def partition(out):
+        return sorted(sorted(np.flatnonzero(out == c).tolist()) for c in np.unique(out))
+
+    out = comm.absorb_fragments(membership, frame_of, *args, set(), 0.3)
+    assert partition(out) == [[0, 1, 2, 3], [4, 5, 6], [7]]
+    assert out[0] == 0 and out[5] == 2  # the larger communities keep their ids
+    assert partition(comm.absorb_fragments(membership, frame_of, *args, {(0, 7)}, 0.3)) == [[0, 1, 2, 3, 7], [4, 5, 6]]
+    assert partition(comm.absorb_fragments(membership, frame_of, *args, set(), 0.5))[1] == [4]  # u's 0.4 < 0.5
