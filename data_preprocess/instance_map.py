@@ -100,6 +100,10 @@ class MapConfig:
     """Join two never co-visible communities when this fraction of each one's 3D points falls inside the other's
     masks (an object revisited from another side; > 1 = off). Default 0.5 with depth maps, 0.25 with estimated depth
     (stereo) or the sparse depth triangulated from the matches (flow, sift, loftr) when the dataset has none."""
+    revisit_min_masks: Optional[int] = None
+    """Only communities of at least this many masks take part in revisit joining. Default: every community below
+    1,000 frames (a 30-frame SIFT room lost PQ 0.2+ -> 0.13 with 3), max(min_size, min_frames) from 1,000 (the
+    checks grow with the square of the communities, most of them 1-2 mask fragments: bench1000 PQ +0.01-0.035)."""
     absorb_vote: float = 0.3
     """Small communities and unlabelled masks join a larger community holding at least this fraction of their
     correspondences in the other views (1 = off)."""
@@ -334,11 +338,11 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
         def frame_points(fs: List[int]):  # streamed in frame order: no list of every frame's points
             return engine.map(mask_points, ((specs[f], None if sparse is None else sparse[f]) for f in fs), chunk=16)
 
-        # short captures: a 1-2 mask community may be an object seen in few frames (tiny SIFT room: PQ 0.13 vs
-        # 0.2+ with every community); long ones: only communities the filter could keep (bench1000 PQ +0.01-0.035)
+        min_masks = cfg.revisit_min_masks
+        if min_masks is None:
+            min_masks = max(cfg.min_size, cfg.min_frames) if len(specs) >= 1000 else 1
         membership = revisits.merge_revisits(membership, frame_of, offsets, frame_points,
-                                         lambda f: cached_view(specs[f]), agreement,
-                                         min_masks=max(cfg.min_size, cfg.min_frames) if len(specs) >= 1000 else 1)
+                                             lambda f: cached_view(specs[f]), agreement, min_masks=min_masks)
     n_revisit = len(np.unique(membership))
     step("revisits")
     membership = comm.filter_communities(membership, frame_of, cfg.min_size, cfg.min_frames)
