@@ -22,7 +22,7 @@ import numpy as np
 import tyro
 
 from data_preprocess import communities as comm
-from data_preprocess import revisits
+from data_preprocess import revisits, support
 from data_preprocess.cache import StageCache, cache_key, file_fingerprint
 from data_preprocess.engine import LocalEngine, make_engine
 from data_preprocess.frames import (
@@ -107,6 +107,10 @@ class MapConfig:
     absorb_vote: float = 0.3
     """Small communities and unlabelled masks join a larger community holding at least this fraction of their
     correspondences in the other views (1 = off)."""
+    min_detection_rate: float = 0.35
+    """Drop communities found in fewer than this fraction of the sampled frames that see their 3D points (in view,
+    not occluded; ``support.py``): persistent frontend errors along a dense capture pass any frame count, not this
+    rate. Needs depth maps (the dataset's or stereo's); 0 = off."""
     min_size: int = 2
     """Drop communities with fewer masks."""
     min_frames: int = 3
@@ -334,18 +338,35 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     step("absorb")
     agreement = cfg.revisit_agreement if cfg.revisit_agreement is not None else (0.5 if dense_depth else 0.25)
     sparse = None if dense_depth else split_by_frame(tri, len(specs))
-    if agreement <= 1.0 and (dense_depth or len(tri[0])):
-        def frame_points(fs: List[int]):  # streamed in frame order: no list of every frame's points
-            return engine.map(mask_points, ((specs[f], None if sparse is None else sparse[f]) for f in fs), chunk=16)
+    views_have_depth = all(s.depth_path is not None for s in specs)  # depth maps of the dataset or of stereo
 
+    def frame_points(fs: List[int], source):  # streamed in frame order: no list of every frame's points
+        return engine.map(mask_points, ((specs[f], None if source is None else source[f]) for f in fs), chunk=16)
+
+    collected, before_revisits = None, membership
+    if agreement <= 1.0 and (dense_depth or len(tri[0])):
         min_masks = cfg.revisit_min_masks
         if min_masks is None:
             min_masks = max(cfg.min_size, cfg.min_frames) if len(specs) >= 1000 else 1
-        membership = revisits.merge_revisits(membership, frame_of, offsets, frame_points,
-                                             lambda f: cached_view(specs[f]), agreement, min_masks=min_masks)
+        collected = revisits.collect_points(membership, frame_of, offsets, lambda fs: frame_points(fs, sparse),
+                                            min_masks)
+        membership = revisits.merge_revisits(membership, frame_of, offsets, None, lambda f: cached_view(specs[f]),
+                                             agreement, collected=collected)
     n_revisit = len(np.unique(membership))
     step("revisits")
     membership = comm.filter_communities(membership, frame_of, cfg.min_size, cfg.min_frames)
+    n_supported = None
+    if cfg.min_detection_rate > 0 and views_have_depth:
+        if collected is not None and dense_depth:  # the revisit stage's points, on the same depth maps
+            points = support.support_points(collected[0], membership, before_revisits)
+        else:
+            points = support.support_points(revisits.collect_points(
+                membership, frame_of, offsets, lambda fs: frame_points(fs, None), 1)[0], membership, membership)
+        rates = support.detection_rates(points, membership, offsets, support.check_frames(len(specs)),
+                                        lambda f: cached_view(specs[f]))
+        membership = support.drop_unsupported(membership, rates, cfg.min_detection_rate)
+        n_supported = len(np.unique(membership[membership >= 0]))
+    step("support")
     timings["communities"] = time.perf_counter() - t
     memory_mb["communities"] = _peak_rss_mb()
 
@@ -372,7 +393,7 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
         "frames": len(specs), "pairs": int(len(pairs)), "matches": int(len(records.shared)),
         "nodes": n_nodes, "edges": int(len(edges)), "communities": n_communities,
         "communities_after_split": n_split, "communities_after_merge": n_merged,
-        "communities_after_revisits": n_revisit, "labels": len(stats),
+        "communities_after_revisits": n_revisit, "communities_supported": n_supported, "labels": len(stats),
     }
     peak_mb = _peak_rss_mb()
     meta = write_labels_json(  # last: its presence marks a complete output

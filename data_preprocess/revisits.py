@@ -7,7 +7,7 @@ every view). Runs after the mask-graph communities (``communities``) and before 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 from jaxtyping import Float, Int
@@ -36,29 +36,11 @@ class ThinnedPoints:
         return np.concatenate(self.parts) if len(self.parts) != 1 else self.parts[0]
 
 
-def merge_revisits(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "N"], offsets: Int[np.ndarray, "F1"],
-                   mask_points: Callable[[List[int]], Iterable[List[Optional[np.ndarray]]]],
-                   view_of: Callable[[int], object],
-                   min_agreement: float = 0.5, frames_per_check: int = 8, min_masks: int = 3,
-                   label_cache_mb: float = 512.0, max_points: int = 2048) -> Int[np.ndarray, "N"]:
-    """Join communities that are one object seen from views that were never matched (a room revisited from the
-    other side): pixel correspondences cannot link opposite sides of an object, but its 3D points must fall inside
-    its silhouette in every view.
-
-    Two communities that never share a frame are joined when most of the back-projected points of each project
-    inside the other's masks in the other's frames (occlusion ignored: seen from the other side, the points are
-    hidden behind the object's own surface). Both directions must agree, so a small object hidden behind a large
-    one is not swallowed by it; identical duplicates stay apart because their points are elsewhere. Needs depth:
-    ``mask_points(frames)`` yields each listed frame's sampled 3D points per mask (``frames.mask_points``), in
-    order, and is consumed as a stream; ``view_of(f)`` gives frame f's :class:`View` (owner map and pose), read once
-    for its pose and again only when its community-label image has left a cache of ``label_cache_mb``.
-    Only communities of at least ``min_masks`` masks take part (those the final filter could keep on their
-    own): joining smaller fragments on 3D agreement alone made spurious labels (bench1000 rooms, seeds 0 and 5:
-    PQ 0.396 / 0.281 with every community, 0.431 / 0.292 from 3 masks) and, at 10,000 frames, most of the checks.
-    A community keeps at most ``max_points`` of its points (:class:`ThinnedPoints`, in frame order): the agreement
-    is a fraction, and 2,048 points hold it to about 1%, whereas an object seen in thousands of frames would
-    otherwise hold and project millions of points.
-    """
+def collect_points(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "N"], offsets: Int[np.ndarray, "F1"],
+                   mask_points: Callable[[List[int]], Iterable[List[Optional[np.ndarray]]]], min_masks: int = 3,
+                   max_points: int = 2048) -> Tuple[Dict[int, np.ndarray], Dict[int, List[int]]]:
+    """(3D points, sorted frames) of every community of at least ``min_masks`` masks that has points: the masks'
+    back-projected samples streamed in frame order (``mask_points(frames)``), thinned to ``max_points``."""
     ids, counts = np.unique(membership[membership >= 0], return_counts=True)
     ids = ids[counts >= min_masks].tolist()  # tiny communities are left to absorb_fragments
     order = np.argsort(membership, kind="stable")  # nodes of each community in increasing id order
@@ -75,8 +57,38 @@ def merge_revisits(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "
             if c in frames and pts_f[n - offsets[f]] is not None:
                 parts.setdefault(c, ThinnedPoints(max_points)).add(pts_f[n - offsets[f]])
     points = {c: p.points() for c, p in parts.items()}
-    frames = {c: frames[c] for c in points}
-    del parts
+    return points, {c: frames[c] for c in points}
+
+
+def merge_revisits(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "N"], offsets: Int[np.ndarray, "F1"],
+                   mask_points: Callable[[List[int]], Iterable[List[Optional[np.ndarray]]]],
+                   view_of: Callable[[int], object],
+                   min_agreement: float = 0.5, frames_per_check: int = 8, min_masks: int = 3,
+                   label_cache_mb: float = 512.0, max_points: int = 2048,
+                   collected: Optional[Tuple[Dict[int, np.ndarray], Dict[int, List[int]]]] = None
+                   ) -> Int[np.ndarray, "N"]:
+    """Join communities that are one object seen from views that were never matched (a room revisited from the
+    other side): pixel correspondences cannot link opposite sides of an object, but its 3D points must fall inside
+    its silhouette in every view.
+
+    Two communities that never share a frame are joined when most of the back-projected points of each project
+    inside the other's masks in the other's frames (occlusion ignored: seen from the other side, the points are
+    hidden behind the object's own surface). Both directions must agree, so a small object hidden behind a large
+    one is not swallowed by it; identical duplicates stay apart because their points are elsewhere. Needs depth:
+    ``mask_points(frames)`` yields each listed frame's sampled 3D points per mask (``frames.mask_points``), in
+    order, and is consumed as a stream; ``view_of(f)`` gives frame f's :class:`View` (owner map and pose), read once
+    for its pose and again only when its community-label image has left a cache of ``label_cache_mb``.
+    Only communities of at least ``min_masks`` masks take part (those the final filter could keep on their
+    own): joining smaller fragments on 3D agreement alone made spurious labels (bench1000 rooms, seeds 0 and 5:
+    PQ 0.396 / 0.281 with every community, 0.431 / 0.292 from 3 masks) and, at 10,000 frames, most of the checks.
+    A community keeps at most ``max_points`` of its points (:class:`ThinnedPoints`, in frame order): the agreement
+    is a fraction, and 2,048 points hold it to about 1%, whereas an object seen in thousands of frames would
+    otherwise hold and project millions of points. ``collected``: the result of :func:`collect_points` for these
+    arguments, when the caller needs the points too (read once).
+    """
+    if collected is None:
+        collected = collect_points(membership, frame_of, offsets, mask_points, min_masks, max_points)
+    points, frames = collected
     boxes = {c: (np.percentile(p, 5, axis=0), np.percentile(p, 95, axis=0)) for c, p in points.items()}
     label_images: "OrderedDict[int, np.ndarray]" = OrderedDict()
 

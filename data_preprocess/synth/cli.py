@@ -19,9 +19,9 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, Literal, Tuple
+from typing import Dict, Literal, Optional, Tuple
 
 import numpy as np
 import tyro
@@ -67,6 +67,10 @@ class SynthConfig:
     masks per frame), for scale tests; bench10000: the same with 10000 train frames (~40 minutes on 2 cores)."""
     seed: int = 0
     """Seed of the room layout, objects, textures, trajectory and frontend noise."""
+    frames: Optional[int] = None
+    """Train frames along the preset's camera loop (default: the preset's). The loop and the room stay the same, so
+    ``--preset demo --frames 1000`` is the demo room captured ten times as densely: its every 10th frame has the pose
+    of the 100-frame capture's frame (mask noise is drawn per frame)."""
     overwrite: bool = False
     """Replace an existing output folder."""
 
@@ -86,12 +90,14 @@ def _write_png(path: Path, image: np.ndarray) -> None:
         raise RuntimeError(f"could not write {path}")
 
 
-def generate(out: Path, preset_name: str, seed: int) -> Dict:
+def generate(out: Path, preset_name: str, seed: int, n_train: Optional[int] = None) -> Dict:
     """Render the scene into ``out`` (an empty or new folder); returns the synth.json metadata."""
     import cv2
     import pybullet
 
     preset = PRESETS[preset_name]
+    if n_train is not None:
+        preset = replace(preset, n_train=n_train)
     timings: Dict[str, float] = {}
     start = time.perf_counter()
     scene = RoomScene(seed, preset.object_range)
@@ -174,6 +180,8 @@ def main(cfg: SynthConfig) -> Dict:
     out = Path(cfg.out)
     if cfg.preset not in PRESETS:
         fail(f"unknown preset '{cfg.preset}'", None, f"use one of {', '.join(PRESETS)}")
+    if cfg.frames is not None and cfg.frames < 2:
+        fail(f"--frames {cfg.frames} is too few", None, "pass at least 2 train frames")
     if out.exists() and not cfg.overwrite:
         fail("output folder already exists", out, "pass another --out or add --overwrite")
     if out.exists() and not out.is_dir():
@@ -182,7 +190,7 @@ def main(cfg: SynthConfig) -> Dict:
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        meta = generate(tmp, cfg.preset, cfg.seed)
+        meta = generate(tmp, cfg.preset, cfg.seed, cfg.frames)
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             os.rename(out, old)
