@@ -11,7 +11,6 @@ Leiden communities with cannot-link splitting and filters (``communities.py``) -
 
 from __future__ import annotations
 
-import resource
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -37,6 +36,7 @@ from data_preprocess.frames import (
 from data_preprocess.graph import match_stage, mutual_best_edges, split_by_frame
 from data_preprocess.pairs import exhaustive_pairs, sequential_pairs, similarity_pairs
 from data_preprocess.rasterize import frame_labels, order_labels
+from data_preprocess.steps import Steps, peak_rss_mb
 from data_preprocess.stereo import stereo_depths
 from instance_nerfacto.core.dataset import load_dataset
 from instance_nerfacto.core.errors import fail, run_cli
@@ -129,23 +129,6 @@ class MapConfig:
     """Reuse cached pairs / matches under OUTPUT/.cache when parameters and inputs are unchanged."""
     quiet: bool = False
     """No progress bars and no summary."""
-
-
-def _peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-class _Steps:
-    """Records the wall time since the previous step and the process's peak RSS so far as ``<stage>.<step>``."""
-
-    def __init__(self, stage: str, timings: Dict[str, float], memory_mb: Dict[str, float]) -> None:
-        self.stage, self.timings, self.memory_mb, self.t = stage, timings, memory_mb, time.perf_counter()
-
-    def __call__(self, name: str) -> None:
-        now = time.perf_counter()
-        self.timings[f"{self.stage}.{name}"] = now - self.t
-        self.memory_mb[f"{self.stage}.{name}"] = _peak_rss_mb()
-        self.t = now
 
 
 def _log(cfg: MapConfig, msg: str) -> None:
@@ -260,7 +243,7 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     specs, offsets, area, touching = summarize_frames(cfg, specs, engine)
     n_masks = [s.n_masks for s in specs]
     timings["load"] = time.perf_counter() - t
-    memory_mb["load"] = _peak_rss_mb()
+    memory_mb["load"] = peak_rss_mb()
     matcher_name = cfg.matcher or ("depth" if ds.has_depth else "stereo")
     matcher_note = {"depth": "depth (dataset has depth maps)" if cfg.matcher is None else "depth",
                     "stereo": "stereo (no depth maps: depth triangulated from optical flow between posed frames)"
@@ -286,7 +269,7 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
         stereo_specs = stereo_stage(cfg, specs, inputs + image_inputs, output)
         dense_depth = False
         timings["stereo"] = time.perf_counter() - t
-        memory_mb["stereo"] = _peak_rss_mb()
+        memory_mb["stereo"] = peak_rss_mb()
 
     t = time.perf_counter()
     pair_params = {k: getattr(cfg, k) for k in ("pairs", "top_k", "min_pair_overlap", "window", "split")}
@@ -296,7 +279,7 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     if cached is None:
         cache.save("pairs", pkey, pairs=pairs)
     timings["pairs"] = time.perf_counter() - t
-    memory_mb["pairs"] = _peak_rss_mb()
+    memory_mb["pairs"] = peak_rss_mb()
     if matcher_name == "stereo":  # given to the frames after the pairs: holes would hide overlapping frames
         specs = stereo_specs
     if len(pairs) == 0:
@@ -312,15 +295,15 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     records, tri = match_stage(specs, pairs, matcher_name, cfg.weights, cache, mkey, engine,
                                progress=lambda it, n: _progress(it, cfg, f"matching ({matcher_name})", n))
     timings["matching"] = time.perf_counter() - t
-    memory_mb["matching"] = _peak_rss_mb()
+    memory_mb["matching"] = peak_rss_mb()
 
     t = time.perf_counter()
     edges, weights = mutual_best_edges(records, frame_of, cfg.min_score, cfg.min_shared)
     timings["graph"] = time.perf_counter() - t
-    memory_mb["graph"] = _peak_rss_mb()
+    memory_mb["graph"] = peak_rss_mb()
 
     t = time.perf_counter()
-    step = _Steps("communities", timings, memory_mb)  # each step's time and the peak so far, under communities.*
+    step = Steps("communities", timings, memory_mb)  # each step's time and the peak so far, under communities.*
     n_nodes = int(offsets[-1])
     membership = comm.leiden(n_nodes, edges, weights, cfg.resolution, cfg.seed)
     n_communities = len(np.unique(membership))
@@ -337,14 +320,14 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
                                            records.total_a, records.total_b, touching, cfg.absorb_vote)
     step("absorb")
     agreement = cfg.revisit_agreement if cfg.revisit_agreement is not None else (0.5 if dense_depth else 0.25)
-    sparse = None if dense_depth else split_by_frame(tri, len(specs))
     views_have_depth = all(s.depth_path is not None for s in specs)  # depth maps of the dataset or of stereo
+    sparse = None if views_have_depth else split_by_frame(tri, len(specs))
 
     def frame_points(fs: List[int], source):  # streamed in frame order: no list of every frame's points
         return engine.map(mask_points, ((specs[f], None if source is None else source[f]) for f in fs), chunk=16)
 
     collected, before_revisits = None, membership
-    if agreement <= 1.0 and (dense_depth or len(tri[0])):
+    if agreement <= 1.0 and (views_have_depth or len(tri[0])):
         min_masks = cfg.revisit_min_masks
         if min_masks is None:
             min_masks = max(cfg.min_size, cfg.min_frames) if len(specs) >= 1000 else 1
@@ -357,7 +340,7 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     membership = comm.filter_communities(membership, frame_of, cfg.min_size, cfg.min_frames)
     n_supported = None
     if cfg.min_detection_rate > 0 and views_have_depth:
-        if collected is not None and dense_depth:  # the revisit stage's points, on the same depth maps
+        if collected is not None and sparse is None:  # the revisit stage's points, on the same depth maps
             points = support.support_points(collected[0], membership, before_revisits)
         else:
             points = support.support_points(revisits.collect_points(
@@ -368,7 +351,7 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
         n_supported = len(np.unique(membership[membership >= 0]))
     step("support")
     timings["communities"] = time.perf_counter() - t
-    memory_mb["communities"] = _peak_rss_mb()
+    memory_mb["communities"] = peak_rss_mb()
 
     t = time.perf_counter()
     node_label, stats = order_labels(membership, frame_of, area)
@@ -386,7 +369,7 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     for stem in sorted(stale - set(stems)):
         (output / f"{stem}.png").unlink(missing_ok=True)
     timings["write"] = time.perf_counter() - t
-    memory_mb["write"] = _peak_rss_mb()
+    memory_mb["write"] = peak_rss_mb()
     timings["total"] = time.perf_counter() - t_start
 
     summary = {
@@ -395,7 +378,7 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
         "communities_after_split": n_split, "communities_after_merge": n_merged,
         "communities_after_revisits": n_revisit, "communities_supported": n_supported, "labels": len(stats),
     }
-    peak_mb = _peak_rss_mb()
+    peak_mb = peak_rss_mb()
     meta = write_labels_json(  # last: its presence marks a complete output
         output, len(stats), stats, stems, matcher=matcher_name, pairs=cfg.pairs, summary=summary,
         parameters={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
