@@ -74,8 +74,8 @@ def bench_room(scene: Path, runs: List[str], work: Path) -> Dict[str, Dict]:
     out: Dict[str, Dict] = {}
     for run in runs:
         data = scene if run == "depth" else no_depth_copy(scene, work / f"{scene.name}-nodepth")
-        res = run_map(data, work / f"{scene.name}-{run}")
-        res["pq"] = things_pq(work / f"{scene.name}-{run}", scene)
+        res = run_map(data, work / f"{scene.name}-out-{run}")
+        res["pq"] = things_pq(work / f"{scene.name}-out-{run}", scene)
         res["oracle"] = oracle
         line = (f"  {run:<8} PQ {res['pq']:.3f} = {res['pq'] / max(oracle, 1e-9):.3f} x oracle, {res['labels']} labels,"
                 f" wall {res['wall_s']:.1f} s (cpu {res['cpu_s']:.1f} s, load {res['load']:.1f}), "
@@ -85,7 +85,7 @@ def bench_room(scene: Path, runs: List[str], work: Path) -> Dict[str, Dict]:
             stems = every_kth(data, sub, 10)
             run_map(sub, work / f"{scene.name}-{run}-every10-out")
             res["pq_every10_run"] = things_pq(work / f"{scene.name}-{run}-every10-out", scene, stems)
-            res["pq_full_on_every10"] = things_pq(work / f"{scene.name}-{run}", scene, stems)
+            res["pq_full_on_every10"] = things_pq(work / f"{scene.name}-out-{run}", scene, stems)
             line += (f"\n           every-10th frames: own run PQ {res['pq_every10_run']:.3f}, full run on them "
                      f"{res['pq_full_on_every10']:.3f} (diff {res['pq_full_on_every10'] - res['pq_every10_run']:+.3f})")
         print(line)

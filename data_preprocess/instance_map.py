@@ -223,7 +223,7 @@ def stereo_stage(cfg: MapConfig, specs: List[FrameSpec], inputs: list, output: P
     """Depth of every frame estimated from the images and poses (``stereo.py``), saved once per input and parameter
     set under ``<output>/.cache/stereo-<key>/<stem>.npy`` (metres, 0 = unknown); the frames then point at it, so the
     pair tasks and the revisit stage read it like a depth map, in any process."""
-    params = {"k": cfg.stereo_neighbours, "min_agree": cfg.stereo_min_agree, "split": cfg.split}
+    params = {"k": cfg.stereo_neighbours, "min_agree": cfg.stereo_min_agree, "split": cfg.split, "spread": 2}
     key = cache_key("stereo", {**params, "stems": [s.stem for s in specs]}, inputs)
     folder = output / ".cache" / f"stereo-{key}"
     paths = [folder / f"{s.stem}.npy" for s in specs]
