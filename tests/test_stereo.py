@@ -143,6 +143,25 @@ def test_neighbours_skip_zero_baseline_and_far_frames() -> None:
     assert nb[0] == [2, 3] and 5 not in sum(nb[:5], [])  # nearest usable baselines; 1.2 m away is off the wall
 
 
+def test_neighbours_keep_their_baselines_on_a_denser_capture() -> None:
+    """Cameras on a circle of 3 m looking at its centre, 3 degrees apart and 0.3 degrees apart (ten times the
+    frames): the chosen neighbours are at least min_angle apart from each other, so the dense arc keeps angles like
+    the sparse one's (3 and 6 degrees) instead of four frames just above min_angle (2.1 and 2.4 degrees)."""
+    def arc(theta_deg: float, name: str) -> View:
+        c2w = pose(0.0, -theta_deg)
+        c2w[:3, 3] = -3.0 * c2w[:3, 2]  # 3 m behind the centre, along the optical axis
+        return view(c2w, Path(name))
+
+    sparse = [arc(3.0 * k, f"s{k}.png") for k in range(-4, 5)]
+    dense = [arc(0.3 * k, f"d{k}.png") for k in range(-40, 41)]
+    nb_sparse = stereo.stereo_neighbours(sparse, k=4, min_angle_deg=2.0)[4]
+    nb_dense = stereo.stereo_neighbours(dense, k=4, min_angle_deg=2.0)[40]
+    assert sorted(nb_sparse) == [2, 3, 5, 6]  # +-3 and +-6 degrees
+    angles = sorted(0.3 * (j - 40) for j in nb_dense)
+    assert len(angles) == 4 and min(abs(a) for a in angles) >= 2.0
+    assert min(b - a for a, b in zip(angles, angles[1:])) >= 2.0 - 1e-9 and max(abs(a) for a in angles) >= 4.0
+
+
 @pytest.fixture(scope="module")
 def no_depth_tiny(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("nodepth") / "tiny"
