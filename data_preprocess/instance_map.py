@@ -230,10 +230,8 @@ def stereo_stage(cfg: MapConfig, specs: List[FrameSpec], inputs: list, output: P
     if not all(p.is_file() for p in paths):
         views = [pose_view(s) for s in specs]  # images and poses only, also when the dataset has depth maps
         nbrs = stereo_neighbours(views, cfg.stereo_neighbours, overlaps=overlaps)
-        depths, _ = stereo_depths(views, cfg.stereo_neighbours, min_agree=cfg.stereo_min_agree, neighbours=nbrs,
-                                  workers=cfg.workers)
-        for path, depth in zip(paths, depths):
-            atomic_save_npy(path, depth.astype(np.float32))
+        stereo_depths(views, cfg.stereo_neighbours, min_agree=cfg.stereo_min_agree, neighbours=nbrs,
+                      workers=cfg.workers, on_depth=lambda i, depth: atomic_save_npy(paths[i], depth))  # streamed
     return [replace(s, depth_path=p, stamp=s.stamp + ((p.stat().st_size, p.stat().st_mtime_ns),))
             for s, p in zip(specs, paths)]
 
