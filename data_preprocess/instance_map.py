@@ -35,7 +35,7 @@ from data_preprocess.pairs import exhaustive_pairs, sequential_pairs, similarity
 from data_preprocess.rasterize import frame_labels, order_labels
 from data_preprocess.steps import Steps, peak_rss_mb
 from data_preprocess.stereo import stereo_depths, stereo_neighbours
-from instance_nerfacto.core.dataset import load_dataset
+from instance_nerfacto.core.dataset import check_depth_listing, load_dataset
 from instance_nerfacto.core.errors import fail, run_cli
 from instance_nerfacto.core.files import atomic_save_npy, atomic_write_png
 from instance_nerfacto.core.masks import MASK_SUFFIXES, find_mask_file
@@ -142,6 +142,7 @@ def _progress(items, cfg: MapConfig, desc: str, total: Optional[int] = None):
 def load_frames(cfg: MapConfig, mask_dir: Path):
     """Dataset, selected frames, use of depth maps, and one :class:`FrameSpec` per frame (paths, pose); InputError
     on missing/extra mask files. Mask contents are checked by the per-frame stage (:func:`summarize_frames`)."""
+    check_depth_listing(cfg.data / "transforms.json")  # the rule of ns-train: depth for every frame or for none
     ds = load_dataset(cfg.data)
     frames = ds.split(cfg.split)
     if not frames:

@@ -469,3 +469,17 @@ def test_helpers_catch_a_traceback_and_a_modified_input(tmp_path: Path) -> None:
     (tmp_path / "partial.png").write_text("half")
     with pytest.raises(AssertionError, match="left behind"):
         assert_unchanged(before, [tmp_path])
+
+
+def test_instance_map_refuses_depth_listed_for_only_some_frames(tiny_scene: Path, tmp_path: Path) -> None:
+    """The rule ns-train applies (depth_file_path on every frame or on none), not a quiet switch to stereo."""
+    data = Path(shutil.copytree(tiny_scene, tmp_path / "room"))
+    meta = json.loads((data / "transforms.json").read_text())
+    del meta["frames"][3]["depth_file_path"]
+    (data / "transforms.json").write_text(json.dumps(meta))
+    before = (data / "transforms.json").read_bytes()
+    proc = subprocess.run([sys.executable, "-c", "from data_preprocess.instance_map import entrypoint; entrypoint()",
+                           "--data", str(data)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "depth maps for 37 of 38 frames" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and (data / "transforms.json").read_bytes() == before
+    assert not (data / "pseudolabels").exists()
