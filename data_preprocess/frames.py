@@ -149,13 +149,11 @@ def _rows_task(rows: np.ndarray, cams: dict, min_score: float, max_partners: int
                         max_partners=max_partners)
 
 
-def pose_pairs_sparse(specs, min_overlap: float, top_k: int, engine, rows_per_task: int = 16,
-                      with_overlaps: bool = False):
+def pose_pairs_sparse(specs, min_overlap: float, top_k: int, engine,
+                      rows_per_task: int = 16) -> Int[np.ndarray, "P 2"]:
     """:func:`pose_pairs` for many frames: rows of the overlap matrix as per-frame tasks on ``engine`` (the raw depth
     maps go to the object store once), kept sparse (only entries that reach ``min_overlap``, at most
-    ``PARTNERS_PER_TOP_K x top_k`` per frame, so memory grows with the frames, not with the pairs that overlap).
-    ``with_overlaps``: also return those directed entries ``(i, j, score)`` (the stereo stage picks its neighbours
-    from them)."""
+    ``PARTNERS_PER_TOP_K x top_k`` per frame, so memory grows with the frames, not with the pairs that overlap)."""
     K, c2w, size = _cam_arrays(specs)
     depth_mm = proxies = None
     if all(s.depth_path is not None for s in specs):
@@ -172,5 +170,4 @@ def pose_pairs_sparse(specs, min_overlap: float, top_k: int, engine, rows_per_ta
     common = {"cams": cams, "min_score": min_overlap, "max_partners": PARTNERS_PER_TOP_K * top_k}
     parts = list(engine.map(_rows_task, blocks, common=common))
     i, j, s = (np.concatenate([p[k] for p in parts]) for k in range(3))
-    pairs = select_sparse_pairs(i, j, s, n, min_overlap, top_k)
-    return (pairs, (i, j, s)) if with_overlaps else pairs
+    return select_sparse_pairs(i, j, s, n, min_overlap, top_k)

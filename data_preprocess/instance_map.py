@@ -1,10 +1,13 @@
 """``instance-map``: associate per-frame 2D instance masks into 3D-consistent pseudolabels (InstanceMap, 3DIML).
 
-Stages (each a pure function in its own module, hloc style, cached under ``<output>/.cache``): pairs (``pairs.py``)
--> stereo depth when the dataset has none (``stereo.py``) -> correspondences and mask overlaps (``matching.py``,
-``graph.py``) -> mutual-best edges -> Leiden communities, cannot-link splits, merges (``communities.py``,
-``revisits.py``) -> filters and the detection rate (``support.py``) -> labels ordered by mean area (``rasterize.py``)
--> ``<output>/<stem>.png`` (uint16, 0 = unlabelled) and ``<output>/labels.json``."""
+    instance-map --data data/room                       # depth matcher when depth/ exists, stereo otherwise
+    instance-map --data data/room --matcher sift --pairs exhaustive
+
+Stages (each a pure function in its own module, hloc style, cached under ``<output>/.cache``): pairs
+(``pairs.py``) -> correspondences and mask overlap counts (``matching.py``, ``graph.py``) -> mutual-best edges ->
+Leiden communities with cannot-link splitting and filters (``communities.py``) -> labels ordered by mean area
+(``rasterize.py``) -> ``<output>/<stem>.png`` (uint16, 0 = unlabelled) and ``<output>/labels.json``.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ from data_preprocess.graph import match_stage, mutual_best_edges, split_by_frame
 from data_preprocess.pairs import exhaustive_pairs, sequential_pairs, similarity_pairs
 from data_preprocess.rasterize import frame_labels, order_labels
 from data_preprocess.steps import Steps, peak_rss_mb
-from data_preprocess.stereo import stereo_depths, stereo_neighbours
+from data_preprocess.stereo import stereo_depths
 from instance_nerfacto.core.dataset import check_depth_listing, load_dataset
 from instance_nerfacto.core.errors import fail, run_cli
 from instance_nerfacto.core.files import atomic_save_npy, atomic_write_png
@@ -184,21 +187,19 @@ def summarize_frames(cfg: MapConfig, specs: List[FrameSpec], engine):
     return specs, offsets, np.concatenate(areas) if areas else np.zeros(0), touching
 
 
-def choose_pairs(cfg: MapConfig, specs: List[FrameSpec], engine) -> Dict[str, np.ndarray]:
-    """{"pairs": (P, 2)} and, for pose pairs, the directed overlaps behind them (overlap_i, overlap_j, overlap_s)."""
+def choose_pairs(cfg: MapConfig, specs: List[FrameSpec], engine) -> np.ndarray:
     if cfg.pairs == "pose":
-        pairs, (i, j, s) = pose_pairs_sparse(specs, cfg.min_pair_overlap, cfg.top_k, engine, with_overlaps=True)
-        return {"pairs": pairs, "overlap_i": i, "overlap_j": j, "overlap_s": s}
+        return pose_pairs_sparse(specs, cfg.min_pair_overlap, cfg.top_k, engine)
     if cfg.pairs == "exhaustive":
-        return {"pairs": exhaustive_pairs(len(specs))}
+        return exhaustive_pairs(len(specs))
     if cfg.pairs == "sequential":
-        return {"pairs": sequential_pairs(len(specs), cfg.window)}
+        return sequential_pairs(len(specs), cfg.window)
     from data_preprocess.netvlad import netvlad_descriptors
 
     if cfg.netvlad_weights is None:
         fail("--pairs netvlad needs --netvlad-weights", None, "pass a local NetVLAD checkpoint or use --pairs pose")
     desc = netvlad_descriptors([s.image_path for s in specs], cfg.netvlad_weights)
-    return {"pairs": similarity_pairs(desc, cfg.min_pair_overlap, cfg.top_k)}
+    return similarity_pairs(desc, cfg.min_pair_overlap, cfg.top_k)
 
 
 def main(cfg: MapConfig) -> Dict:
@@ -219,8 +220,7 @@ def main(cfg: MapConfig) -> Dict:
         engine.close()
 
 
-def stereo_stage(cfg: MapConfig, specs: List[FrameSpec], inputs: list, output: Path,
-                 overlaps: Optional[tuple] = None) -> List[FrameSpec]:
+def stereo_stage(cfg: MapConfig, specs: List[FrameSpec], inputs: list, output: Path) -> List[FrameSpec]:
     """Depth of every frame estimated from the images and poses (``stereo.py``), saved once per input and parameter
     set under ``<output>/.cache/stereo-<key>/<stem>.npy`` (metres, 0 = unknown); the frames then point at it, so the
     pair tasks and the revisit stage read it like a depth map, in any process."""
@@ -230,9 +230,8 @@ def stereo_stage(cfg: MapConfig, specs: List[FrameSpec], inputs: list, output: P
     paths = [folder / f"{s.stem}.npy" for s in specs]
     if not all(p.is_file() for p in paths):
         views = [pose_view(s) for s in specs]  # images and poses only, also when the dataset has depth maps
-        nbrs = stereo_neighbours(views, cfg.stereo_neighbours, overlaps=overlaps)
-        stereo_depths(views, cfg.stereo_neighbours, min_agree=cfg.stereo_min_agree, neighbours=nbrs,
-                      workers=cfg.workers, on_depth=lambda i, depth: atomic_save_npy(paths[i], depth))  # streamed
+        stereo_depths(views, cfg.stereo_neighbours, min_agree=cfg.stereo_min_agree, workers=cfg.workers,
+                      on_depth=lambda i, depth: atomic_save_npy(paths[i], depth))  # streamed, not held
     return [replace(s, depth_path=p, stamp=s.stamp + ((p.stat().st_size, p.stat().st_mtime_ns),))
             for s, p in zip(specs, paths)]
 
@@ -246,9 +245,9 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     timings["load"] = time.perf_counter() - t
     memory_mb["load"] = peak_rss_mb()
     matcher_name = cfg.matcher or ("depth" if ds.has_depth else "stereo")
-    matcher_note = matcher_name if cfg.matcher else {"depth": "depth (dataset has depth maps)", "stereo": "stereo (no "
-                                                     "depth maps: depth triangulated from optical flow between posed "
-                                                     "frames)"}[matcher_name]
+    matcher_note = {"depth": "depth (dataset has depth maps)" if cfg.matcher is None else "depth",
+                    "stereo": "stereo (no depth maps: depth triangulated from optical flow between posed frames)"
+                    if cfg.matcher is None else "stereo"}.get(matcher_name, matcher_name)
     if matcher_name == "depth" and not ds.has_depth:
         missing = next((f for f in ds.frames if f.depth_path is None or not f.depth_path.exists()), None)
         where = missing.depth_path if missing is not None and missing.depth_path is not None else \
@@ -265,23 +264,24 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
                               [f.depth_path for f in frames])
     image_inputs = file_fingerprint([s.image_path for s in specs]) \
         if matcher_name in ("stereo", "flow", "sift", "loftr") else []
-    t = time.perf_counter()
-    pair_params = {k: getattr(cfg, k) for k in ("pairs", "top_k", "min_pair_overlap", "window", "split")}
-    pkey = cache_key("pairs", {**pair_params, "stems": stems}, inputs)
-    chosen = cache.load("pairs", pkey)
-    if chosen is None or (cfg.pairs == "pose" and "overlap_i" not in chosen):  # older caches hold no overlaps
-        chosen = choose_pairs(cfg, specs, engine)
-        cache.save("pairs", pkey, **chosen)
-    pairs = chosen["pairs"]
-    timings["pairs"] = time.perf_counter() - t
-    memory_mb["pairs"] = peak_rss_mb()
-    if matcher_name == "stereo":  # after the pairs, from their overlaps; stereo depth is not used for the pairs
+    if matcher_name == "stereo":
         t = time.perf_counter()
-        overlaps = tuple(chosen[k] for k in ("overlap_i", "overlap_j", "overlap_s")) if "overlap_i" in chosen else None
-        specs = stereo_stage(cfg, specs, inputs + image_inputs, output, overlaps)
+        stereo_specs = stereo_stage(cfg, specs, inputs + image_inputs, output)
         dense_depth = False
         timings["stereo"] = time.perf_counter() - t
         memory_mb["stereo"] = peak_rss_mb()
+
+    t = time.perf_counter()
+    pair_params = {k: getattr(cfg, k) for k in ("pairs", "top_k", "min_pair_overlap", "window", "split")}
+    pkey = cache_key("pairs", {**pair_params, "stems": stems}, inputs)
+    cached = cache.load("pairs", pkey)
+    pairs = cached["pairs"] if cached is not None else choose_pairs(cfg, specs, engine)
+    if cached is None:
+        cache.save("pairs", pkey, pairs=pairs)
+    timings["pairs"] = time.perf_counter() - t
+    memory_mb["pairs"] = peak_rss_mb()
+    if matcher_name == "stereo":  # given to the frames after the pairs: holes would hide overlapping frames
+        specs = stereo_specs
     if len(pairs) == 0:
         fail(f"no two of the {len(specs)} frames overlap (pairs: {cfg.pairs})", cfg.data / "transforms.json",
              "check the poses, lower --min-pair-overlap, or use --pairs exhaustive")

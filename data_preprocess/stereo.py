@@ -21,8 +21,7 @@ from data_preprocess.pairs import View, overlap_matrix, proxy_depth
 
 
 def stereo_neighbours(views: List[View], k: int = 4, min_angle_deg: float = 2.0, max_angle_deg: float = 20.0,
-                      min_overlap: float = 0.5,
-                      overlaps: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None) -> List[List[int]]:
+                      min_overlap: float = 0.5) -> List[List[int]]:
     """Per frame, up to ``k`` other frames that overlap it most among those seen at a usable triangulation angle and
     at least ``min_angle_deg`` from each other.
 
@@ -31,45 +30,33 @@ def stereo_neighbours(views: List[View], k: int = 4, min_angle_deg: float = 2.0,
     neighbours keeps the baselines the same however densely the room was captured: without it a 1,000-frame capture
     took four frames just above ``min_angle_deg`` (along a loop at 100 frames, +-1 and +-2 frames: about 2.7 and 5.5
     degrees), so its depth had half the baseline of the same loop at 100 frames.
-
-    ``overlaps``: the directed pose overlaps ``(i, j, score)`` on proxy depths that the pose-pair stage computed
-    (``pairs.overlap_rows``, sparse, linear in the frames); without them the dense :func:`overlap_matrix` is computed
-    here (quadratic: 80 s at 1,000 frames).
     """
     n = len(views)
     if n < 2:
         return [[] for _ in views]
-    if overlaps is None:
-        dense = overlap_matrix(views)
-        i_, j_ = np.nonzero(dense >= min_overlap)
-        overlaps = (i_, j_, dense[i_, j_])
-    i_, j_, s_ = (np.asarray(a) for a in overlaps)
-    back = dict(zip((i_ * n + j_).tolist(), s_.tolist()))
-    sym = np.array([min(s, back.get(j * n + i, -1.0)) for i, j, s in zip(i_.tolist(), j_.tolist(), s_.tolist())])
-    keep = sym >= min_overlap
-    rows, cols, sym = i_[keep], j_[keep], sym[keep]
+    overlap = overlap_matrix(views)
+    sym = np.minimum(overlap, overlap.T)
     depth = proxy_depth(views)
     centres = np.stack([v.c2w_cv[:3, 3] for v in views])
     focus = centres + depth[:, None] * np.stack([v.c2w_cv[:3, 2] for v in views])
-    order = np.lexsort((cols, -sym, rows))  # per frame: most overlapping first, ties by frame index
-    starts = np.searchsorted(rows[order], np.arange(n + 1))
     out = []
     for i in range(n):
-        cand = cols[order[starts[i]:starts[i + 1]]]
         ra = centres[i] - focus[i]
-        rb = centres[cand] - focus[i]
+        rb = centres - focus[i]
         cos = (rb @ ra) / np.maximum(np.linalg.norm(rb, axis=1) * np.linalg.norm(ra), 1e-12)
         angle = np.degrees(np.arccos(np.clip(cos, -1, 1)))
-        ok = (angle >= min_angle_deg) & (angle <= max_angle_deg) & (cand != i)
+        ok = (angle >= min_angle_deg) & (angle <= max_angle_deg) & (sym[i] >= min_overlap)
+        ok[i] = False
+        cand = np.flatnonzero(ok)
         chosen: List[int] = []
-        for j in np.flatnonzero(ok).tolist():
+        for j in cand[np.argsort(-sym[i, cand], kind="stable")].tolist():
             if len(chosen) == k:
                 break
             rc = rb[chosen] / np.linalg.norm(rb[chosen], axis=1, keepdims=True)
             spread = np.degrees(np.arccos(np.clip(rc @ (rb[j] / np.linalg.norm(rb[j])), -1, 1)))
             if not chosen or spread.min() >= min_angle_deg:
                 chosen.append(j)
-        out.append(cand[chosen].tolist())
+        out.append(chosen)
     return out
 
 
