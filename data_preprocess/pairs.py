@@ -215,7 +215,7 @@ def overlap_rows(rows: Int[np.ndarray, "R"], K: Float[np.ndarray, "F 3 3"], c2w:
             bound += inside * len(pts)
         cand = np.flatnonzero(bound >= min_score * len(u) - 1e-9)
         cand = cand[cand != i]
-        visible = partial(_visible_counts, K=K, w2c=w2c, size=size, depth_mm=depth_mm, depth_tol=depth_tol,
+        visible = partial(visible_counts, K=K, w2c=w2c, size=size, depth_mm=depth_mm, depth_tol=depth_tol,
                           chunk=chunk)
         if 0 < max_partners and len(cand) > COARSE_ABOVE * max_partners:
             # a frame inside a long capture of one room: rank the candidates on a sparser grid of samples (ties,
@@ -239,7 +239,7 @@ def overlap_rows(rows: Int[np.ndarray, "R"], K: Float[np.ndarray, "F 3 3"], c2w:
     return _cat(out_i, np.int64), _cat(out_j, np.int64), _cat(out_s, np.float32)
 
 
-def _visible_counts(world: Float[np.ndarray, "P 3"], js: Int[np.ndarray, "C"], K: np.ndarray, w2c: np.ndarray,
+def visible_counts(world: Float[np.ndarray, "P 3"], js: Int[np.ndarray, "C"], K: np.ndarray, w2c: np.ndarray,
                     size: np.ndarray, depth_mm: Optional[np.ndarray], depth_tol: float,
                     chunk: int) -> Int[np.ndarray, "C"]:
     """How many of the points ``world`` land in the image of each camera ``js`` (in front, and with depth within

@@ -17,11 +17,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 from jaxtyping import Float, Int
 
-from data_preprocess.pairs import View, overlap_matrix, proxy_depth
+from data_preprocess.pairs import View, backproject, proxy_depth, visible_counts
 
 
 def stereo_neighbours(views: List[View], k: int = 4, min_angle_deg: float = 2.0, max_angle_deg: float = 20.0,
-                      min_overlap: float = 0.5) -> List[List[int]]:
+                      min_overlap: float = 0.5, max_candidates: int = 64) -> List[List[int]]:
     """Per frame, up to ``k`` other frames that overlap it most among those seen at a usable triangulation angle and
     at least ``min_angle_deg`` from each other.
 
@@ -30,26 +30,48 @@ def stereo_neighbours(views: List[View], k: int = 4, min_angle_deg: float = 2.0,
     neighbours keeps the baselines the same however densely the room was captured: without it a 1,000-frame capture
     took four frames just above ``min_angle_deg`` (along a loop at 100 frames, +-1 and +-2 frames: about 2.7 and 5.5
     degrees), so its depth had half the baseline of the same loop at 100 frames.
+
+    Overlaps (as :func:`overlap_matrix`, on proxy depths) are scored only for the ``max_candidates`` frames of
+    smallest usable angle, both ways: the whole matrix grew with the square of the capture (80 s at 1,000 frames).
     """
     n = len(views)
     if n < 2:
         return [[] for _ in views]
-    overlap = overlap_matrix(views)
-    sym = np.minimum(overlap, overlap.T)
     depth = proxy_depth(views)
     centres = np.stack([v.c2w_cv[:3, 3] for v in views])
     focus = centres + depth[:, None] * np.stack([v.c2w_cv[:3, 2] for v in views])
+    K = np.stack([v.K for v in views])
+    w2c = np.linalg.inv(np.stack([v.c2w_cv for v in views]))
+    size = np.array([(v.height, v.width) for v in views], dtype=np.int64)
+    samples: Dict[int, np.ndarray] = {}
+    fraction: Dict[Tuple[int, int], float] = {}
+
+    def overlap(i: int, js: np.ndarray) -> np.ndarray:
+        """Fraction of frame i's samples (every 8th pixel at its proxy depth) in view of each frame of ``js``."""
+        if i not in samples:
+            vi = views[i]
+            vv, uu = np.mgrid[4:vi.height:8, 4:vi.width:8]
+            samples[i] = backproject(vi, uu.ravel().astype(np.float64), vv.ravel().astype(np.float64),
+                                     np.full(uu.size, depth[i]))
+        todo = np.array([j for j in js.tolist() if (i, j) not in fraction], dtype=np.int64)
+        if len(todo):
+            counts = visible_counts(samples[i], todo, K, w2c, size, None, 0.1, 2048)
+            fraction.update(zip(((i, j) for j in todo.tolist()), (counts / len(samples[i])).tolist()))
+        return np.array([fraction[(i, j)] for j in js.tolist()])
+
     out = []
     for i in range(n):
         ra = centres[i] - focus[i]
         rb = centres - focus[i]
         cos = (rb @ ra) / np.maximum(np.linalg.norm(rb, axis=1) * np.linalg.norm(ra), 1e-12)
         angle = np.degrees(np.arccos(np.clip(cos, -1, 1)))
-        ok = (angle >= min_angle_deg) & (angle <= max_angle_deg) & (sym[i] >= min_overlap)
-        ok[i] = False
-        cand = np.flatnonzero(ok)
+        usable = np.flatnonzero((angle >= min_angle_deg) & (angle <= max_angle_deg) & (np.arange(n) != i))
+        cand = np.sort(usable[np.argsort(angle[usable], kind="stable")[:max_candidates]])
+        sym = np.minimum(overlap(i, cand), [overlap(int(j), np.array([i]))[0] for j in cand.tolist()]) \
+            if len(cand) else np.zeros(0)
+        cand, sym = cand[sym >= min_overlap], sym[sym >= min_overlap]
         chosen: List[int] = []
-        for j in cand[np.argsort(-sym[i, cand], kind="stable")].tolist():
+        for j in cand[np.argsort(-sym, kind="stable")].tolist():
             if len(chosen) == k:
                 break
             rc = rb[chosen] / np.linalg.norm(rb[chosen], axis=1, keepdims=True)

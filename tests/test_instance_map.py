@@ -347,13 +347,13 @@ def test_pose_pairs_of_a_long_capture_rank_candidates_on_a_subsample(monkeypatch
     views = [pairs.View(f"f{k}", K, c2w[k], np.zeros((h, w), np.int16), Path("unused"), depth) for k in range(n)]
     dense = pairs.overlap_matrix(views)
     calls = []
-    exact_counts = pairs._visible_counts
+    exact_counts = pairs.visible_counts
 
     def counting(world, js, **kw):
         calls.append((len(world), len(js)))
         return exact_counts(world, js, **kw)
 
-    monkeypatch.setattr(pairs, "_visible_counts", counting)
+    monkeypatch.setattr(pairs, "visible_counts", counting)
     args = (np.arange(n), np.tile(K, (n, 1, 1)), c2w, np.tile([h, w], (n, 1)),
             np.tile(np.round(depth * 1000).astype(np.uint16), (n, 1, 1)), None, 0.3)
     i, j, s = pairs.overlap_rows(*args, max_partners=2)
