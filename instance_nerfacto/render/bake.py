@@ -45,12 +45,17 @@ def bake_density_grid(
     return densities.reshape(resolution, resolution, resolution)
 
 
+def cache_path(checkpoint: Path, step: int, resolution: int) -> Path:
+    """Where the baked grid of a checkpoint step is cached: ``<run dir>/label_render_cache/``."""
+    run_dir = Path(checkpoint).parent.parent
+    return run_dir / "label_render_cache" / f"density_grid_v{BAKE_VERSION}_step-{step:09d}_res{resolution}.pt"
+
+
 def cached_density_grid(field: InstanceNerfactoField, checkpoint: Path, step: int, resolution: int) -> Tensor:
     """The baked grid for this checkpoint step, loaded from ``<run dir>/label_render_cache/density_grid_*.pt`` or
     baked and saved there (atomically) the first time. Not in ``nerfstudio_models/``: nerfstudio parses every file
     name there as a checkpoint step."""
-    run_dir = Path(checkpoint).parent.parent
-    cache = run_dir / "label_render_cache" / f"density_grid_v{BAKE_VERSION}_step-{step:09d}_res{resolution}.pt"
+    cache = cache_path(checkpoint, step, resolution)
     if cache.is_file():
         try:
             return torch.load(cache, map_location="cpu", weights_only=True)
@@ -251,7 +256,10 @@ def bake_callback(attributes, resolution: int = DEFAULT_GRID_RESOLUTION):
             return
         checkpoint = Path(trainer.checkpoint_dir) / f"step-{step:09d}.ckpt"
         with torch.no_grad():
-            cached_density_grid(pipeline.model.field, checkpoint, step, resolution)
+            grid = cached_density_grid(pipeline.model.field, checkpoint, step, resolution)
         print(f"instance-nerfacto: baked the {resolution}^3 density grid for fast label rendering")
+        attach = getattr(pipeline, "attach_checkpoint", None)
+        if callable(attach):  # training is over: the viewer left open after it renders from the grid too
+            attach(checkpoint, step, grid)
 
     return TrainingCallback(where_to_run=[TrainingCallbackLocation.AFTER_TRAIN], func=run)

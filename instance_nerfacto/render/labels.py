@@ -47,7 +47,7 @@ class LabelRenderer:
         if downscale > 1:
             camera.rescale_output_resolution(1.0 / downscale)
         if self.full_render:
-            outputs = self.model.get_outputs_for_camera(camera)
+            outputs = self.model.full_outputs_for_camera(camera)
             ids = outputs["instance_logits"].argmax(dim=-1) + 1
             depth = outputs["depth"][..., 0]
         else:
