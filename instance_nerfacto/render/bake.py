@@ -175,6 +175,46 @@ def grid_weights(
     return points, mids, weights, accumulation
 
 
+MIN_TRANSMITTANCE = 1e-6
+"""A ray stops marching once less than this much light passes: later samples weigh less, so they change the top-k
+composite by < 1e-6 (and the 192-sample march of a room view ends near the first wall it meets)."""
+
+
+def march_weights(
+    grid: Float[Tensor, "R R R"],
+    field: InstanceNerfactoField,
+    origins: Float[Tensor, "N 3"],
+    directions: Float[Tensor, "N 3"],
+    num_samples: int,
+    near: float,
+    far: float,
+    segment: int = 32,
+) -> Tuple[Float[Tensor, "N S"], Float[Tensor, "S"]]:
+    """The volume-rendering weights of :func:`grid_weights` (the same bins and values), marched front to back
+    ``segment`` samples at a time: rays whose transmittance fell below :data:`MIN_TRANSMITTANCE` stop, and their
+    later samples get weight 0. Returns the weights and the sample distances (mids)."""
+    contracted = field.spatial_distortion is not None
+    edges = ray_bin_edges(field, near, far, num_samples, origins.device)
+    mids, deltas = 0.5 * (edges[1:] + edges[:-1]), edges[1:] - edges[:-1]
+    weights = torch.zeros(origins.shape[0], num_samples, device=origins.device)
+    light = torch.ones(origins.shape[0], device=origins.device)
+    active = torch.arange(origins.shape[0], device=origins.device)
+    for start in range(0, num_samples, segment):
+        t = mids[start : start + segment]
+        o, d = (origins, directions) if active.numel() == origins.shape[0] else (origins[active], directions[active])
+        points = o[:, None, :] + d[:, None, :] * t[None, :, None]
+        density = grid_density(grid, points if contracted else field.normalize_positions(points), contracted)
+        alpha = 1.0 - torch.exp(-density * deltas[start : start + segment])
+        passed = light[active, None] * torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + 1e-10],
+                                                               dim=1), dim=1)
+        weights[active, start : start + t.shape[0]] = alpha * passed[:, :-1]
+        light[active] = passed[:, -1]
+        active = active[passed[:, -1] > MIN_TRANSMITTANCE]
+        if active.numel() == 0:
+            break
+    return weights, mids
+
+
 @torch.no_grad()
 def render_label_logits(
     grid: Float[Tensor, "R R R"],
@@ -187,6 +227,7 @@ def render_label_logits(
     far: float = 1000.0,
     top_k: Optional[int] = None,
     with_rgb: bool = False,
+    rgb_top_k: Optional[int] = None,
 ) -> Tuple[Float[Tensor, "N K"], Float[Tensor, "N"], Float[Tensor, "N"]] | Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Instance log-probabilities of each ray, its depth and its opacity (accumulated weight); with ``with_rgb`` also
     its colour [N, 3].
@@ -196,21 +237,27 @@ def render_label_logits(
     (``lift/labels.py``; ``top_k`` None = the field's ``label_top_k``, the value the model was trained with). The
     colour is nerfacto's colour head at the same samples (view direction, average appearance embedding), averaged
     with the same normalised weights: enough for segmenting a view (label merging) at a fraction of a volume
-    render's cost."""
+    render's cost. ``rgb_top_k`` reads the colour at only the heaviest few of those samples (None: all k).
+
+    The weights are marched front to back and stop where no light passes (:func:`march_weights`); only the k
+    selected samples' positions are formed."""
     logits, depths, opacities, colours = [], [], [], []
     k = top_k if top_k is not None else getattr(field, "label_top_k", DEFAULT_LABEL_TOP_K)
+    k = max(1, min(int(k), num_samples))
     for start in range(0, origins.shape[0], chunk):
         o, d = origins[start : start + chunk], directions[start : start + chunk]
-        points, mids, weights, accumulation = grid_weights(grid, field, o, d, num_samples, near, far)
-        opacities.append(accumulation)
-        log_probs, top_weights, top_index = composite_top_k(field.label_logits_at, points, weights, k)
-        top_t = torch.gather(mids, 1, top_index)
+        weights, mids = march_weights(grid, field, o, d, num_samples, near, far)
+        opacities.append(weights.sum(dim=1))
+        top_weights, top_index = weights.topk(k, dim=1) if k < num_samples else (weights, None)
+        top_t = mids[top_index] if top_index is not None else mids.expand(o.shape[0], -1)
+        top_points = o[:, None, :] + d[:, None, :] * top_t[..., None]
+        log_probs, _, _ = composite_top_k(field.label_logits_at, top_points, top_weights, k)
         logits.append(log_probs)
         depths.append((top_weights * top_t).sum(dim=1) / top_weights.sum(dim=1).clamp_min(1e-8))
         if with_rgb:
-            mix = top_weights / top_weights.sum(dim=1, keepdim=True).clamp_min(1e-8)
-            top_points = torch.gather(points, 1, top_index[..., None].expand(-1, -1, 3))
-            colours.append((mix[..., None] * surface_colour(field, top_points, d)).sum(dim=1))
+            kc = k if rgb_top_k is None else max(1, min(int(rgb_top_k), k))  # topk is sorted: heaviest first
+            mix = top_weights[:, :kc] / top_weights[:, :kc].sum(dim=1, keepdim=True).clamp_min(1e-8)
+            colours.append((mix[..., None] * surface_colour(field, top_points[:, :kc], d)).sum(dim=1))
     if with_rgb:
         return torch.cat(logits), torch.cat(depths), torch.cat(opacities), torch.cat(colours)
     return torch.cat(logits), torch.cat(depths), torch.cat(opacities)

@@ -4,7 +4,8 @@ nerfstudio's viewer and ``ns-render`` call ``model.get_outputs_for_camera``, whi
 (proposal networks + main field at every sample): ~20 s for a 320x240 frame on 2 CPU cores. Once a run has a
 checkpoint, its density is fixed, so the same outputs can come from the density grid baked for the fast label path
 (``render/bake.py``): every ray is marched through the grid, and the label field and the colour head are read at the
-heaviest samples only (``render_label_logits(..., with_rgb=True)``, the renderer of the end-of-training merge).
+heaviest samples only (``render_label_logits(..., with_rgb=True)``, the renderer of the end-of-training merge; the
+colour at the heaviest one, ``DEFAULT_RGB_TOP_K``).
 
 :class:`FastCameraOutputs` is handed to the model by the pipeline (``InstancePipeline``) and attached to a checkpoint
 when one is loaded (nerfstudio's ``eval_load_checkpoint``, see ``core/compat.py``) or baked at the end of training.
@@ -20,7 +21,7 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor
 
-from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES
+from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES, DEFAULT_RGB_TOP_K
 from instance_nerfacto.render.bake import cache_path, cached_density_grid, render_label_logits
 
 
@@ -28,9 +29,11 @@ class FastCameraOutputs:
     """Camera outputs of one checkpoint from its baked density grid (loaded, or baked once, on first use)."""
 
     def __init__(self, resolution: int = DEFAULT_GRID_RESOLUTION, num_samples: int = DEFAULT_NUM_SAMPLES,
-                 chunk: int = 1 << 14) -> None:
+                 top_k: Optional[int] = None, rgb_top_k: int = DEFAULT_RGB_TOP_K, chunk: int = 1 << 14) -> None:
         self.resolution = resolution
         self.num_samples = num_samples
+        self.top_k = top_k  # label samples per ray (None: the k the model was trained with)
+        self.rgb_top_k = rgb_top_k
         self.chunk = chunk
         self.checkpoint: Optional[Path] = None
         self.step: Optional[int] = None
@@ -73,7 +76,7 @@ class FastCameraOutputs:
         logits, depth, opacity, rgb = render_label_logits(
             grid, model.field, rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3),
             num_samples=self.num_samples, chunk=self.chunk, near=model.config.near_plane,
-            far=model.config.far_plane, with_rgb=True)
+            far=model.config.far_plane, top_k=self.top_k, with_rgb=True, rgb_top_k=self.rgb_top_k)
         depth = depth.reshape(height, width, 1)
         outputs = {
             "rgb": rgb.clamp(0.0, 1.0).reshape(height, width, 3),
