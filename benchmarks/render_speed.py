@@ -107,13 +107,13 @@ def instance_render_seconds(run, threads: int, top_k: int, out: Path, frames: in
 def profile_frame(run, top_k: int, out: Path) -> dict:
     """Where one 320x240 instance-render frame's time goes (the steps of render_label_logits, then the PNGs)."""
     from instance_nerfacto.lift.labels import composite_top_k
-    from instance_nerfacto.render.bake import grid_weights
+    from instance_nerfacto.render.bake import march_weights
     from instance_nerfacto.render.labels import LabelRenderer
 
     model, field = run.model, run.model.field
     renderer = LabelRenderer(run.pipeline, run.checkpoint, run.step, top_k=top_k)
     _, cameras, index = split_cameras(run.pipeline, "val")[0]
-    steps = {"rays": 0.0, "march (grid lookups + weights)": 0.0, "label field at top-k": 0.0,
+    steps = {"rays": 0.0, "march (grid lookups + weights + top-k)": 0.0, "label field at top-k": 0.0,
              "merge/edit map": 0.0, "PNG writes": 0.0}
     with torch.no_grad():
         t = time.perf_counter()
@@ -122,15 +122,17 @@ def profile_frame(run, top_k: int, out: Path) -> dict:
         steps["rays"] = time.perf_counter() - t
         logits, depths, chunk = [], [], 1 << 14
         for start in range(0, o.shape[0], chunk):
+            oo, dd = o[start : start + chunk], d[start : start + chunk]
             t = time.perf_counter()
-            points, mids, weights, _ = grid_weights(renderer.grid, field, o[start : start + chunk],
-                                                    d[start : start + chunk], renderer.num_samples,
-                                                    model.config.near_plane, model.config.far_plane)
-            steps["march (grid lookups + weights)"] += time.perf_counter() - t
+            weights, mids = march_weights(renderer.grid, field, oo, dd, renderer.num_samples,
+                                          model.config.near_plane, model.config.far_plane)
+            top_weights, top_index = weights.topk(top_k, dim=1)
+            steps["march (grid lookups + weights + top-k)"] += time.perf_counter() - t
             t = time.perf_counter()
-            log_probs, top_weights, top_index = composite_top_k(field.label_logits_at, points, weights, top_k)
-            logits.append(log_probs)
-            depths.append((top_weights * torch.gather(mids, 1, top_index)).sum(1) / top_weights.sum(1).clamp_min(1e-8))
+            top_t = mids[top_index]
+            points = oo[:, None, :] + dd[:, None, :] * top_t[..., None]
+            logits.append(composite_top_k(field.label_logits_at, points, top_weights, top_k)[0])
+            depths.append((top_weights * top_t).sum(1) / top_weights.sum(1).clamp_min(1e-8))
             steps["label field at top-k"] += time.perf_counter() - t
     t = time.perf_counter()
     height, width = rays.origins.shape[:2]
@@ -204,8 +206,9 @@ def main() -> None:
             print(f"instance-render, 320x240 frame (render + PNGs, load excluded), {threads} thread(s), top-k "
                   f"{top_k}: {result[key]:.2f} s", flush=True)
     torch.set_num_threads(threads0)
-    result["instance_render_profile_topk8"] = profile_frame(run, 8, args.out / "profile")
-    print(f"one frame, top-k 8, {threads0} thread(s): {result['instance_render_profile_topk8']}", flush=True)
+    for top_k in (8, 4):
+        result[f"instance_render_profile_topk{top_k}"] = profile = profile_frame(run, top_k, args.out / "profile")
+        print(f"one 320x240 frame, top-k {top_k}, {threads0} thread(s), seconds: {profile}", flush=True)
     things, gt = args.data / "instances.json", args.data / "gt"
     for top_k in (8, 4):
         folder = args.out / f"ir_t1_k{top_k}"

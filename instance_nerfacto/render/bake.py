@@ -222,7 +222,7 @@ def render_label_logits(
     origins: Float[Tensor, "N 3"],
     directions: Float[Tensor, "N 3"],
     num_samples: int = DEFAULT_NUM_SAMPLES,
-    chunk: int = 1 << 14,
+    chunk: int = 1 << 11,
     near: float = 0.05,
     far: float = 1000.0,
     top_k: Optional[int] = None,
@@ -240,7 +240,8 @@ def render_label_logits(
     render's cost. ``rgb_top_k`` reads the colour at only the heaviest few of those samples (None: all k).
 
     The weights are marched front to back and stop where no light passes (:func:`march_weights`); only the k
-    selected samples' positions are formed."""
+    selected samples' positions are formed. ``chunk`` rays at a time: the hash grids read 2,048 x 8 points about
+    2-3x faster per point than 16,384 x 8 (their [points, levels, corners] temporaries stay in cache; 1 thread)."""
     logits, depths, opacities, colours = [], [], [], []
     k = top_k if top_k is not None else getattr(field, "label_top_k", DEFAULT_LABEL_TOP_K)
     k = max(1, min(int(k), num_samples))

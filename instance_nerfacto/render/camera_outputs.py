@@ -29,7 +29,7 @@ class FastCameraOutputs:
     """Camera outputs of one checkpoint from its baked density grid (loaded, or baked once, on first use)."""
 
     def __init__(self, resolution: int = DEFAULT_GRID_RESOLUTION, num_samples: int = DEFAULT_NUM_SAMPLES,
-                 top_k: Optional[int] = None, rgb_top_k: int = DEFAULT_RGB_TOP_K, chunk: int = 1 << 14) -> None:
+                 top_k: Optional[int] = None, rgb_top_k: int = DEFAULT_RGB_TOP_K, chunk: int = 1 << 11) -> None:
         self.resolution = resolution
         self.num_samples = num_samples
         self.top_k = top_k  # label samples per ray (None: the k the model was trained with)
