@@ -169,9 +169,12 @@ def main() -> None:
                         help="frames of the full ns-render (~20 s each at 320x240 on 2 cores); scaled to 30")
     parser.add_argument("--full-views", type=int, default=1, help="512x384 viewer views rendered in full")
     parser.add_argument("--fast-views", type=int, default=3, help="512x384 viewer views rendered fast")
-    parser.add_argument("--instance-render-frames", type=int, default=10)
-    parser.add_argument("--skip-pq", action="store_true", help="skip the novel-view PQ (its full render is slow)")
+    parser.add_argument("--instance-render-frames", type=int, default=20, help="val frames per setting")
+    parser.add_argument("--parts", default="viewer,ns-render,instance-render,pq",
+                        help="comma-separated subset of viewer,ns-render,instance-render,pq (pq's full render is slow)")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    args.out.mkdir(parents=True, exist_ok=True)
     result = {"load_average": os.getloadavg(), "torch_threads": torch.get_num_threads()}
     run = load_run(args.load_config)
     model = run.model
@@ -179,11 +182,28 @@ def main() -> None:
     stems = [stem for stem, _, _ in split_cameras(run.pipeline, "val")]
     model.fast_camera.grid(model.field)  # load (or bake) the grid before any timing, as the viewer does once
 
+    if "viewer" in parts:
+        viewer_part(result, model, views, args)
+    if "ns-render" in parts:
+        ns_render_part(result, views, args)
+    if "instance-render" in parts:
+        instance_render_part(result, run, args)
+    if "pq" in parts:
+        pq_part(result, model, views, stems, args)
+    result["load_average_end"] = os.getloadavg()
+    atomic_write_json(args.out / "render_speed.json", result)
+    print(json.dumps({"written": str(args.out / "render_speed.json"), "load_average": result["load_average"],
+                      "load_average_end": result["load_average_end"]}))
+
+
+def viewer_part(result, model, views, args) -> None:
     result["viewer_512x384_fast_s"] = viewer_view_seconds(model, views, True, args.fast_views)
     result["viewer_512x384_full_s"] = viewer_view_seconds(model, views, False, args.full_views)
     print(f"viewer, new 512x384 view: fast {result['viewer_512x384_fast_s']:.2f} s, "
           f"full {result['viewer_512x384_full_s']:.2f} s ({args.full_views} full view(s))", flush=True)
 
+
+def ns_render_part(result, views, args) -> None:
     camera_path(views, NS_RENDER_FRAMES, args.out / "path30.json")
     result["ns_render_30_fast_s"] = ns_render_seconds(args.load_config, args.out / "path30.json", args.out / "ns_fast")
     n_full = max(1, min(args.full_frames, NS_RENDER_FRAMES))
@@ -197,6 +217,8 @@ def main() -> None:
     print(f"ns-render, 30 frames at 320x240 (load included): fast {result['ns_render_30_fast_s']:.1f} s, "
           f"full {result['ns_render_30_full_s']:.1f} s{scaled}", flush=True)
 
+
+def instance_render_part(result, run, args) -> None:
     threads0 = torch.get_num_threads()
     for threads in (1, 2):
         for top_k in (8, 4):
@@ -216,18 +238,16 @@ def main() -> None:
     print(f"instance-render things PQ on the first {args.instance_render_frames} val frames: top-k 8 "
           f"{result['instance_render_pq_topk8']:.3f}, top-k 4 {result['instance_render_pq_topk4']:.3f}", flush=True)
 
-    if not args.skip_pq:
-        cams = [v.to(model.device) for v in views]
-        for name, fast in (("fast", True), ("full", False)):
-            pq, seconds = novel_view_pq(model, cams, stems, fast, args.out / f"pq_{name}", things, gt)
-            result[f"novel_view_pq_{name}"], result[f"camera_320x240_{name}_s"] = pq, seconds
-        print(f"novel-view things PQ ({len(stems)} val views): fast {result['novel_view_pq_fast']:.3f}, full "
-              f"{result['novel_view_pq_full']:.3f}; in-process s/frame fast {result['camera_320x240_fast_s']:.2f}, "
-              f"full {result['camera_320x240_full_s']:.2f}", flush=True)
-    result["load_average_end"] = os.getloadavg()
-    atomic_write_json(args.out / "render_speed.json", result)
-    print(json.dumps({"written": str(args.out / "render_speed.json"), "load_average": result["load_average"],
-                      "load_average_end": result["load_average_end"]}))
+
+def pq_part(result, model, views, stems, args) -> None:
+    things, gt = args.data / "instances.json", args.data / "gt"
+    cams = [v.to(model.device) for v in views]
+    for name, fast in (("fast", True), ("full", False)):
+        pq, seconds = novel_view_pq(model, cams, stems, fast, args.out / f"pq_{name}", things, gt)
+        result[f"novel_view_pq_{name}"], result[f"camera_320x240_{name}_s"] = pq, seconds
+    print(f"novel-view things PQ ({len(stems)} val views): fast {result['novel_view_pq_fast']:.3f}, full "
+          f"{result['novel_view_pq_full']:.3f}; in-process s/frame fast {result['camera_320x240_fast_s']:.2f}, "
+          f"full {result['camera_320x240_full_s']:.2f}", flush=True)
 
 
 if __name__ == "__main__":
