@@ -120,7 +120,7 @@ def profile_frame(run, top_k: int, out: Path) -> dict:
         rays = cameras[index : index + 1].generate_rays(camera_indices=0, keep_shape=True)
         o, d = rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3)
         steps["rays"] = time.perf_counter() - t
-        logits, depths, chunk = [], [], 1 << 14
+        logits, depths, chunk = [], [], 1 << 11  # as render_label_logits
         for start in range(0, o.shape[0], chunk):
             oo, dd = o[start : start + chunk], d[start : start + chunk]
             t = time.perf_counter()

@@ -19,7 +19,7 @@ from nerfstudio.field_components.activations import trunc_exp
 from torch import Tensor
 
 from instance_nerfacto.core.files import atomic_write_bytes
-from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES
+from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES, RENDER_LABEL_TOP_K
 from instance_nerfacto.lift.field import InstanceNerfactoField
 from instance_nerfacto.lift.labels import DEFAULT_LABEL_TOP_K, composite_top_k
 
@@ -234,7 +234,7 @@ def render_label_logits(
 
     The baked density gives volume-rendering weights at ``num_samples`` points; the label field is read only at the
     heaviest few and their class probabilities are composited with those weights by the helper training uses
-    (``lift/labels.py``; ``top_k`` None = the field's ``label_top_k``, the value the model was trained with). The
+    (``lift/labels.py``; ``top_k`` None = ``RENDER_LABEL_TOP_K``, at most the field's training ``label_top_k``). The
     colour is nerfacto's colour head at the same samples (view direction, average appearance embedding), averaged
     with the same normalised weights: enough for segmenting a view (label merging) at a fraction of a volume
     render's cost. ``rgb_top_k`` reads the colour at only the heaviest few of those samples (None: all k).
@@ -243,7 +243,7 @@ def render_label_logits(
     selected samples' positions are formed. ``chunk`` rays at a time: the hash grids read 2,048 x 8 points about
     2-3x faster per point than 16,384 x 8 (their [points, levels, corners] temporaries stay in cache; 1 thread)."""
     logits, depths, opacities, colours = [], [], [], []
-    k = top_k if top_k is not None else getattr(field, "label_top_k", DEFAULT_LABEL_TOP_K)
+    k = top_k if top_k is not None else min(getattr(field, "label_top_k", DEFAULT_LABEL_TOP_K), RENDER_LABEL_TOP_K)
     k = max(1, min(int(k), num_samples))
     for start in range(0, origins.shape[0], chunk):
         o, d = origins[start : start + chunk], directions[start : start + chunk]

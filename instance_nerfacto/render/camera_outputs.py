@@ -32,7 +32,7 @@ class FastCameraOutputs:
                  top_k: Optional[int] = None, rgb_top_k: int = DEFAULT_RGB_TOP_K, chunk: int = 1 << 11) -> None:
         self.resolution = resolution
         self.num_samples = num_samples
-        self.top_k = top_k  # label samples per ray (None: the k the model was trained with)
+        self.top_k = top_k  # label samples per ray (None: bake.py's default)
         self.rgb_top_k = rgb_top_k
         self.chunk = chunk
         self.checkpoint: Optional[Path] = None

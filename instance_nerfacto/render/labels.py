@@ -31,7 +31,7 @@ class LabelRenderer:
         self.model = pipeline.model
         self.full_render = full_render
         self.num_samples = num_samples
-        self.top_k = top_k  # fast path: label samples read per ray (None: the value the model was trained with)
+        self.top_k = top_k  # fast path: label samples read per ray (None: bake.py's default)
         self.grid = None
         if not full_render:
             self.grid = cached_density_grid(self.model.field, checkpoint, step, grid_resolution).to(self.model.device)
