@@ -172,6 +172,8 @@ def main() -> None:
     parser.add_argument("--instance-render-frames", type=int, default=20, help="val frames per setting")
     parser.add_argument("--parts", default="viewer,ns-render,instance-render,pq",
                         help="comma-separated subset of viewer,ns-render,instance-render,pq (pq's full render is slow)")
+    parser.add_argument("--full-pq-from", type=Path,
+                        help="a previous run's pq_full folder: score it instead of volume rendering the views again")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -243,6 +245,11 @@ def pq_part(result, model, views, stems, args) -> None:
     things, gt = args.data / "instances.json", args.data / "gt"
     cams = [v.to(model.device) for v in views]
     for name, fast in (("fast", True), ("full", False)):
+        if not fast and args.full_pq_from is not None:  # the full render does not change with the fast path's settings
+            result["novel_view_pq_full"] = evaluate_dirs(args.full_pq_from, gt, things_json=things, stems=stems)[
+                "scene_pq"]
+            result["camera_320x240_full_s"] = float("nan")
+            continue
         pq, seconds = novel_view_pq(model, cams, stems, fast, args.out / f"pq_{name}", things, gt)
         result[f"novel_view_pq_{name}"], result[f"camera_320x240_{name}_s"] = pq, seconds
     print(f"novel-view things PQ ({len(stems)} val views): fast {result['novel_view_pq_fast']:.3f}, full "
