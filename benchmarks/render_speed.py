@@ -166,7 +166,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="the run's rendered room (gt/, instances.json)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--full-frames", type=int, default=NS_RENDER_FRAMES,
-                        help="frames of the full ns-render (~20 s each at 320x240 on 2 cores); scaled to 30")
+                        help="frames of the full ns-render (~20 s each at 320x240, 2 cores; 0: skip it); scaled to 30")
     parser.add_argument("--full-views", type=int, default=1, help="512x384 viewer views rendered in full")
     parser.add_argument("--fast-views", type=int, default=3, help="512x384 viewer views rendered fast")
     parser.add_argument("--instance-render-frames", type=int, default=20, help="val frames per setting")
@@ -200,7 +200,8 @@ def main() -> None:
 
 def viewer_part(result, model, views, args) -> None:
     result["viewer_512x384_fast_s"] = viewer_view_seconds(model, views, True, args.fast_views)
-    result["viewer_512x384_full_s"] = viewer_view_seconds(model, views, False, args.full_views)
+    result["viewer_512x384_full_s"] = (viewer_view_seconds(model, views, False, args.full_views)
+                                       if args.full_views > 0 else float("nan"))
     print(f"viewer, new 512x384 view: fast {result['viewer_512x384_fast_s']:.2f} s, "
           f"full {result['viewer_512x384_full_s']:.2f} s ({args.full_views} full view(s))", flush=True)
 
@@ -208,7 +209,11 @@ def viewer_part(result, model, views, args) -> None:
 def ns_render_part(result, views, args) -> None:
     camera_path(views, NS_RENDER_FRAMES, args.out / "path30.json")
     result["ns_render_30_fast_s"] = ns_render_seconds(args.load_config, args.out / "path30.json", args.out / "ns_fast")
-    n_full = max(1, min(args.full_frames, NS_RENDER_FRAMES))
+    if args.full_frames <= 0:
+        print(f"ns-render, 30 frames at 320x240 (load included): fast {result['ns_render_30_fast_s']:.1f} s",
+              flush=True)
+        return
+    n_full = min(args.full_frames, NS_RENDER_FRAMES)
     camera_path(views, n_full, args.out / "path_full.json")
     full = ns_render_seconds(full_config(args.load_config, args.out / "config_full.yml"), args.out / "path_full.json",
                              args.out / "ns_full")
