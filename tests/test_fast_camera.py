@@ -92,6 +92,31 @@ def test_switch_goes_back_to_the_full_render(loaded):
     assert not torch.equal(switched["expected_depth"], switched["depth"])  # the fast path sets them equal
 
 
+def test_a_click_reads_the_id_the_picture_shows(loaded):
+    """The edit panel's click ray (model.ray_outputs) goes through the renderer of the picture: on pixels where the
+    fast and the full picture disagree, a click gives the fast id (the full one with the switch off)."""
+    pipeline, (camera, _) = loaded
+    model = pipeline.model
+    with torch.no_grad():
+        fast = model.get_outputs_for_camera(camera)["instance_logits"].argmax(-1) + 1
+        full = model.full_outputs_for_camera(camera)["instance_logits"].argmax(-1) + 1
+    rays = camera.generate_rays(camera_indices=0, keep_shape=True)
+    differ = torch.nonzero(fast != full)
+    assert len(differ) > 0  # else this test could not tell the renderers apart
+    pixels = differ[torch.linspace(0, len(differ) - 1, min(8, len(differ))).long()].tolist()
+
+    def clicked(row: int, col: int) -> int:
+        _, out = model.ray_outputs(rays.origins[row, col].tolist(), rays.directions[row, col].tolist())
+        return int(out["instance_logits"].argmax(-1).view(-1)[0]) + 1
+
+    assert [clicked(r, c) for r, c in pixels] == [int(fast[r, c]) for r, c in pixels]
+    model.viewer_fast_render.value = False
+    try:
+        assert [clicked(r, c) for r, c in pixels] == [int(full[r, c]) for r, c in pixels]
+    finally:
+        model.viewer_fast_render.value = True
+
+
 def test_a_run_without_a_baked_grid_bakes_it_once_and_says_so(loaded, capsys):
     from instance_nerfacto.render.camera_outputs import FastCameraOutputs
 

@@ -187,7 +187,7 @@ class InstanceNerfactoModel(DepthNerfactoModel):
     @torch.no_grad()
     def ray_outputs(self, origin, direction) -> Tuple[RayBundle, Dict[str, Tensor]]:
         """The ray ``origin + t * direction`` (world coordinates) and the model's outputs for it, in eval mode (the
-        training mode is left as it was): what a click in the viewer reads."""
+        training mode is left as it was): what a click in the viewer reads, from the renderer the picture comes from."""
         device = self.merge_lut.device
         bundle = RayBundle(
             origins=torch.tensor(origin, dtype=torch.float32, device=device).view(1, 3),
@@ -196,6 +196,8 @@ class InstanceNerfactoModel(DepthNerfactoModel):
             pixel_area=torch.full((1, 1), 1e-6, device=device),
             camera_indices=torch.zeros((1, 1), dtype=torch.long, device=device),
         )
+        if self.uses_fast_camera():
+            return bundle, self.fast_camera.ray_outputs(self, bundle.origins, bundle.directions)
         was_training = self.training
         self.eval()
         try:

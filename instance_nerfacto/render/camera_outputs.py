@@ -66,6 +66,17 @@ class FastCameraOutputs:
         return self._grid
 
     @torch.no_grad()
+    def ray_outputs(self, model, origins: Tensor, directions: Tensor) -> Dict[str, Tensor]:
+        """instance_logits, depth, accumulation and instance_confidence of a few rays ([N, ...]), from the same
+        function as :meth:`render`: a click in the viewer reads the id the picture shows."""
+        logits, depth, opacity = render_label_logits(
+            self.grid(model.field), model.field, origins, directions, num_samples=self.num_samples,
+            chunk=self.chunk, near=model.config.near_plane, far=model.config.far_plane, top_k=self.top_k)
+        confidence = torch.softmax(logits.float(), dim=-1).max(dim=-1, keepdim=True).values
+        return {"instance_logits": logits, "depth": depth[:, None], "accumulation": opacity[:, None],
+                "instance_confidence": confidence}
+
+    @torch.no_grad()
     def render(self, model, camera) -> Dict[str, Tensor]:
         """The outputs the full render gives (same names, [H, W, C] each): rgb, depth, expected_depth, accumulation,
         prop_depth_* (= depth: there are no proposal samples), directions_norm, instance_logits and the model's
