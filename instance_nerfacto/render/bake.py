@@ -229,8 +229,8 @@ def render_label_logits(
     with_rgb: bool = False,
     rgb_top_k: Optional[int] = None,
 ) -> Tuple[Float[Tensor, "N K"], Float[Tensor, "N"], Float[Tensor, "N"]] | Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Instance log-probabilities of each ray, its depth and its opacity (accumulated weight); with ``with_rgb`` also
-    its colour [N, 3].
+    """Instance log-probabilities of each ray, its depth (weighted median distance) and its opacity (accumulated
+    weight); with ``with_rgb`` also its colour [N, 3].
 
     The baked density gives volume-rendering weights at ``num_samples`` points; the label field is read only at the
     heaviest few and their class probabilities are composited with those weights by the helper training uses
@@ -254,7 +254,11 @@ def render_label_logits(
         top_points = o[:, None, :] + d[:, None, :] * top_t[..., None]
         log_probs, _, _ = composite_top_k(field.label_logits_at, top_points, top_weights, k)
         logits.append(log_probs)
-        depths.append((top_weights * top_t).sum(dim=1) / top_weights.sum(dim=1).clamp_min(1e-8))
+        # the weighted median distance (nerfstudio's depth output): robust where a few heavy samples lie apart (a
+        # mean of them lands between surfaces, and label splits assign pixels by their surface point)
+        cumulative = torch.cumsum(weights, dim=1)
+        median = torch.searchsorted(cumulative, 0.5 * cumulative[:, -1:].clamp_min(1e-8)).clamp(max=num_samples - 1)
+        depths.append(mids[median[:, 0]])
         if with_rgb:
             kc = k if rgb_top_k is None else max(1, min(int(rgb_top_k), k))  # topk is sorted: heaviest first
             mix = top_weights[:, :kc] / top_weights[:, :kc].sum(dim=1, keepdim=True).clamp_min(1e-8)
