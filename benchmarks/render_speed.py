@@ -137,9 +137,7 @@ def profile_frame(run, top_k: int, out: Path) -> dict:
             top_t = mids[top_index]
             points = oo[:, None, :] + dd[:, None, :] * top_t[..., None]
             logits.append(composite_top_k(field.label_logits_at, points, top_weights, top_k)[0])
-            cumulative = torch.cumsum(weights, dim=1)
-            median = torch.searchsorted(cumulative, 0.5 * cumulative[:, -1:].clamp_min(1e-8))
-            depths.append(mids[median[:, 0].clamp(max=mids.shape[0] - 1)])
+            depths.append(mids[weights.argmax(dim=1)])
             steps["label field at top-k"] += time.perf_counter() - t
     t = time.perf_counter()
     height, width = rays.origins.shape[:2]

@@ -229,7 +229,7 @@ def render_label_logits(
     with_rgb: bool = False,
     rgb_top_k: Optional[int] = None,
 ) -> Tuple[Float[Tensor, "N K"], Float[Tensor, "N"], Float[Tensor, "N"]] | Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Instance log-probabilities of each ray, its depth (weighted median distance) and its opacity (accumulated
+    """Instance log-probabilities of each ray, its depth (distance of its heaviest sample) and its opacity (accumulated
     weight); with ``with_rgb`` also its colour [N, 3].
 
     The baked density gives volume-rendering weights at ``num_samples`` points; the label field is read only at the
@@ -254,11 +254,10 @@ def render_label_logits(
         top_points = o[:, None, :] + d[:, None, :] * top_t[..., None]
         log_probs, _, _ = composite_top_k(field.label_logits_at, top_points, top_weights, k)
         logits.append(log_probs)
-        # the weighted median distance (nerfstudio's depth output): robust where a few heavy samples lie apart (a
-        # mean of them lands between surfaces, and label splits assign pixels by their surface point)
-        cumulative = torch.cumsum(weights, dim=1)
-        median = torch.searchsorted(cumulative, 0.5 * cumulative[:, -1:].clamp_min(1e-8)).clamp(max=num_samples - 1)
-        depths.append(mids[median[:, 0]])
+        # the distance of the heaviest sample, where the label is read most: label splits assign pixels by this
+        # surface point. A mean of the top-k lands between surfaces, and a weighted median follows weight spread over
+        # a half-trained model's far shell (a viewer click's split seed at 8 units on the tiny room, 100 iterations)
+        depths.append(mids[weights.argmax(dim=1)])
         if with_rgb:
             kc = k if rgb_top_k is None else max(1, min(int(rgb_top_k), k))  # topk is sorted: heaviest first
             mix = top_weights[:, :kc] / top_weights[:, :kc].sum(dim=1, keepdim=True).clamp_min(1e-8)
