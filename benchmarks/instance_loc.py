@@ -43,7 +43,7 @@ def plain_volume_render(cfg_path: Path, data: Path, split: str, out: Path) -> di
         camera = frame_camera(frame, run.to_model, device)
         start = time.perf_counter()
         with torch.no_grad():
-            outputs = model.get_outputs_for_camera(camera)
+            outputs = model.full_outputs_for_camera(camera)
         ids = outputs["instance_id"].reshape(frame.height, frame.width).cpu().numpy()
         acc = outputs["accumulation"].reshape(frame.height, frame.width).cpu().numpy()
         ids = np.where(acc < 0.5, 0, ids)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from instance_nerfacto.lift.labels import composite_top_k
@@ -87,8 +88,12 @@ def test_training_reads_the_label_field_at_top_k_samples_only():
     assert torch.allclose(outputs["instance_logits"].detach(), want, atol=1e-5)
 
 
-def test_fast_renderer_composites_like_training_on_the_same_rays():
-    """instance-render's fast path: the baked grid's weights at its samples, then the same helper (same k)."""
+@pytest.mark.parametrize("read", ["default", "training k"])
+def test_fast_renderer_composites_like_training_on_the_same_rays(read: str):
+    """instance-render's fast path: the baked grid's weights at its samples, then the same helper, at the render-time
+    k (RENDER_LABEL_TOP_K, fewer than training's) by default or at the training k when asked."""
+    from instance_nerfacto.core.settings import RENDER_LABEL_TOP_K
+
     torch.manual_seed(0)
     model = build_varied_model(num_labels=5)
     model.eval()
@@ -97,14 +102,18 @@ def test_fast_renderer_composites_like_training_on_the_same_rays():
     rays = random_rays(48)
     num_samples = 32
     with torch.no_grad():
+        k = RENDER_LABEL_TOP_K if read == "default" else field.label_top_k
+        assert read == "training k" or RENDER_LABEL_TOP_K < field.label_top_k  # the two cases differ
         logits, _, _ = render_label_logits(grid, field, rays.origins, rays.directions, num_samples=num_samples,
-                                           near=0.05, far=1000.0)
+                                           near=0.05, far=1000.0, top_k=None if read == "default" else k)
         edges = sample_distances(0.05, 1000.0, num_samples, "cpu")[None].expand(48, -1)
         mids = 0.5 * (edges[:, 1:] + edges[:, :-1])
         points = rays.origins[:, None] + rays.directions[:, None] * mids[..., None]
         weights, _, _ = composite_median(grid_density(grid, points, True), edges)
-        want = reference_composite(field.label_logits_at, points, weights, field.label_top_k)
+        want = reference_composite(field.label_logits_at, points, weights, k)
+        other = reference_composite(field.label_logits_at, points, weights, 12 - k)
     assert torch.allclose(logits, want, atol=1e-5)
+    assert not torch.allclose(logits, other, atol=1e-5)  # negative control: another k composites differently
 
 
 def test_top_k_label_loss_still_moves_only_the_label_branch():

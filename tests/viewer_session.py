@@ -73,7 +73,7 @@ class ViewerPage:
         high: clicks picked from a preview's blocks can land on another object than the one the click ray hits)."""
 
         def full_size() -> bool:
-            sizes = re.findall(r"instance-nerfacto viewer render: (\d+)x(\d+) px", self.log_text())
+            sizes = re.findall(r"instance-nerfacto viewer render(?: \(\w+\))?: (\d+)x(\d+) px", self.log_text())
             return any(max(int(w), int(h)) >= FULL_SIZE for w, h in sizes)
 
         wait_for(full_size, timeout, "a full-size render")

@@ -276,12 +276,13 @@ class InstanceEditPanel(torch.nn.Module):
 
     # -- rendering ---------------------------------------------------------------------------------------------------
 
-    def outputs_for_camera(self, camera, render: Callable[[], Dict]) -> Dict:
+    def outputs_for_camera(self, camera, render: Callable[[], Dict], renderer: str = "full") -> Dict:
         """The model's outputs for a viewer camera; a view rendered before is re-coloured, not rendered again.
 
         The cache holds the last real render. It serves the same view at its size or smaller, and at any size for
         the viewer's previews (the first picture after a click); the viewer's final full-size render of a view seen
-        only at preview size is rendered for real, once, and replaces it."""
+        only at preview size is rendered for real, once, and replaces it. ``renderer`` names how ``render`` renders
+        ("fast" or "full"): switching it renders again."""
         model = self._model
         if getattr(model.viewer_control, "viewer", None) is None:
             return render()  # ns-render, instance-render --full-render, tests: no cache
@@ -290,16 +291,17 @@ class InstanceEditPanel(torch.nn.Module):
         view = View.of(camera)
         with self._lock:
             cache = self._cache
-        hit = cache is not None and cache["view"].same_picture(view) and (
+        hit = cache is not None and cache["renderer"] == renderer and cache["view"].same_picture(view) and (
             preview_render() or cache["view"].covers(view))
         _thread.recoloured = hit
         if not hit:
             started = time.perf_counter()
             outputs = render()
             rays = camera.generate_rays(camera_indices=0, keep_shape=True)
-            cache = {"view": view, "outputs": outputs, "raw": outputs["instance_logits"].argmax(-1, keepdim=True) + 1,
+            cache = {"view": view, "renderer": renderer, "outputs": outputs,
+                     "raw": outputs["instance_logits"].argmax(-1, keepdim=True) + 1,
                      "points": (rays.origins + rays.directions * outputs["depth"].to(rays.origins.device))}
-            print(f"instance-nerfacto viewer render: {view.width}x{view.height} px in "
+            print(f"instance-nerfacto viewer render ({renderer}): {view.width}x{view.height} px in "
                   f"{time.perf_counter() - started:.1f} s")
         outputs = {k: resize_nearest(v, view.height, view.width) for k, v in cache["outputs"].items()}
         ids = model.final_ids(resize_nearest(cache["raw"], view.height, view.width),

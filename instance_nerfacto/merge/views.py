@@ -70,7 +70,7 @@ def perturbed_views(cameras, n: int, downscale: float, rng: np.random.Generator,
 def render_view(model, camera) -> Tuple[np.ndarray, np.ndarray]:
     """(rgb uint8 HxWx3, raw instance ids HxW) of one camera (volume render: the RGB is needed for segmenting)."""
     with torch.no_grad():
-        out = model.get_outputs_for_camera(camera)
+        out = model.full_outputs_for_camera(camera)
     rgb = (out["rgb"].clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
     ids = out["instance_logits"].argmax(dim=-1) + 1
     return rgb, ids.reshape(rgb.shape[:2]).cpu().numpy().astype(np.int64)

@@ -40,8 +40,10 @@ class RenderConfig:
     grid_resolution: int = DEFAULT_GRID_RESOLUTION
     """Resolution of the baked density grid (fast path); cached beside the checkpoint."""
     num_samples: int = DEFAULT_NUM_SAMPLES
-    """Samples per ray through the baked grid (fast path); the label field is read at the heaviest
-    (the field's label_top_k)."""
+    """Samples per ray through the baked grid (fast path); the label field is read at the heaviest (--label-top-k)."""
+    label_top_k: Optional[int] = None
+    """Fast path: samples per ray at which the label field is read (default: RENDER_LABEL_TOP_K = 4, at most the
+    model's training label_top_k; instance-loc reads the same). 8 reads as many as training, at ~2x the label cost."""
     no_merge: bool = False
     """Write raw labels even when the run's checkpoint holds a merge table."""
     threads: Optional[int] = None
@@ -60,6 +62,8 @@ def main(cfg: RenderConfig) -> Dict:
     started = time.perf_counter()
     if cfg.every < 1 or cfg.downscale < 1:
         fail("--every and --downscale must be >= 1", None, "e.g. --every 4 --downscale 2")
+    if cfg.label_top_k is not None and cfg.label_top_k < 1:
+        fail("--label-top-k must be >= 1", None, "e.g. --label-top-k 8, or leave it out for the default")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = load_run(cfg.load_config, cfg.load_step)
@@ -68,7 +72,7 @@ def main(cfg: RenderConfig) -> Dict:
     if not frames:
         fail(f"split '{cfg.split}' has no frames", cfg.load_config, "pick --split train|val|all")
     renderer = LabelRenderer(run.pipeline, run.checkpoint, run.step, cfg.full_render, cfg.grid_resolution,
-                             cfg.num_samples)
+                             cfg.num_samples, cfg.label_top_k)
     output = Path(cfg.output)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

@@ -4,6 +4,7 @@ nerfstudio's full volume render."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -26,10 +27,11 @@ class LabelRenderer:
 
     def __init__(self, pipeline, checkpoint: Path, step: int, full_render: bool = False,
                  grid_resolution: int = DEFAULT_GRID_RESOLUTION,
-                 num_samples: int = DEFAULT_NUM_SAMPLES) -> None:
+                 num_samples: int = DEFAULT_NUM_SAMPLES, top_k: Optional[int] = None) -> None:
         self.model = pipeline.model
         self.full_render = full_render
         self.num_samples = num_samples
+        self.top_k = top_k  # fast path: label samples read per ray (None: bake.py's default)
         self.grid = None
         if not full_render:
             self.grid = cached_density_grid(self.model.field, checkpoint, step, grid_resolution).to(self.model.device)
@@ -47,7 +49,7 @@ class LabelRenderer:
         if downscale > 1:
             camera.rescale_output_resolution(1.0 / downscale)
         if self.full_render:
-            outputs = self.model.get_outputs_for_camera(camera)
+            outputs = self.model.full_outputs_for_camera(camera)
             ids = outputs["instance_logits"].argmax(dim=-1) + 1
             depth = outputs["depth"][..., 0]
         else:
@@ -56,6 +58,7 @@ class LabelRenderer:
             logits, depth, _ = render_label_logits(
                 self.grid, self.model.field, rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3),
                 num_samples=self.num_samples, near=self.model.config.near_plane, far=self.model.config.far_plane,
+                top_k=self.top_k,
             )
             ids = logits_to_ids(logits)[0].reshape(height, width)
             depth = depth.reshape(height, width)
