@@ -59,26 +59,30 @@ def stereo_neighbours(views: List[View], k: int = 4, min_angle_deg: float = 2.0,
             fraction.update(zip(((i, j) for j in todo.tolist()), (counts / len(samples[i])).tolist()))
         return np.array([fraction[(i, j)] for j in js.tolist()])
 
-    out = []
-    for i in range(n):
+    rays, cands = [], []
+    for i in range(n):  # first every frame's overlaps into its candidates, one batch per frame
         ra = centres[i] - focus[i]
         rb = centres - focus[i]
         cos = (rb @ ra) / np.maximum(np.linalg.norm(rb, axis=1) * np.linalg.norm(ra), 1e-12)
         angle = np.degrees(np.arccos(np.clip(cos, -1, 1)))
         usable = np.flatnonzero((angle >= min_angle_deg) & (angle <= max_angle_deg) & (np.arange(n) != i))
-        cand = np.sort(usable[np.argsort(angle[usable], kind="stable")[:max_candidates]])
+        cands.append(np.sort(usable[np.argsort(angle[usable], kind="stable")[:max_candidates]]))
+        rays.append(rb[cands[i]])  # the candidates' rays only: n x n of them would not fit at 10,000 frames
+        overlap(i, cands[i])
+    out = []
+    for i in range(n):  # then the symmetric score: the other direction is mostly computed already
+        rb, cand = rays[i], cands[i]
         sym = np.minimum(overlap(i, cand), [overlap(int(j), np.array([i]))[0] for j in cand.tolist()]) \
             if len(cand) else np.zeros(0)
-        cand, sym = cand[sym >= min_overlap], sym[sym >= min_overlap]
-        chosen: List[int] = []
-        for j in cand[np.argsort(-sym, kind="stable")].tolist():
+        chosen: List[int] = []  # positions in cand
+        for p in np.flatnonzero(sym >= min_overlap)[np.argsort(-sym[sym >= min_overlap], kind="stable")].tolist():
             if len(chosen) == k:
                 break
             rc = rb[chosen] / np.linalg.norm(rb[chosen], axis=1, keepdims=True)
-            spread = np.degrees(np.arccos(np.clip(rc @ (rb[j] / np.linalg.norm(rb[j])), -1, 1)))
+            spread = np.degrees(np.arccos(np.clip(rc @ (rb[p] / np.linalg.norm(rb[p])), -1, 1)))
             if not chosen or spread.min() >= min_angle_deg:
-                chosen.append(j)
-        out.append(chosen)
+                chosen.append(p)
+        out.append(cand[chosen].tolist())
     return out
 
 

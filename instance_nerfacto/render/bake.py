@@ -156,25 +156,6 @@ def march_surface(
     return depth, accumulation
 
 
-def grid_weights(
-    grid: Float[Tensor, "R R R"],
-    field: InstanceNerfactoField,
-    origins: Float[Tensor, "N 3"],
-    directions: Float[Tensor, "N 3"],
-    num_samples: int,
-    near: float,
-    far: float,
-) -> Tuple[Float[Tensor, "N S 3"], Float[Tensor, "N S"], Float[Tensor, "N S"], Float[Tensor, "N"]]:
-    """Sample positions, their distances, their volume-rendering weights from the baked density, and opacity."""
-    contracted = field.spatial_distortion is not None
-    edges = ray_bin_edges(field, near, far, num_samples, origins.device)[None].expand(origins.shape[0], -1)
-    mids = 0.5 * (edges[:, 1:] + edges[:, :-1])
-    points = origins[:, None, :] + directions[:, None, :] * mids[..., None]
-    density = grid_density(grid, points if contracted else field.normalize_positions(points), contracted)
-    weights, _, accumulation = composite_median(density, edges)
-    return points, mids, weights, accumulation
-
-
 MIN_TRANSMITTANCE = 1e-6
 """A ray stops marching once less than this much light passes: later samples weigh less, so they change the top-k
 composite by < 1e-6 (and the 192-sample march of a room view ends near the first wall it meets)."""
@@ -190,7 +171,7 @@ def march_weights(
     far: float,
     segment: int = 32,
 ) -> Tuple[Float[Tensor, "N S"], Float[Tensor, "S"]]:
-    """The volume-rendering weights of :func:`grid_weights` (the same bins and values), marched front to back
+    """The volume-rendering weights of the baked density at the bins of :func:`ray_bin_edges`, marched front to back
     ``segment`` samples at a time: rays whose transmittance fell below :data:`MIN_TRANSMITTANCE` stop, and their
     later samples get weight 0. Returns the weights and the sample distances (mids)."""
     contracted = field.spatial_distortion is not None
