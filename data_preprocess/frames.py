@@ -20,6 +20,7 @@ from jaxtyping import Float, Int
 
 from data_preprocess.pairs import View, _cam_arrays, backproject, overlap_rows, proxy_depth, select_sparse_pairs
 from data_preprocess.rasterize import frame_labels, owner_map
+from instance_nerfacto.core.camera import Lens, optional_lens
 from instance_nerfacto.core.errors import fail
 from instance_nerfacto.core.files import atomic_write_png, read_depth
 from instance_nerfacto.core.masks import load_frame_masks
@@ -49,34 +50,55 @@ class FrameSpec:
     stamp: tuple = ()
     """Size and mtime of the mask and depth files: part of the cache key, so a long-lived worker never serves a
     frame from a file that has changed since it read it."""
+    lens: Optional[Lens] = None
+    """A distorted photo: ``K``, ``height`` and ``width`` are its pinhole grid's, onto which masks, depth and image are
+    resampled when read; the pseudolabels are written on the photo's own grid. None: the photo is a pinhole."""
+    depth_on_photo: bool = True
+    """``depth_path`` is on the photo's grid (the dataset's depth maps), not on the pinhole grid (stereo's)."""
+
+    @property
+    def photo_size(self) -> Tuple[int, int]:
+        """(height, width) of the frame's files: image, masks, dataset depth, pseudolabels."""
+        return (self.height, self.width) if self.lens is None else (self.lens.photo.height, self.lens.photo.width)
 
 
 def make_spec(index: int, frame, mask_path: Path, depth: bool) -> FrameSpec:
     depth_path = frame.depth_path if depth else None
     stamp = tuple((st.st_size, st.st_mtime_ns) for st in (Path(p).stat() for p in (mask_path, depth_path) if p))
-    return FrameSpec(index, frame.stem, tuple(map(tuple, frame.K.tolist())), tuple(map(tuple, frame.c2w_cv.tolist())),
-                     frame.height, frame.width, mask_path, frame.image_path, depth_path, stamp=stamp)
+    lens = optional_lens(frame.camera)
+    K, height, width = (frame.K, frame.height, frame.width) if lens is None else \
+        (lens.K, lens.pinhole.height, lens.pinhole.width)
+    return FrameSpec(index, frame.stem, tuple(map(tuple, K.tolist())), tuple(map(tuple, frame.c2w_cv.tolist())),
+                     height, width, mask_path, frame.image_path, depth_path, stamp=stamp, lens=lens)
 
 
-def read_owner(spec: FrameSpec, allow_empty: bool = True) -> Tuple[np.ndarray, int]:
-    """Owner map (int16, -1 = no mask) and mask count of one frame; InputError on a bad mask file."""
-    masks, _, _ = load_frame_masks(spec.mask_path.parent, spec.stem, spec.height, spec.width,
+def read_owner(spec: FrameSpec, allow_empty: bool = True, on_photo: bool = False) -> Tuple[np.ndarray, int]:
+    """Owner map (int16, -1 = no mask) and mask count of one frame, on the pinhole grid (or ``on_photo``);
+    InputError on a bad mask file."""
+    masks, _, _ = load_frame_masks(spec.mask_path.parent, spec.stem, *spec.photo_size,
                                    "run instance-segment for every frame, or pass --split / --masks")
     if len(masks) == 0 and not allow_empty:
         fail(f"frame '{spec.stem}' has no masks", spec.mask_path, "re-run the segmenter on it, or pass --allow-empty")
     if len(masks) > np.iinfo(np.int16).max:
         fail(f"frame '{spec.stem}' has {len(masks)} masks", spec.mask_path, "keep at most 32767 masks per frame")
-    return owner_map(masks), len(masks)
+    owner = owner_map(masks)
+    if spec.lens is not None and not on_photo:
+        owner = spec.lens.to_pinhole(owner, nearest=True, fill=-1)
+    return owner, len(masks)
 
 
 def read_frame_depth(spec: FrameSpec) -> Optional[np.ndarray]:
+    """Depth of the frame on its pinhole grid (metres, 0 = unknown), or None."""
     if spec.depth_path is None:
         return None
     # a depth PNG of the dataset (millimetres), or depth estimated by the stereo stage (.npy, metres)
     depth = np.load(spec.depth_path) if spec.depth_path.suffix == ".npy" else read_depth(spec.depth_path)
-    if depth.shape != (spec.height, spec.width):
-        fail(f"depth map is {depth.shape[1]}x{depth.shape[0]}, image is {spec.width}x{spec.height}",
+    height, width = spec.photo_size if spec.depth_on_photo else (spec.height, spec.width)
+    if depth.shape != (height, width):
+        fail(f"depth map is {depth.shape[1]}x{depth.shape[0]}, image is {width}x{height}",
              spec.depth_path, "write depth at the image resolution")
+    if spec.lens is not None and spec.depth_on_photo:
+        depth = spec.lens.to_pinhole(depth, nearest=True)  # z-depth: the same for a point on both grids
     return depth
 
 
@@ -84,14 +106,15 @@ def read_frame_depth(spec: FrameSpec) -> Optional[np.ndarray]:
 def cached_view(spec: FrameSpec) -> View:
     """The frame as a :class:`View` (owner map, depth when ``spec.depth_path``), cached per process."""
     owner, _ = read_owner(spec)
-    return View(spec.stem, np.array(spec.K), np.array(spec.c2w_cv), owner, spec.image_path, read_frame_depth(spec))
+    return View(spec.stem, np.array(spec.K), np.array(spec.c2w_cv), owner, spec.image_path, read_frame_depth(spec),
+                lens=spec.lens)
 
 
 def pose_view(spec: FrameSpec, with_depth: bool = False) -> View:
     """A View without masks (an empty owner map of the right size), for pose-only stages."""
     depth = read_frame_depth(spec) if with_depth else None
     return View(spec.stem, np.array(spec.K), np.array(spec.c2w_cv), np.full((spec.height, spec.width), -1, np.int16),
-                spec.image_path, depth)
+                spec.image_path, depth, lens=spec.lens)
 
 
 def touching_array(owner: np.ndarray, offset: int) -> Int[np.ndarray, "T 2"]:
@@ -131,8 +154,14 @@ def mask_points(spec: FrameSpec, sparse: Optional[Tuple[np.ndarray, np.ndarray]]
 
 
 def write_labels(spec: FrameSpec, node_labels: Int[np.ndarray, "M"], output: Path) -> None:
-    """Per-frame task of the write stage: ``<output>/<stem>.png`` from the frame's owner map and its masks' labels."""
-    atomic_write_png(output / f"{spec.stem}.png", frame_labels(cached_view(spec).owner, node_labels))
+    """Per-frame task of the write stage: ``<output>/<stem>.png`` from the frame's owner map and its masks' labels,
+    on the photo's own grid (the images nerfstudio trains on)."""
+    atomic_write_png(output / f"{spec.stem}.png", frame_labels(photo_owner(spec), node_labels))
+
+
+def photo_owner(spec: FrameSpec) -> Int[np.ndarray, "H W"]:
+    """The owner map on the photo's grid: the masks as given, so a label covers exactly its masks' pixels."""
+    return cached_view(spec).owner if spec.lens is None else read_owner(spec, on_photo=True)[0]
 
 
 PARTNERS_PER_TOP_K = 4

@@ -30,6 +30,7 @@ from data_preprocess.frames import (
     frame_summary,
     make_spec,
     mask_points,
+    photo_owner,
     pose_pairs_sparse,
     pose_view,
 )
@@ -232,7 +233,7 @@ def stereo_stage(cfg: MapConfig, specs: List[FrameSpec], inputs: list, output: P
         views = [pose_view(s) for s in specs]  # images and poses only, also when the dataset has depth maps
         stereo_depths(views, cfg.stereo_neighbours, min_agree=cfg.stereo_min_agree, workers=cfg.workers,
                       on_depth=lambda i, depth: atomic_save_npy(paths[i], depth))  # streamed, not held
-    return [replace(s, depth_path=p, stamp=s.stamp + ((p.stat().st_size, p.stat().st_mtime_ns),))
+    return [replace(s, depth_path=p, depth_on_photo=False, stamp=s.stamp + ((p.stat().st_size, p.stat().st_mtime_ns),))
             for s, p in zip(specs, paths)]
 
 
@@ -364,8 +365,8 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     # interrupted run never leaves a labels.json beside a mix of old and new PNGs.
     (output / LABELS_JSON).unlink(missing_ok=True)
     for k, spec in enumerate(_progress(specs, cfg, "writing")):
-        owner = cached_view(spec).owner
-        atomic_write_png(output / f"{spec.stem}.png", frame_labels(owner, node_label[offsets[k]:offsets[k + 1]]))
+        atomic_write_png(output / f"{spec.stem}.png",
+                         frame_labels(photo_owner(spec), node_label[offsets[k]:offsets[k + 1]]))
     for stem in sorted(stale - set(stems)):
         (output / f"{stem}.png").unlink(missing_ok=True)
     timings["write"] = time.perf_counter() - t

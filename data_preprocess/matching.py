@@ -18,6 +18,7 @@ import numpy as np
 from jaxtyping import Float, Int
 
 from data_preprocess.pairs import View, backproject, project
+from instance_nerfacto.core.camera import Lens
 from instance_nerfacto.core.errors import fail
 
 MATCHERS = ("depth", "stereo", "flow", "sift", "loftr")
@@ -110,13 +111,23 @@ def epipolar_distance(f: np.ndarray, pa: Float[np.ndarray, "N 2"], pb: Float[np.
 
 
 @lru_cache(maxsize=256)
-def read_gray(path: Path) -> np.ndarray:
+def read_gray(path: Path, lens: Optional[Lens] = None) -> np.ndarray:
+    """Grey image of a frame, on its pinhole grid when it has a ``lens``."""
     import cv2
 
     img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if img is None:
         fail("cannot decode image (corrupt or not an image)", path, "replace the file")
+    if lens is not None:
+        if img.shape != (lens.photo.height, lens.photo.width):
+            fail(f"image is {img.shape[1]}x{img.shape[0]}, transforms.json says {lens.photo.width}x"
+                 f"{lens.photo.height}", path, "fix w/h in transforms.json or the image")
+        img = lens.to_pinhole(img, nearest=False)
     return img
+
+
+def view_gray(view: View) -> np.ndarray:
+    return read_gray(view.image_path, view.lens)
 
 
 # ------------------------------------------------------------------------------------------------------ flow
@@ -147,7 +158,7 @@ def _checked_flow(fwd: np.ndarray, bwd: np.ndarray, f: np.ndarray, stride: int, 
 
 def flow_correspondences(a: View, b: View, stride: int = 2, fb_tol: float = 1.5,
                          epi_tol: float = 2.0) -> Correspondences:
-    ga, gb = read_gray(a.image_path), read_gray(b.image_path)
+    ga, gb = view_gray(a), view_gray(b)
     fab, fba = _flow(ga, gb), _flow(gb, ga)
     fs, fd = _checked_flow(fab, fba, fundamental(a, b), stride, fb_tol, epi_tol)
     bs, bd = _checked_flow(fba, fab, fundamental(b, a), stride, fb_tol, epi_tol)
@@ -168,11 +179,11 @@ def _sparse(a: View, b: View, pa: np.ndarray, pb: np.ndarray, epi_tol: float) ->
 
 
 @lru_cache(maxsize=256)
-def _sift_features(path: Path, n_features: int):
+def _sift_features(path: Path, n_features: int, lens: Optional[Lens] = None):
     import cv2
 
     sift = cv2.SIFT_create(nfeatures=n_features, contrastThreshold=0.01)
-    kps, desc = sift.detectAndCompute(read_gray(path), None)
+    kps, desc = sift.detectAndCompute(read_gray(path, lens), None)
     pts = np.array([k.pt for k in kps], dtype=np.float64).reshape(-1, 2)
     return pts, desc
 
@@ -181,8 +192,8 @@ def sift_correspondences(a: View, b: View, n_features: int = 4000, ratio: float 
                          epi_tol: float = 2.0) -> Correspondences:
     import cv2
 
-    pa, da = _sift_features(a.image_path, n_features)
-    pb, db = _sift_features(b.image_path, n_features)
+    pa, da = _sift_features(a.image_path, n_features, a.lens)
+    pb, db = _sift_features(b.image_path, n_features, b.lens)
     if da is None or db is None or len(da) < 2 or len(db) < 2:
         empty = np.zeros(0, dtype=np.int64)
         return Correspondences(empty, empty, empty, empty)
@@ -222,7 +233,7 @@ class LoFTRMatcher:
         import cv2
         import torch
 
-        g = read_gray(view.image_path)
+        g = view_gray(view)
         scale = self.size / max(g.shape)
         h8, w8 = max(8, int(round(g.shape[0] * scale / 8)) * 8), max(8, int(round(g.shape[1] * scale / 8)) * 8)
         g = cv2.resize(g, (w8, h8), interpolation=cv2.INTER_AREA)

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
-from jaxtyping import Float, Int, Int16
+from jaxtyping import Bool, Float, Int, Int16
+
+from instance_nerfacto.core.camera import Lens
 
 PAIR_PRESETS = ("pose", "exhaustive", "sequential", "netvlad")
 
@@ -34,6 +36,14 @@ class View:
     """Metres along the optical axis, 0 = invalid; None when the dataset has no depth."""
     memo: dict = field(default_factory=dict, repr=False, compare=False)
     """Per-view results reused across pairs (back-projected points, inverse pose)."""
+    lens: Optional[Lens] = None
+    """A distorted photo: ``owner``, ``depth`` and ``K`` are on its pinhole grid, and the image is resampled onto it
+    when read (:func:`data_preprocess.matching.view_gray`); None: the photo is a pinhole."""
+
+    @property
+    def valid(self) -> Optional[Bool[np.ndarray, "H W"]]:
+        """Pixels that see the photo (None: all of them)."""
+        return None if self.lens is None else self.lens.valid()
 
     @property
     def height(self) -> int:

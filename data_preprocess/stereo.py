@@ -184,9 +184,9 @@ def _dis(preset: str):
 def normalized_gray(view: View) -> np.ndarray:
     """Grey image with zero-mean unit-variance levels (mapped to 128 +- 48): exposure changes between frames stay
     out of the brightness-constancy term of the flow."""
-    from data_preprocess.matching import read_gray
+    from data_preprocess.matching import view_gray
 
-    f = read_gray(view.image_path).astype(np.float32)
+    f = view_gray(view).astype(np.float32)
     return np.clip((f - f.mean()) / max(float(f.std()), 1e-3) * 48 + 128, 0, 255).astype(np.uint8)
 
 
@@ -232,6 +232,8 @@ def stereo_depths(views: List[View], k: int = 4, preset: str = "medium", min_agr
         v, stack = views[i], per_view.pop(i)
         depth = np.zeros((v.height, v.width), np.float32) if len(stack) < min_agree else \
             fuse_depths(np.stack(stack), min_agree, rel_tol)
+        if v.valid is not None:  # the flow matched the black rim of a pinhole grid bigger than the photo
+            depth[~v.valid] = 0.0
         valid[0] += float((depth > 0).mean())
         if on_depth is None:
             depths[i] = depth

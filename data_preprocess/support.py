@@ -68,6 +68,8 @@ def detection_rates(points: Dict[int, Float[np.ndarray, "P 3"]], membership: Int
         u, v, z = project(view, world)
         ui, vi = np.round(u).astype(np.int64), np.round(v).astype(np.int64)
         inside = (z > 1e-3) & (ui >= 0) & (vi >= 0) & (ui < view.width) & (vi < view.height)
+        if view.valid is not None:  # a pinhole grid bigger than the photo: its rim is outside the image
+            inside[inside] = view.valid[vi[inside], ui[inside]]
         d = np.zeros(len(world), dtype=np.float64)
         d[inside] = view.depth[vi[inside], ui[inside]]
         known = inside & (d > 0)

@@ -99,7 +99,7 @@ def test_depth_query_reads_the_field_at_the_back_projected_depth():
         return {"instance_id": torch.full((n, 1), 9), "instance_confidence": torch.ones(n, 1),
                 "accumulation": torch.ones(n, 1)}
 
-    query = DepthQuery(field, ray_distance_map(depth, fx, fy, cx, cy, scale), fallback)
+    query = DepthQuery(field, ray_distance_map(depth, frame.camera, scale), fallback)
     coords = np.stack([rng.integers(0, height, 200), rng.integers(0, width, 200)], axis=1)
     camera = frame_camera(frame, DatasetToModel.from_dataparser(transform, scale), "cpu")
     ids, _ = query_rays(None, camera, coords, query)

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from instance_nerfacto.core.camera import CameraModel
 from instance_nerfacto.loc.map_depth import backproject_depth, fill_small_holes, splat_depth, training_depth_points
 
 
@@ -23,15 +24,16 @@ def _look_at(eye, target) -> np.ndarray:
 
 def test_splat_keeps_the_nearest_surface_and_lands_points_where_they_were_seen():
     height, width, fx, fy, cx, cy = 48, 64, 50.0, 50.0, 32.0, 24.0
+    camera = CameraModel(fx, fy, cx, cy, width, height)
     source = _look_at([0, -3, 1], [0, 0, 1])  # looks along +y at a wall y = 1 (4 m away) with a box in front
     depth = np.full((height, width), 4.0, np.float32)
     depth[10:30, 20:40] = 2.0  # the box's face, 2 m away
-    points = backproject_depth(depth, source, fx, fy, cx, cy)
+    points = backproject_depth(depth, source, camera)
     # the box face lies on the plane y = -1, the wall on y = 1
     assert np.allclose(np.sort(np.unique(np.round(points[:, 1], 4))), [-1.0, 1.0], atol=1e-4)
     # splatted back into the camera that saw them: the same depths (points cover the 2x2 pixels around their
     # projection, so a surface edge may grow by one pixel towards +row / +col; the nearer surface wins there)
-    back = splat_depth(points, source, fx, fy, cx, cy, height, width)
+    back = splat_depth(points, source, camera)
     assert np.all(back > 0)
     np.testing.assert_allclose(back[10:30, 20:40], 2.0, atol=1e-5)
     np.testing.assert_allclose(back[:9], 4.0, atol=1e-5)
@@ -39,12 +41,12 @@ def test_splat_keeps_the_nearest_surface_and_lands_points_where_they_were_seen()
     # from a camera moved 1 m towards the wall: depths 1 m shorter, the box larger and still in front of the wall
     closer = source.copy()
     closer[:, 3] += [0, 1, 0]
-    near = splat_depth(points, closer, fx, fy, cx, cy, height, width)
+    near = splat_depth(points, closer, camera)
     assert abs(float(near[height // 2 - 4, width // 2]) - 1.0) < 1e-4
     box = np.isclose(near, 1.0, atol=1e-4)
     assert box.sum() > 1.5 * 20 * 20 and not np.any(np.isclose(near, 4.0))
     # points behind the camera are never drawn
-    assert not np.any(splat_depth(points, _look_at([0, 2, 1], [0, 5, 1]), fx, fy, cx, cy, height, width))
+    assert not np.any(splat_depth(points, _look_at([0, 2, 1], [0, 5, 1]), camera))
 
 
 def test_fill_small_holes_takes_the_nearest_neighbour_surface_only_for_small_holes():
@@ -77,8 +79,7 @@ def test_training_depth_points_reproduce_a_held_out_frames_measured_depth(tiny_s
     for frame in load_dataset(tiny_scene).split("val"):
         camera = frame_camera(frame, DatasetToModel.from_dataparser(transform, scale), "cpu")
         c2w = camera.camera_to_worlds[0].numpy()
-        depth = fill_small_holes(splat_depth(points, c2w, frame.fx, frame.fy, frame.cx, frame.cy, frame.height,
-                                             frame.width)) / scale
+        depth = fill_small_holes(splat_depth(points, c2w, frame.camera)) / scale
         truth = read_depth(frame.depth_path)
         seen = truth > 0
         covered.append(float((depth[seen] > 0).mean()))

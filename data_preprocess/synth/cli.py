@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import shutil
@@ -28,6 +29,7 @@ import tyro
 
 from data_preprocess.synth.cameras import Intrinsics, trajectories
 from data_preprocess.synth.frontend import FrontendNoise, draw_traits, simulate_masks
+from data_preprocess.synth.lens import photo_camera, render_canvas, warp_maps, warp_view
 from data_preprocess.synth.scene import RoomScene
 from instance_nerfacto.core.errors import fail, run_cli
 
@@ -71,6 +73,10 @@ class SynthConfig:
     """Train frames along the preset's camera loop (default: the preset's). The loop and the room stay the same, so
     ``--preset demo --frames 1000`` is the demo room captured ten times as densely: its every 10th frame has the pose
     of the 100-frame capture's frame (mask noise is drawn per frame)."""
+    lens: Literal["pinhole", "radial", "fisheye"] = "pinhole"
+    """Camera lens: an ideal pinhole (OPENCV with zero distortion), radial distortion (OPENCV k1 -0.15, k2 0.03) or
+    a fisheye (OPENCV_FISHEYE k1 0.05, k2 0.01). Same intrinsics, poses, room and mask noise for every lens, so the
+    pinhole room is the distorted rooms' twin."""
     overwrite: bool = False
     """Replace an existing output folder."""
 
@@ -90,7 +96,7 @@ def _write_png(path: Path, image: np.ndarray) -> None:
         raise RuntimeError(f"could not write {path}")
 
 
-def generate(out: Path, preset_name: str, seed: int, n_train: Optional[int] = None) -> Dict:
+def generate(out: Path, preset_name: str, seed: int, n_train: Optional[int] = None, lens: str = "pinhole") -> Dict:
     """Render the scene into ``out`` (an empty or new folder); returns the synth.json metadata."""
     import cv2
     import pybullet
@@ -104,6 +110,9 @@ def generate(out: Path, preset_name: str, seed: int, n_train: Optional[int] = No
     try:
         timings["build_s"] = time.perf_counter() - start
         intr = Intrinsics(preset.width, preset.height)
+        photo = photo_camera(lens, intr.fx, intr.fy, intr.cx, intr.cy, intr.width, intr.height)
+        canvas = render_canvas(photo) if photo.distorted else None
+        maps = warp_maps(canvas, photo) if canvas is not None else None
         train_poses, val_poses = trajectories(scene.rng, scene.width, scene.depth, preset.n_train, preset.n_val)
         noise = FrontendNoise()
         traits = draw_traits(np.random.default_rng([seed, 2]), {i.gt_id: i.is_thing for i in scene.instances}, noise)
@@ -116,7 +125,12 @@ def generate(out: Path, preset_name: str, seed: int, n_train: Optional[int] = No
         views += [(f"val_{i:05d}", p) for i, p in enumerate(val_poses)]
         for index, (stem, (eye, target)) in enumerate(views):
             t0 = time.perf_counter()
-            rgb, depth, gt, c2w = scene.render(eye, target, intr.width, intr.height, intr.fov_y_deg)
+            if canvas is None:
+                rgb, depth, gt, c2w = scene.render(eye, target, intr.width, intr.height, intr.fov_y_deg)
+            else:  # wider through the pinhole, then bent onto the photo's pixels
+                fov_y = math.degrees(2 * math.atan(canvas.height / 2 / canvas.fy))
+                rgb, depth, gt, c2w = scene.render(eye, target, canvas.width, canvas.height, fov_y)
+                rgb, depth, gt = warp_view(maps, rgb, depth, gt)
             t1 = time.perf_counter()
             masks = simulate_masks(gt, traits, np.random.default_rng([seed, 1, index]), noise)
             t2 = time.perf_counter()
@@ -134,10 +148,11 @@ def generate(out: Path, preset_name: str, seed: int, n_train: Optional[int] = No
                 "transform_matrix": np.round(c2w, 8).tolist(),
             })
             (val_files if stem.startswith("val_") else train_files).append(image_path)
+        k1, k2, k3, k4, p1, p2 = photo.distortion
         transforms = {
-            "camera_model": "OPENCV",
+            "camera_model": "OPENCV_FISHEYE" if photo.fisheye else "OPENCV",
             "fl_x": intr.fx, "fl_y": intr.fy, "cx": intr.cx, "cy": intr.cy, "w": intr.width, "h": intr.height,
-            "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
+            **({"k1": k1, "k2": k2, "k3": k3, "k4": k4} if photo.fisheye else {"k1": k1, "k2": k2, "p1": p1, "p2": p2}),
             "frames": frames,
             "train_filenames": train_files,
             "val_filenames": val_files,
@@ -155,6 +170,8 @@ def generate(out: Path, preset_name: str, seed: int, n_train: Optional[int] = No
             "width": preset.width,
             "height": preset.height,
             "fov_x_deg": intr.fov_x_deg,
+            "lens": lens,
+            "lens_render_size": [canvas.width, canvas.height] if canvas is not None else None,
             "n_train": len(train_files),
             "n_val": len(val_files),
             "n_instances": len(instances),
@@ -190,7 +207,7 @@ def main(cfg: SynthConfig) -> Dict:
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        meta = generate(tmp, cfg.preset, cfg.seed, cfg.frames)
+        meta = generate(tmp, cfg.preset, cfg.seed, cfg.frames, cfg.lens)
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             os.rename(out, old)

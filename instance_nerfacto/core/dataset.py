@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+from jaxtyping import Float
 
+from instance_nerfacto.core.camera import CameraModel
 from instance_nerfacto.core.errors import fail
 
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -39,6 +41,16 @@ class Frame:
     height: int
     depth_path: Optional[Path] = None
     split: str = "train"
+    fisheye: bool = False
+    """nerfstudio's CameraType.FISHEYE (transforms.json camera_model OPENCV_FISHEYE); else PERSPECTIVE."""
+    distortion: Tuple[float, ...] = (0.0,) * 6
+    """k1 k2 k3 k4 p1 p2, nerfstudio's order (all 0: an ideal pinhole)."""
+
+    @property
+    def camera(self) -> CameraModel:
+        """The frame's camera model: every projection of its pixels goes through it."""
+        return CameraModel(self.fx, self.fy, self.cx, self.cy, self.width, self.height, self.fisheye,
+                           tuple(self.distortion))
 
     @property
     def K(self) -> Float[np.ndarray, "3 3"]:
@@ -128,6 +140,7 @@ def load_dataset(root: Path | str, check_files: bool = True) -> Dataset:
             fail(f"frame '{stem}' has a non-rigid pose (rotation not orthonormal)", tpath,
                  "poses must be rigid camera-to-world matrices")
         depth_path = root / fr["depth_file_path"] if fr.get("depth_file_path") else None
+        camera = CameraModel.from_transforms(fr, meta, tpath, lambda key: _intrinsic(fr, meta, key, tpath))
         split = "val" if stem in val_names else "train"
         if train_names and stem not in train_names and stem not in val_names:
             split = "other"
@@ -136,14 +149,11 @@ def load_dataset(root: Path | str, check_files: bool = True) -> Dataset:
                 stem=stem,
                 image_path=image_path,
                 c2w=c2w,
-                fx=float(_intrinsic(fr, meta, "fl_x", tpath)),
-                fy=float(_intrinsic(fr, meta, "fl_y", tpath)),
-                cx=float(_intrinsic(fr, meta, "cx", tpath)),
-                cy=float(_intrinsic(fr, meta, "cy", tpath)),
-                width=int(_intrinsic(fr, meta, "w", tpath)),
-                height=int(_intrinsic(fr, meta, "h", tpath)),
+                fx=camera.fx, fy=camera.fy, cx=camera.cx, cy=camera.cy, width=camera.width, height=camera.height,
                 depth_path=depth_path,
                 split=split,
+                fisheye=camera.fisheye,
+                distortion=camera.distortion,
             )
         )
     if check_files:

@@ -23,33 +23,42 @@ import torch
 from jaxtyping import Float
 from nerfstudio.data.utils.data_utils import get_depth_image_from_path
 
+from instance_nerfacto.core.camera import CameraModel
 
-def backproject_depth(depth: Float[np.ndarray, "H W"], c2w_gl: Float[np.ndarray, "3 4"], fx: float, fy: float,
-                      cx: float, cy: float, stride: int = 1) -> Float[np.ndarray, "N 3"]:
+GL_TO_CV = np.array([1.0, -1.0, -1.0])
+"""Camera axes OpenGL (nerfstudio's poses: y up, looking along -z) -> OpenCV (the camera model's: y down, z ahead)."""
+
+
+def backproject_depth(depth: Float[np.ndarray, "H W"], c2w_gl: Float[np.ndarray, "3 4"], camera: CameraModel,
+                      stride: int = 1) -> Float[np.ndarray, "N 3"]:
     """Points seen by every ``stride``-th pixel with a z-depth reading (> 0), for an OpenGL camera-to-world pose
-    (the camera looks along -z, y up; pixel (row, col) looks through its centre, as nerfstudio's rays do)."""
+    (pixel (row, col) looks through its centre, as nerfstudio's rays do, bent by the camera's distortion)."""
     rows, cols = np.nonzero(depth[::stride, ::stride] > 0)
     z = depth[rows * stride, cols * stride].astype(np.float64)
-    x = (cols * stride + 0.5 - cx) / fx * z
-    y = -(rows * stride + 0.5 - cy) / fy * z
-    cam = np.stack([x, y, -z], axis=1)
+    cam = camera.backproject(cols * stride + 0.5, rows * stride + 0.5, z) * GL_TO_CV
     c2w = np.asarray(c2w_gl, dtype=np.float64)
     return (cam @ c2w[:3, :3].T + c2w[:3, 3]).astype(np.float32)
 
 
-def splat_depth(points: Float[np.ndarray, "N 3"] | torch.Tensor, c2w_gl: Float[np.ndarray, "3 4"], fx: float,
-                fy: float, cx: float, cy: float, height: int, width: int, near: float = 1e-3
-                ) -> Float[np.ndarray, "H W"]:
+def splat_depth(points: Float[np.ndarray, "N 3"] | torch.Tensor, c2w_gl: Float[np.ndarray, "3 4"],
+                camera: CameraModel, near: float = 1e-3) -> Float[np.ndarray, "H W"]:
     """z-depth of the nearest point at every pixel of an OpenGL camera (0 where no point lands). Each point covers
     the 2x2 pixels around its projection, so points back-projected at a stride of a few pixels still close up."""
+    height, width = camera.height, camera.width
     c2w = torch.as_tensor(np.asarray(c2w_gl, dtype=np.float32))
     # float32 and no copy of the points: this runs once per query image over every training depth point
     cam = (torch.as_tensor(points, dtype=torch.float32) - c2w[:3, 3]) @ c2w[:3, :3]
     z = -cam[:, 2]
     keep = z > near
     cam, z = cam[keep], z[keep]
-    u = fx * cam[:, 0] / z + cx - 0.5  # pixel-centre coordinates: (col, row) of the pixel whose centre it hits
-    v = -fy * cam[:, 1] / z + cy - 0.5
+    if camera.distorted:  # through the lens (OpenCV's model), on the points in front only
+        pu, pv, _ = camera.project(cam.numpy().astype(np.float64) * GL_TO_CV)
+        u, v = torch.from_numpy(pu - 0.5), torch.from_numpy(pv - 0.5)
+        inlens = torch.isfinite(u)
+        u, v, z = u[inlens], v[inlens], z[inlens]
+    else:
+        u = camera.fx * cam[:, 0] / z + camera.cx - 0.5  # pixel-centre coordinates: (col, row) of the pixel hit
+        v = -camera.fy * cam[:, 1] / z + camera.cy - 0.5
     u0, v0 = torch.floor(u).long(), torch.floor(v).long()
     # points whose 2x2 footprint touches the image, then the four footprint pixels in one scatter
     near_image = (u0 >= -1) & (u0 < width) & (v0 >= -1) & (v0 < height)
@@ -92,6 +101,6 @@ def training_depth_points(pipeline, stride: int = 4) -> Optional[Float[np.ndarra
         height, width = int(cameras.height[i]), int(cameras.width[i])
         depth = get_depth_image_from_path(Path(path), height, width, unit * scale)[..., 0].numpy()
         depth = np.where(np.isfinite(depth), depth, 0.0)
-        chunks.append(backproject_depth(depth, cameras.camera_to_worlds[i].cpu().numpy(), float(cameras.fx[i]),
-                                        float(cameras.fy[i]), float(cameras.cx[i]), float(cameras.cy[i]), stride))
+        chunks.append(backproject_depth(depth, cameras.camera_to_worlds[i].cpu().numpy(),
+                                        CameraModel.from_cameras(cameras, i), stride))
     return np.concatenate(chunks) if chunks else None

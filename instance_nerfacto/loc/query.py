@@ -54,13 +54,11 @@ class ModelQuery:
 
         renderer = self.renderer
         if source == "measured":
-            distance = ray_distance_map(self.depth_by_stem[frame.stem], frame.fx, frame.fy, frame.cx, frame.cy,
-                                        self.to_model.scale)
+            distance = ray_distance_map(self.depth_by_stem[frame.stem], frame.camera, self.to_model.scale)
         elif source == "map":
             c2w = camera.camera_to_worlds[0].cpu().numpy()
-            depth = fill_small_holes(splat_depth(self.map_points, c2w, frame.fx, frame.fy, frame.cx, frame.cy,
-                                                 frame.height, frame.width))
-            distance = ray_distance_map(depth, frame.fx, frame.fy, frame.cx, frame.cy, 1.0)  # already model units
+            depth = fill_small_holes(splat_depth(self.map_points, c2w, frame.camera))
+            distance = ray_distance_map(depth, frame.camera, 1.0)  # already model units
         if source != "rendered":
             renderer = DepthQuery(model.field, distance, renderer or volume)
         if self.mode == "dense" or (self.mode == "auto" and source != "rendered"):

@@ -23,6 +23,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from instance_nerfacto.core.camera import CameraModel
 from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES
 
 
@@ -53,15 +54,13 @@ class SurfaceQuery:
                 "accumulation": accumulation[:, None], "depth": depth[:, None]}
 
 
-def ray_distance_map(depth: Float[np.ndarray, "H W"], fx: float, fy: float, cx: float, cy: float, scale: float
-                     ) -> Float[np.ndarray, "H W"]:
+def ray_distance_map(depth: Float[np.ndarray, "H W"], camera: CameraModel, scale: float) -> Float[np.ndarray, "H W"]:
     """z-depth along the optical axis (metres, 0 = no reading) -> distance along each pixel-centre ray in the
-    model's scaled units (0 = no reading). Pixel (row, col) looks through (col + 0.5, row + 0.5), as nerfstudio's
-    ``Cameras.generate_rays`` does."""
-    height, width = depth.shape
-    u = (np.arange(width) + 0.5 - cx) / fx
-    v = (np.arange(height) + 0.5 - cy) / fy
-    stretch = np.sqrt(1.0 + u[None, :] ** 2 + v[:, None] ** 2)
+    model's scaled units (0 = no reading). Pixel (row, col) looks through (col + 0.5, row + 0.5), bent by the lens,
+    as nerfstudio's ``Cameras.generate_rays`` does."""
+    if depth.shape != (camera.height, camera.width):
+        raise ValueError(f"depth of shape {depth.shape} for a {camera.width}x{camera.height} camera")
+    stretch = camera.ray_stretch()
     valid = np.isfinite(depth) & (depth > 0)
     return np.where(valid, depth * stretch * scale, 0.0).astype(np.float32)
 

@@ -80,13 +80,10 @@ def training_meta(pipeline) -> dict:
 
 def frame_camera(frame, to_model: DatasetToModel, device):
     """A one-camera nerfstudio ``Cameras`` for a dataset frame (:class:`instance_nerfacto.core.dataset.Frame`), in
-    the model's frame."""
+    the model's frame, with the frame's camera type and distortion."""
     import torch
-    from nerfstudio.cameras.cameras import Cameras, CameraType
+    from nerfstudio.cameras.cameras import Cameras
 
     c2w = to_model.c2w(frame.c2w)
-    return Cameras(
-        camera_to_worlds=torch.from_numpy(c2w[None, :3, :4].astype(np.float32)),
-        fx=float(frame.fx), fy=float(frame.fy), cx=float(frame.cx), cy=float(frame.cy),
-        width=int(frame.width), height=int(frame.height), camera_type=CameraType.PERSPECTIVE,
-    ).to(device)
+    return Cameras(camera_to_worlds=torch.from_numpy(c2w[None, :3, :4].astype(np.float32)),
+                   **frame.camera.nerfstudio()).to(device)

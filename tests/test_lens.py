@@ -1,0 +1,189 @@
+"""Cameras with lens distortion: the camera model against nerfstudio's rays, and InstanceMap through radial and
+fisheye lenses against the pinhole twin of the same room (``instance-synth --lens``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from instance_nerfacto.core.camera import CameraModel, Lens
+from instance_nerfacto.core.errors import InputError
+
+RADIAL = CameraModel(138.6, 138.6, 80.5, 59.5, 160, 120, False, (-0.15, 0.03, 0.0, 0.0, 0.001, -0.002))
+FISHEYE = CameraModel(138.6, 138.6, 80.5, 59.5, 160, 120, True, (0.05, 0.01, 0.0, 0.0, 0.0, 0.0))
+
+
+def _nerfstudio_normalized(camera: CameraModel, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where nerfstudio's own ray generation points the ray through pixel coordinates (u, v), as x/z, y/z in
+    OpenCV's camera frame."""
+    import torch
+    from nerfstudio.cameras.cameras import Cameras
+
+    cameras = Cameras(camera_to_worlds=torch.eye(4)[None, :3, :4], **camera.nerfstudio())
+    rays = cameras.generate_rays(camera_indices=0, coords=torch.from_numpy(np.stack([v, u], 1)).float())
+    d = rays.directions.numpy().astype(np.float64)
+    return d[:, 0] / -d[:, 2], -d[:, 1] / -d[:, 2]  # OpenGL (y up, looking along -z) -> OpenCV
+
+
+@pytest.mark.parametrize("camera", [RADIAL, FISHEYE], ids=["radial", "fisheye"])
+def test_camera_model_bends_pixels_as_nerfstudio_does(camera: CameraModel) -> None:
+    rng = np.random.default_rng(0)
+    u, v = rng.uniform(0, camera.width, 300), rng.uniform(0, camera.height, 300)
+    x, y = camera.normalized(u, v)
+    ns_x, ns_y = _nerfstudio_normalized(camera, u, v)
+    np.testing.assert_allclose(x, ns_x, atol=2e-6)
+    np.testing.assert_allclose(y, ns_y, atol=2e-6)
+    pu, pv, z = camera.project(np.stack([x * 2.0, y * 2.0, np.full_like(x, 2.0)], 1))
+    np.testing.assert_allclose(np.stack([pu, pv]), np.stack([u, v]), atol=1e-6)
+    np.testing.assert_allclose(z, 2.0)
+    # negative control: the same coefficients read as the other camera type miss by pixels
+    other = CameraModel(*[getattr(camera, k) for k in ("fx", "fy", "cx", "cy", "width", "height")],
+                        not camera.fisheye, camera.distortion[:4] + (0.0, 0.0))
+    ox, oy = other.normalized(u, v)
+    assert np.abs(ox - ns_x).max() * camera.fx > 0.5
+
+
+def test_points_behind_the_camera_or_beyond_the_lens_never_land_in_the_image() -> None:
+    u, v, _ = RADIAL.project(np.array([[0.1, 0.1, -1.0], [8.0, 0.0, 1.0], [0.0, 0.0, 1.0]]))
+    assert np.isneginf(u[:2]).all() and np.isneginf(v[:2]).all()
+    assert abs(u[2] - RADIAL.cx) < 1e-9 and abs(v[2] - RADIAL.cy) < 1e-9
+
+
+@pytest.mark.parametrize("camera", [RADIAL, FISHEYE], ids=["radial", "fisheye"])
+def test_lens_pinhole_grid_holds_every_photo_pixel_and_maps_back(camera: CameraModel) -> None:
+    lens = Lens.covering(camera)
+    assert lens.pinhole.width >= camera.width and lens.pinhole.height >= camera.height
+    ids = np.arange(camera.width * camera.height, dtype=np.int64).reshape(camera.height, camera.width)
+    pin = lens.to_pinhole(ids, nearest=True, fill=-1)
+    seen = np.unique(pin[pin >= 0])
+    # the pinhole grid keeps the photo's central resolution: (nearly) every photo pixel appears on it
+    assert len(seen) > 0.9 * ids.size
+    # a pinhole pixel shows the photo pixel its ray passes through (checked through the model's own projection)
+    rows, cols = np.nonzero(pin >= 0)
+    pick = np.random.default_rng(1).choice(len(rows), 200, replace=False)
+    x, y = (cols[pick] + 0.5 - lens.pinhole.cx) / lens.pinhole.fx, (rows[pick] + 0.5 - lens.pinhole.cy) / lens.pinhole.fy
+    pu, pv, _ = camera.project(np.stack([x, y, np.ones_like(x)], 1))
+    shown = pin[rows[pick], cols[pick]]
+    assert np.all(np.abs(shown % camera.width + 0.5 - pu) <= 0.51)
+    assert np.all(np.abs(shown // camera.width + 0.5 - pv) <= 0.51)
+    assert lens.valid()[rows, cols].all()
+
+
+def _transforms_with(scene: Path, tmp_path: Path, **entries) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    meta = json.loads((scene / "transforms.json").read_text())
+    meta.update(entries)
+    (data / "transforms.json").write_text(json.dumps(meta))
+    (data / "images").symlink_to(scene / "images")
+    return data
+
+
+@pytest.mark.parametrize("entries,message", [
+    ({"camera_model": "EQUIRECTANGULAR"}, "camera_model 'EQUIRECTANGULAR' is not supported"),
+    ({"k4": 0.01}, "k4 of a perspective camera"),
+    ({"camera_model": "OPENCV_FISHEYE", "p1": 0.01}, "OPENCV_FISHEYE has no tangential terms"),
+])
+def test_camera_models_it_cannot_handle_are_refused_in_one_line(tiny_scene: Path, tmp_path: Path, entries: dict,
+                                                                message: str) -> None:
+    from instance_nerfacto.core.dataset import load_dataset
+
+    data = _transforms_with(tiny_scene, tmp_path, **entries)
+    with pytest.raises(InputError) as err:
+        load_dataset(data)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_frames_carry_their_camera_into_nerfstudio(tiny_scene: Path, tmp_path: Path) -> None:
+    from nerfstudio.cameras.cameras import CameraType
+
+    from instance_nerfacto.core.dataset import load_dataset
+    from instance_nerfacto.render.cameras import DatasetToModel, frame_camera
+
+    data = _transforms_with(tiny_scene, tmp_path, camera_model="OPENCV_FISHEYE", k1=0.05, k2=0.01, p1=0.0, p2=0.0)
+    frame = load_dataset(data).frames[0]
+    assert frame.camera.fisheye and frame.camera.distortion == (0.05, 0.01, 0.0, 0.0, 0.0, 0.0)
+    camera = frame_camera(frame, DatasetToModel(np.eye(4), 1.0), "cpu")
+    assert int(camera.camera_type[0]) == CameraType.FISHEYE.value
+    assert camera.distortion_params[0].tolist() == pytest.approx([0.05, 0.01, 0.0, 0.0, 0.0, 0.0])
+
+
+# ------------------------------------------------------------------------------------ InstanceMap through lenses
+
+
+def _lens_room(tmp_path_factory, lens: str) -> Path:
+    from data_preprocess.synth.cli import SynthConfig, main
+
+    out = tmp_path_factory.mktemp(f"lens_{lens}") / "room"
+    main(SynthConfig(out=out, preset="tiny", seed=0, lens=lens))
+    return out
+
+
+@pytest.fixture(scope="module")
+def lens_rooms(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The tiny room through each lens; the pinhole room is the session's tiny scene (same seed)."""
+    return {"pinhole": tiny_scene, "radial": _lens_room(tmp_path_factory, "radial"),
+            "fisheye": _lens_room(tmp_path_factory, "fisheye")}
+
+
+def _map_pq(scene: Path, out: Path, data: Path | None = None, **kwargs) -> float:
+    from data_preprocess.instance_map import MapConfig, main
+    from instance_nerfacto.eval.metrics import evaluate_dirs
+
+    main(MapConfig(data=data or scene, masks=scene / "masks", output=out, quiet=True, **kwargs))
+    return evaluate_dirs(out, scene / "gt", things_json=scene / "instances.json")["scene_pq"]
+
+
+def test_synth_lens_keeps_the_pinhole_twins_intrinsics(lens_rooms: dict) -> None:
+    pin = json.loads((lens_rooms["pinhole"] / "transforms.json").read_text())
+    for lens, model in (("radial", "OPENCV"), ("fisheye", "OPENCV_FISHEYE")):
+        meta = json.loads((lens_rooms[lens] / "transforms.json").read_text())
+        assert meta["camera_model"] == model
+        assert all(meta[k] == pin[k] for k in ("fl_x", "fl_y", "cx", "cy", "w", "h"))
+        assert [f["transform_matrix"] for f in meta["frames"]] == [f["transform_matrix"] for f in pin["frames"]]
+        assert meta["k1"] != 0.0
+
+
+def _variant(room: Path, out: Path, depth: bool, distortion: bool) -> Path:
+    """A copy of a lens room's transforms.json (images, masks linked) without depth maps and/or distortion."""
+    out.mkdir()
+    meta = json.loads((room / "transforms.json").read_text())
+    if not depth:
+        for frame in meta["frames"]:
+            frame.pop("depth_file_path", None)
+    if not distortion:  # read as a pinhole: what the project did before it had a camera model
+        meta.update(camera_model="OPENCV", k1=0.0, k2=0.0, k3=0.0, k4=0.0)
+    (out / "transforms.json").write_text(json.dumps(meta))
+    for sub in ("images", "depth"):
+        (out / sub).symlink_to(room / sub)
+    return out
+
+
+@pytest.mark.parametrize("lens", ["radial", "fisheye"])
+def test_instance_map_through_a_lens_scores_as_its_pinhole_twin(lens_rooms: dict, lens: str, tmp_path: Path) -> None:
+    """With and without depth maps, the lens room's pseudolabels score as the pinhole twin's; without depth maps
+    the same room read as if it were a pinhole (distortion dropped from transforms.json: what the project did
+    before) scores clearly lower (negative control)."""
+    from instance_nerfacto.core.files import read_label_png
+    from instance_nerfacto.core.masks import read_masks
+
+    room, pinhole = lens_rooms[lens], lens_rooms["pinhole"]
+    twin = _map_pq(pinhole, tmp_path / "pinhole")
+    ours = _map_pq(room, tmp_path / lens)
+    assert ours >= twin - 0.04, (ours, twin)
+    # pseudolabels lie on the photo's own grid: labelled pixels are exactly mask pixels of that frame
+    for stem in ("frame_00003", "frame_00017"):
+        labels = read_label_png(tmp_path / lens / f"{stem}.png")
+        masks, _ = read_masks(room / "masks" / f"{stem}.png")
+        assert labels.shape == masks.shape[1:] and not np.any((labels > 0) & ~masks.any(0))
+    twin_nd = _map_pq(pinhole, tmp_path / "pinhole_nd", _variant(pinhole, tmp_path / "p_nd", False, True))
+    ours_nd = _map_pq(room, tmp_path / "lens_nd", _variant(room, tmp_path / "l_nd", False, True))
+    blind_nd = _map_pq(room, tmp_path / "blind_nd", _variant(room, tmp_path / "b_nd", False, False))
+    print(f"{lens}: depth {ours:.3f} (pinhole twin {twin:.3f}); no depth {ours_nd:.3f} (twin {twin_nd:.3f}, "
+          f"distortion ignored {blind_nd:.3f})")
+    assert ours_nd >= twin_nd - 0.04, (ours_nd, twin_nd)
+    assert blind_nd < ours_nd - 0.05, (blind_nd, ours_nd)
