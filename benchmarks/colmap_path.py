@@ -1,10 +1,10 @@
 """The photos-only path, end to end: COLMAP poses -> InstanceMap without depth -> InstanceLift -> InstanceLoc.
 
 A rendered room is turned into what a phone user has: its photos (training and held-out views together, no poses, no
-depth) and per-photo masks. ``ns-process-data images --no-gpu --camera-type pinhole --matching-method exhaustive``
-poses them; the held-out photos are listed in ``val_filenames``; then ``instance-map`` (no depth anywhere),
-``ns-train instance-nerfacto-small``, ``instance-render`` and ``instance-loc`` (given masks) on the held-out photos,
-each scored by ``instance-eval`` against the room's ground truth. Prints one table.
+depth) and per-photo masks. ``ns-process-data images --no-gpu --matching-method exhaustive --camera-type TYPE``
+(default perspective) poses them; the held-out photos are listed in ``val_filenames``; then ``instance-map`` (no
+depth anywhere), ``ns-train instance-nerfacto-small``, ``instance-render`` and ``instance-loc`` (given masks) on the
+held-out photos, each scored by ``instance-eval`` against the room's ground truth. Prints one table.
 
     .venv/bin/python benchmarks/colmap_path.py --out /tmp/colmap_bench --preset demo --seed 5
     .venv/bin/python benchmarks/colmap_path.py --out /tmp/colmap_bench --camera-optimizer SO3xR3
@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--camera-optimizer", choices=["SO3xR3", "off"], default="off")
+    parser.add_argument("--camera-type", choices=["perspective", "pinhole", "fisheye"], default="perspective",
+                        help="ns-process-data --camera-type (its default: perspective, COLMAP's OPENCV model)")
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -71,7 +73,7 @@ def main() -> None:
     data = out / "colmap"
     if not (data / "transforms.json").exists():
         start = time.perf_counter()
-        colmap_dataset(scene, data)
+        colmap_dataset(scene, data, args.camera_type)
         timings["ns-process-data (COLMAP)"] = round(time.perf_counter() - start, 1)
     pseudo = data / "pseudolabels"
     if pseudo.exists():

@@ -19,11 +19,11 @@ import numpy as np
 from jaxtyping import Float, Int
 
 from data_preprocess.pairs import View, _cam_arrays, backproject, overlap_rows, proxy_depth, select_sparse_pairs
-from data_preprocess.rasterize import frame_labels, owner_map
-from instance_nerfacto.core.camera import Lens, optional_lens
+from data_preprocess.rasterize import frame_labels
+from instance_nerfacto.core.camera import Lens, working_lens
 from instance_nerfacto.core.errors import fail
 from instance_nerfacto.core.files import atomic_write_png, read_depth
-from instance_nerfacto.core.masks import load_frame_masks
+from instance_nerfacto.core.masks import read_mask_owner, same_picture
 
 VIEW_CACHE_SIZE = 160
 """Frames (owner map, depth, back-projected pixels) kept per process: ~0.3 MB each at 160x120."""
@@ -51,8 +51,9 @@ class FrameSpec:
     """Size and mtime of the mask and depth files: part of the cache key, so a long-lived worker never serves a
     frame from a file that has changed since it read it."""
     lens: Optional[Lens] = None
-    """A distorted photo: ``K``, ``height`` and ``width`` are its pinhole grid's, onto which masks, depth and image are
-    resampled when read; the pseudolabels are written on the photo's own grid. None: the photo is a pinhole."""
+    """A distorted or large photo: ``K``, ``height`` and ``width`` are its working pinhole grid's, onto which masks,
+    depth and image are resampled when read; the pseudolabels are written on the photo's own grid (the resolution
+    nerfstudio trains on). None: the photo's own grid is the working grid."""
     depth_on_photo: bool = True
     """``depth_path`` is on the photo's grid (the dataset's depth maps), not on the pinhole grid (stereo's)."""
 
@@ -62,10 +63,10 @@ class FrameSpec:
         return (self.height, self.width) if self.lens is None else (self.lens.photo.height, self.lens.photo.width)
 
 
-def make_spec(index: int, frame, mask_path: Path, depth: bool) -> FrameSpec:
+def make_spec(index: int, frame, mask_path: Path, depth: bool, max_size: int = 1 << 30) -> FrameSpec:
     depth_path = frame.depth_path if depth else None
     stamp = tuple((st.st_size, st.st_mtime_ns) for st in (Path(p).stat() for p in (mask_path, depth_path) if p))
-    lens = optional_lens(frame.camera)
+    lens = working_lens(frame.camera, max_size)
     K, height, width = (frame.K, frame.height, frame.width) if lens is None else \
         (lens.K, lens.pinhole.height, lens.pinhole.width)
     return FrameSpec(index, frame.stem, tuple(map(tuple, K.tolist())), tuple(map(tuple, frame.c2w_cv.tolist())),
@@ -73,18 +74,24 @@ def make_spec(index: int, frame, mask_path: Path, depth: bool) -> FrameSpec:
 
 
 def read_owner(spec: FrameSpec, allow_empty: bool = True, on_photo: bool = False) -> Tuple[np.ndarray, int]:
-    """Owner map (int16, -1 = no mask) and mask count of one frame, on the pinhole grid (or ``on_photo``);
-    InputError on a bad mask file."""
-    masks, _, _ = load_frame_masks(spec.mask_path.parent, spec.stem, *spec.photo_size,
-                                   "run instance-segment for every frame, or pass --split / --masks")
-    if len(masks) == 0 and not allow_empty:
+    """Owner map (int16, -1 = no mask) and mask count of one frame, on the working grid (or ``on_photo``: the
+    photo's grid); InputError on a bad mask file. Masks may come at the photo's size or any scaled copy of it."""
+    owner, n, _ = read_mask_owner(spec.mask_path.parent, spec.stem, *spec.photo_size,
+                                  "run instance-segment for every frame, or pass --split / --masks")
+    if n == 0 and not allow_empty:
         fail(f"frame '{spec.stem}' has no masks", spec.mask_path, "re-run the segmenter on it, or pass --allow-empty")
-    if len(masks) > np.iinfo(np.int16).max:
-        fail(f"frame '{spec.stem}' has {len(masks)} masks", spec.mask_path, "keep at most 32767 masks per frame")
-    owner = owner_map(masks)
-    if spec.lens is not None and not on_photo:
-        owner = spec.lens.to_pinhole(owner, nearest=True, fill=-1)
-    return owner, len(masks)
+    if on_photo or spec.lens is None:
+        return resize_nearest(owner, *(spec.photo_size if on_photo else (spec.height, spec.width))), n
+    return spec.lens.for_size(owner.shape[1], owner.shape[0]).to_pinhole(owner, nearest=True, fill=-1), n
+
+
+def resize_nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A label or depth image of another scale brought to ``height x width`` (nearest: ids and depths intact)."""
+    import cv2
+
+    if array.shape[:2] == (height, width):
+        return array
+    return cv2.resize(array, (width, height), interpolation=cv2.INTER_NEAREST)
 
 
 def read_frame_depth(spec: FrameSpec) -> Optional[np.ndarray]:
@@ -93,13 +100,15 @@ def read_frame_depth(spec: FrameSpec) -> Optional[np.ndarray]:
         return None
     # a depth PNG of the dataset (millimetres), or depth estimated by the stereo stage (.npy, metres)
     depth = np.load(spec.depth_path) if spec.depth_path.suffix == ".npy" else read_depth(spec.depth_path)
-    height, width = spec.photo_size if spec.depth_on_photo else (spec.height, spec.width)
-    if depth.shape != (height, width):
-        fail(f"depth map is {depth.shape[1]}x{depth.shape[0]}, image is {width}x{height}",
-             spec.depth_path, "write depth at the image resolution")
-    if spec.lens is not None and spec.depth_on_photo:
-        depth = spec.lens.to_pinhole(depth, nearest=True)  # z-depth: the same for a point on both grids
-    return depth
+    if not spec.depth_on_photo:  # the stereo stage's, on the working grid
+        return depth
+    if not same_picture(depth.shape, spec.photo_size):
+        fail(f"depth map is {depth.shape[1]}x{depth.shape[0]}, image is {spec.photo_size[1]}x{spec.photo_size[0]}",
+             spec.depth_path, "write depth at the image resolution (or a scaled copy of it)")
+    if spec.lens is None:
+        return resize_nearest(depth, spec.height, spec.width)
+    # z-depth is the same for a point on both grids: resampled, not rescaled
+    return spec.lens.for_size(depth.shape[1], depth.shape[0]).to_pinhole(depth, nearest=True)
 
 
 @lru_cache(maxsize=VIEW_CACHE_SIZE)

@@ -32,16 +32,15 @@ from data_preprocess.frames import (
     mask_points,
     photo_owner,
     pose_pairs_sparse,
-    pose_view,
 )
 from data_preprocess.graph import match_stage, mutual_best_edges, split_by_frame
 from data_preprocess.pairs import exhaustive_pairs, sequential_pairs, similarity_pairs
 from data_preprocess.rasterize import frame_labels, order_labels
 from data_preprocess.steps import Steps, peak_rss_mb
-from data_preprocess.stereo import stereo_depths
-from instance_nerfacto.core.dataset import check_depth_listing, load_dataset
+from data_preprocess.stereo_stage import stereo_stage
+from instance_nerfacto.core.dataset import check_depth_listing, downscaled, load_dataset, training_downscale
 from instance_nerfacto.core.errors import fail, run_cli
-from instance_nerfacto.core.files import atomic_save_npy, atomic_write_png
+from instance_nerfacto.core.files import atomic_write_png
 from instance_nerfacto.core.masks import MASK_SUFFIXES, find_mask_file
 from instance_nerfacto.core.pseudolabels import (
     LABELS_JSON,
@@ -71,6 +70,14 @@ class MapConfig:
     """Correspondences: depth reprojection, reprojection on depth estimated by multi-view stereo from the images and
     poses, pose-checked dense optical flow, SIFT, LoFTR; default depth when the dataset has depth maps, stereo
     otherwise."""
+    downscale: Optional[int] = None
+    """Work on the photos nerfstudio trains on: images_N/ (and depths_N/) at this factor, as ns-train's
+    --downscale-factor. Default: nerfstudio's own choice (halve while the longest side exceeds 1,600 px and
+    ns-process-data wrote the next images_N/). Pseudolabels are written at that resolution; masks and depth maps may
+    come at the full size or any scaled copy of it."""
+    max_size: int = 640
+    """Longest side of the grid the association runs on: larger photos (and every photo with lens distortion) are
+    resampled onto a pinhole grid of at most this size; pseudolabels are still written at the photo's resolution."""
     stereo_neighbours: int = 4
     """Stereo: neighbour frames whose flow is triangulated into each frame's depth map."""
     stereo_min_agree: int = 1
@@ -148,6 +155,7 @@ def load_frames(cfg: MapConfig, mask_dir: Path):
     on missing/extra mask files. Mask contents are checked by the per-frame stage (:func:`summarize_frames`)."""
     check_depth_listing(cfg.data / "transforms.json")  # the rule of ns-train: depth for every frame or for none
     ds = load_dataset(cfg.data)
+    ds = downscaled(ds, training_downscale(ds, cfg.downscale))  # the images (and sizes) nerfstudio trains on
     frames = ds.split(cfg.split)
     if not frames:
         fail(f"transforms.json has no '{cfg.split}' frames", cfg.data / "transforms.json", "use --split all")
@@ -169,7 +177,7 @@ def load_frames(cfg: MapConfig, mask_dir: Path):
         if path is None:
             fail(f"frame '{fr.stem}' has no mask file", mask_dir / f"{fr.stem}.png",
                  "run instance-segment for every frame, or pass --split / --masks")
-        specs.append(make_spec(k, fr, path, use_depth))
+        specs.append(make_spec(k, fr, path, use_depth, cfg.max_size))
     return ds, frames, specs
 
 
@@ -221,22 +229,6 @@ def main(cfg: MapConfig) -> Dict:
         engine.close()
 
 
-def stereo_stage(cfg: MapConfig, specs: List[FrameSpec], inputs: list, output: Path) -> List[FrameSpec]:
-    """Depth of every frame estimated from the images and poses (``stereo.py``), saved once per input and parameter
-    set under ``<output>/.cache/stereo-<key>/<stem>.npy`` (metres, 0 = unknown); the frames then point at it, so the
-    pair tasks and the revisit stage read it like a depth map, in any process."""
-    params = {"k": cfg.stereo_neighbours, "min_agree": cfg.stereo_min_agree, "split": cfg.split, "spread": 2}
-    key = cache_key("stereo", {**params, "stems": [s.stem for s in specs]}, inputs)
-    folder = output / ".cache" / f"stereo-{key}"
-    paths = [folder / f"{s.stem}.npy" for s in specs]
-    if not all(p.is_file() for p in paths):
-        views = [pose_view(s) for s in specs]  # images and poses only, also when the dataset has depth maps
-        stereo_depths(views, cfg.stereo_neighbours, min_agree=cfg.stereo_min_agree, workers=cfg.workers,
-                      on_depth=lambda i, depth: atomic_save_npy(paths[i], depth))  # streamed, not held
-    return [replace(s, depth_path=p, depth_on_photo=False, stamp=s.stamp + ((p.stat().st_size, p.stat().st_mtime_ns),))
-            for s, p in zip(specs, paths)]
-
-
 def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, timings: Dict[str, float],
          memory_mb: Dict[str, float]) -> Dict:
     t = time.perf_counter()
@@ -267,13 +259,15 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
         if matcher_name in ("stereo", "flow", "sift", "loftr") else []
     if matcher_name == "stereo":
         t = time.perf_counter()
-        stereo_specs = stereo_stage(cfg, specs, inputs + image_inputs, output)
+        stereo_specs = stereo_stage(specs, inputs + image_inputs, output, cfg.stereo_neighbours, cfg.stereo_min_agree,
+                                    cfg.split, cfg.workers)
         dense_depth = False
         timings["stereo"] = time.perf_counter() - t
         memory_mb["stereo"] = peak_rss_mb()
 
     t = time.perf_counter()
     pair_params = {k: getattr(cfg, k) for k in ("pairs", "top_k", "min_pair_overlap", "window", "split")}
+    pair_params["grids"] = [[s.K, s.height, s.width, s.image_path.parent.name] for s in specs]  # working grids
     pkey = cache_key("pairs", {**pair_params, "stems": stems}, inputs)
     cached = cache.load("pairs", pkey)
     pairs = cached["pairs"] if cached is not None else choose_pairs(cfg, specs, engine)

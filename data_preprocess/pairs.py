@@ -16,7 +16,7 @@ from typing import List, Optional
 import numpy as np
 from jaxtyping import Bool, Float, Int, Int16
 
-from instance_nerfacto.core.camera import Lens
+from instance_nerfacto.core.camera import Lens, pinhole_backproject, pinhole_project
 
 PAIR_PRESETS = ("pose", "exhaustive", "sequential", "netvlad")
 
@@ -55,11 +55,15 @@ class View:
 
 
 def backproject(view: View, u: np.ndarray, v: np.ndarray, z: np.ndarray) -> Float[np.ndarray, "N 3"]:
-    """World points of pixels (u, v) at optical-axis depth z."""
-    x = (u - view.K[0, 2]) / view.K[0, 0] * z
-    y = (v - view.K[1, 2]) / view.K[1, 1] * z
-    cam = np.stack([x, y, z, np.ones_like(z)], axis=1)
-    return (cam @ view.c2w_cv.T)[:, :3]
+    """World points of pixels (u, v) at optical-axis depth z (a view's grid is always a pinhole: a distorted photo's
+    masks and depth were resampled onto one, :class:`instance_nerfacto.core.camera.Lens`)."""
+    cam = pinhole_backproject(view.K, u, v, z)
+    return cam @ view.c2w_cv[:3, :3].T + view.c2w_cv[:3, 3]
+
+
+def pixel_rays(view: View, u: np.ndarray, v: np.ndarray) -> Float[np.ndarray, "N 3"]:
+    """World directions of pixels (u, v) of a view, scaled to unit camera-z (so a ray's parameter is z-depth)."""
+    return pinhole_backproject(view.K, u, v, np.ones(len(u))) @ view.c2w_cv[:3, :3].T
 
 
 def project(view: View, world: Float[np.ndarray, "N 3"]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -67,12 +71,7 @@ def project(view: View, world: Float[np.ndarray, "N 3"]) -> tuple[np.ndarray, np
     w2c = view.memo.get("w2c")
     if w2c is None:
         w2c = view.memo["w2c"] = np.linalg.inv(view.c2w_cv)
-    cam = world @ w2c[:3, :3].T + w2c[:3, 3]
-    z = cam[:, 2]
-    safe = np.where(z > 1e-6, z, 1e-6)
-    u = view.K[0, 0] * cam[:, 0] / safe + view.K[0, 2]
-    v = view.K[1, 1] * cam[:, 1] / safe + view.K[1, 2]
-    return u, v, z
+    return pinhole_project(view.K, world @ w2c[:3, :3].T + w2c[:3, 3])
 
 
 def proxy_depth(views: List[View]) -> Float[np.ndarray, "F"]:
@@ -210,9 +209,7 @@ def overlap_rows(rows: Int[np.ndarray, "R"], K: Float[np.ndarray, "F 3 3"], c2w:
         valid = z > 0
         if not valid.any():
             continue
-        cam = np.stack([(u[valid] - cx[i]) / fx[i] * z[valid], (v[valid] - cy[i]) / fy[i] * z[valid], z[valid],
-                        np.ones(int(valid.sum()))], axis=1)
-        world = (cam @ c2w[i].T)[:, :3]
+        world = pinhole_backproject(K[i], u[valid], v[valid], z[valid]) @ c2w[i, :3, :3].T + c2w[i, :3, 3]
         blocks = block[valid]
         # conservative bound: samples of a block whose bounding sphere misses camera j's view cone are invisible
         bound = np.zeros(n)
@@ -254,17 +251,12 @@ def visible_counts(world: Float[np.ndarray, "P 3"], js: Int[np.ndarray, "C"], K:
                     chunk: int) -> Int[np.ndarray, "C"]:
     """How many of the points ``world`` land in the image of each camera ``js`` (in front, and with depth within
     ``depth_tol`` of that camera's depth map)."""
-    fx, fy, cx, cy = K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2]
     out = [np.zeros(0, np.int64)]
     for start in range(0, len(js), chunk):
         jc = js[start:start + chunk]
         # one GEMM for all candidate cameras: (P, 3) @ (3, 3C) -> camera coordinates per candidate
         pc = (world @ w2c[jc, :3, :3].reshape(-1, 3).T).reshape(len(world), len(jc), 3).transpose(1, 0, 2)
-        pc = pc + w2c[jc, None, :3, 3]
-        pz = pc[..., 2]
-        safe = np.where(pz > 1e-6, pz, 1e-6)
-        pu = fx[jc, None] * pc[..., 0] / safe + cx[jc, None]
-        pv = fy[jc, None] * pc[..., 1] / safe + cy[jc, None]
+        pu, pv, pz = pinhole_project(K[jc], pc + w2c[jc, None, :3, 3])
         ok = (pz > 1e-3) & (pu >= 0) & (pu <= size[jc, 1, None] - 1) & (pv >= 0) & (pv <= size[jc, 0, None] - 1)
         if depth_mm is not None and ok.any():
             f, p = np.nonzero(ok)

@@ -9,18 +9,7 @@ from __future__ import annotations
 from typing import Dict, List
 
 import numpy as np
-from jaxtyping import Bool, Float, Int, Int16, UInt16
-
-
-def owner_map(masks: Bool[np.ndarray, "N H W"]) -> Int16[np.ndarray, "H W"]:
-    """Index of the mask owning each pixel, smallest mask on top (overlapping npz stacks), -1 where none."""
-    n, h, w = masks.shape
-    owner = np.full((h, w), -1, dtype=np.int16)
-    if n == 0:
-        return owner
-    for i in np.argsort(-masks.reshape(n, -1).sum(1), kind="stable"):
-        owner[masks[i]] = i
-    return owner
+from jaxtyping import Float, Int, Int16, UInt16
 
 
 def order_labels(community: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "N"],

@@ -13,6 +13,8 @@ import numpy as np
 from jaxtyping import Float, Int
 from scipy.cluster.hierarchy import DisjointSet
 
+from instance_nerfacto.core.camera import pinhole_project
+
 
 class ThinnedPoints:
     """Every ``step``-th point of a stream, ``step`` the smallest power of two that keeps at most ``limit`` (doubled
@@ -120,11 +122,7 @@ def merge_revisits(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "
         inside = total = 0
         for f in pick:
             K, w2c, width, height = pose_of(f)
-            cam = points[a] @ w2c[:3, :3].T + w2c[:3, 3]  # as pairs.project, on the cached pose
-            z = cam[:, 2]
-            safe = np.where(z > 1e-6, z, 1e-6)
-            u = K[0, 0] * cam[:, 0] / safe + K[0, 2]
-            v = K[1, 1] * cam[:, 1] / safe + K[1, 2]
+            u, v, z = pinhole_project(K, points[a] @ w2c[:3, :3].T + w2c[:3, 3])  # as pairs.project, cached pose
             ok = (z > 1e-3) & (u > -0.5) & (u < width - 0.5) & (v > -0.5) & (v < height - 0.5)
             if not ok.any():
                 continue

@@ -17,7 +17,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 from jaxtyping import Float, Int
 
-from data_preprocess.pairs import View, backproject, proxy_depth, visible_counts
+from data_preprocess.pairs import View, backproject, pixel_rays, proxy_depth, visible_counts
+from instance_nerfacto.core.camera import midpoint_triangulation
 
 
 def stereo_neighbours(views: List[View], k: int = 4, min_angle_deg: float = 2.0, max_angle_deg: float = 20.0,
@@ -114,21 +115,9 @@ def triangulate_flow(a: View, b: View, flow_ab: Float[np.ndarray, "H W 2"], flow
 
 def _two_ray_depth(a: View, b: View, ua, va, ub, vb, min_angle_deg: float) -> np.ndarray:
     """Optical-axis depth in ``a`` of the midpoint triangulation of pixel rays (0 where the rays do not meet well)."""
-    def rays(view: View, u, v):
-        cam = np.stack([(u - view.K[0, 2]) / view.K[0, 0], (v - view.K[1, 2]) / view.K[1, 1], np.ones(len(u))], 1)
-        return cam @ view.c2w_cv[:3, :3].T  # world direction whose camera-z component is 1
-
-    da, db = rays(a, ua, va), rays(b, ub, vb)
-    w = b.c2w_cv[:3, 3] - a.c2w_cv[:3, 3]
-    aa, ab, bb = (da * da).sum(1), (da * db).sum(1), (db * db).sum(1)
-    det = aa * bb - ab * ab
-    good = det > 1e-12
-    det = np.where(good, det, 1.0)
-    wa, wb = da @ w, db @ w
-    s = (wa * bb - ab * wb) / det  # depth along a's optical axis (da has unit z)
-    t = (ab * wa - aa * wb) / det
-    cos = ab / np.sqrt(aa * bb)
-    good &= (s > 0) & (t > 0) & (cos < np.cos(np.radians(min_angle_deg)))
+    s, t, _, cos = midpoint_triangulation(a.c2w_cv[:3, 3], pixel_rays(a, ua, va), b.c2w_cv[:3, 3],
+                                          pixel_rays(b, ub, vb))
+    good = (s > 0) & (t > 0) & (cos < np.cos(np.radians(min_angle_deg)))
     return np.where(good, s, 0.0)
 
 

@@ -1,7 +1,7 @@
 """The photos-only path end to end through real COLMAP (slow; needs ``colmap`` on PATH, ``make colmap``).
 
 40 consecutive photos of the rendered demo room (seed 0, 320x240, no poses, no depth) are posed by
-``ns-process-data images --no-gpu --camera-type pinhole --matching-method exhaustive``
+``ns-process-data images --no-gpu --matching-method exhaustive`` (its default camera type: COLMAP's OPENCV model)
 (``data_preprocess/synth/photos.py``); every fifth photo is held out of training (``val_filenames``). Then
 ``instance-map`` (stereo matcher, no depth), a short ``ns-train instance-nerfacto-small`` on the CPU, and
 ``instance-loc`` on the held-out photos, whose ids must agree with ``instance-render`` of the same frames. The same
@@ -100,6 +100,7 @@ def test_colmap_photos_register_and_pseudolabels_match_gt(colmap_run: Dict):
     assert len(meta["frames"]) >= 36, len(meta["frames"])
     assert len(meta["val_filenames"]) >= 6, meta["val_filenames"]
     assert "applied_transform" in meta
+    assert meta["camera_model"] == "OPENCV" and "k1" in meta  # ns-process-data's default: distortion estimated
     scores = evaluate_dirs(data / "pseudolabels", data / "gt", things_json=data / "instances.json")
     print("pseudolabels:", {k: scores[k] for k in ("scene_pq", "n_matched", "n_gt")})
     assert scores["scene_pq"] > PSEUDO_PQ_FLOOR, scores

@@ -1,5 +1,6 @@
 """A rendered room as a phone user has it: photos without poses or depth, posed by COLMAP through nerfstudio's
-``ns-process-data images --no-gpu --camera-type pinhole --matching-method exhaustive`` (Debian ``colmap``).
+``ns-process-data images --no-gpu --matching-method exhaustive`` (Debian ``colmap``) with its default camera type
+(perspective: COLMAP's OPENCV model, so the poses come with estimated k1 k2 p1 p2) or another ``--camera-type``.
 
 The room's masks and ground truth are copied under the names ns-process-data gives the photos, and the room's
 held-out views are listed in ``val_filenames``, so every later stage and the scorer run on the COLMAP dataset as on
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Dict
 
 
-def colmap_dataset(scene: Path, dest: Path) -> Dict[str, str]:
+def colmap_dataset(scene: Path, dest: Path, camera_type: str = "perspective") -> Dict[str, str]:
     """Pose the scene's photos with COLMAP through ns-process-data; copy masks and gt under the new names; list the
     held-out photos (the scene's val frames) in val_filenames. Returns {new stem: original stem}."""
     photos = dest.parent / f"{dest.name}_photos"
@@ -27,7 +28,7 @@ def colmap_dataset(scene: Path, dest: Path) -> Dict[str, str]:
     for name in originals:
         shutil.copy(scene / "images" / name, photos / name)
     cmd = [str(Path(sys.executable).parent / "ns-process-data"), "images", "--data", str(photos), "--output-dir",
-           str(dest), "--no-gpu", "--camera-type", "pinhole", "--matching-method", "exhaustive", "--num-downscales",
+           str(dest), "--no-gpu", "--camera-type", camera_type, "--matching-method", "exhaustive", "--num-downscales",
            "0"]
     proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0 or not (dest / "transforms.json").is_file():

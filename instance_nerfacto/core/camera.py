@@ -31,6 +31,8 @@ FISHEYE_MODELS = ("OPENCV_FISHEYE",)
 """... and to CameraType.FISHEYE (equidistant with k1..k4)."""
 DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
 """nerfstudio's distortion_params order."""
+OFF_IMAGE = -1e9
+"""Pixel coordinate given to points that cannot be projected (behind the camera, beyond the lens): off every image."""
 MAX_GROWTH = 2.0
 """A pinhole grid covering a photo grows by at most this factor per axis (very wide fisheye lenses lose the rim)."""
 
@@ -113,17 +115,16 @@ class CameraModel:
 
     def project(self, cam: Float[np.ndarray, "N 3"]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pixel coordinates (u, v) and z-depth of camera-frame points; points behind the camera, and points outside
-        the range where the distortion is one-to-one, get u = v = -inf."""
+        the range where the distortion is one-to-one, get u = v = :data:`OFF_IMAGE`."""
         cam = np.asarray(cam, np.float64).reshape(-1, 3)
+        if not self.distorted:
+            return pinhole_project(self.K, cam)
         z = cam[:, 2]
         front = z > 1e-6
         safe = np.where(front, z, 1.0)
         x, y = cam[:, 0] / safe, cam[:, 1] / safe
-        u = np.full(len(cam), -np.inf)
-        v = np.full(len(cam), -np.inf)
-        if not self.distorted:
-            u[front], v[front] = self.fx * x[front] + self.cx, self.fy * y[front] + self.cy
-            return u, v, z
+        u = np.full(len(cam), OFF_IMAGE)
+        v = np.full(len(cam), OFF_IMAGE)
         ok = front & (np.hypot(x, y) <= self.max_radius())
         if ok.any():
             import cv2
@@ -187,6 +188,44 @@ class CameraModel:
                    kind == CameraType.FISHEYE.value, params)
 
 
+def pinhole_project(K: Float[np.ndarray, "*C 3 3"], cam: Float[np.ndarray, "*C P 3"]
+                    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel coordinates (u, v) and z of camera-frame points through undistorted intrinsics, batched over cameras
+    (``K[..., 3, 3]`` against ``cam[..., P, 3]``); points behind the camera get :data:`OFF_IMAGE`. The pinhole core
+    of :meth:`CameraModel.project`, and what pinhole grids (:class:`Lens`) project with."""
+    K = np.asarray(K, np.float64)
+    z = cam[..., 2]
+    front = z > 1e-6
+    safe = np.where(front, z, 1.0)
+    u = np.where(front, K[..., 0, 0, None] * cam[..., 0] / safe + K[..., 0, 2, None], OFF_IMAGE)
+    v = np.where(front, K[..., 1, 1, None] * cam[..., 1] / safe + K[..., 1, 2, None], OFF_IMAGE)
+    return u, v, z
+
+
+def pinhole_backproject(K: Float[np.ndarray, "3 3"], u: np.ndarray, v: np.ndarray, z: np.ndarray
+                        ) -> Float[np.ndarray, "N 3"]:
+    """Camera-frame points of pixel coordinates (u, v) at z-depth z through undistorted intrinsics."""
+    return np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], axis=-1)
+
+
+def midpoint_triangulation(centre_a: Float[np.ndarray, "3"], rays_a: Float[np.ndarray, "N 3"],
+                           centre_b: Float[np.ndarray, "3"], rays_b: Float[np.ndarray, "N 3"]
+                           ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Closest points of two rays ``centre + s * ray`` per row: (s, t, gap between the two points, cosine of the
+    angle between the rays). With rays of unit camera-z (``world ray = R @ (x, y, 1)``), s and t are the z-depths
+    in each camera. s = t = 0 where the rays are parallel."""
+    w = np.asarray(centre_b, np.float64) - np.asarray(centre_a, np.float64)
+    aa, ab, bb = (rays_a * rays_a).sum(1), (rays_a * rays_b).sum(1), (rays_b * rays_b).sum(1)
+    det = aa * bb - ab * ab
+    ok = det > 1e-12
+    det = np.where(ok, det, 1.0)
+    wa, wb = rays_a @ w, rays_b @ w
+    s = np.where(ok, (wa * bb - ab * wb) / det, 0.0)
+    t = np.where(ok, (ab * wa - aa * wb) / det, 0.0)
+    gap = np.linalg.norm((centre_a + s[:, None] * rays_a) - (centre_b + t[:, None] * rays_b), axis=1)
+    return s, t, gap, ab / np.sqrt(np.maximum(aa * bb, 1e-300))
+
+
 def _border(width: int, height: int, step: int = 4) -> Tuple[np.ndarray, np.ndarray]:
     """Pixel coordinates along the edge of the image (where undistorted coordinates reach their extremes)."""
     xs = np.r_[np.arange(0, width, step), width]
@@ -236,6 +275,13 @@ class Lens:
         width, height = int(np.ceil(left + right)), int(np.ceil(top + bottom))
         return cls(photo, CameraModel(fx, fy, left, top, width, height))
 
+    def for_size(self, width: int, height: int) -> "Lens":
+        """The same pinhole grid, fed from a copy of the photo at another resolution (full-size files of a
+        downscaled photo, a reduced decode)."""
+        if (width, height) == (self.photo.width, self.photo.height):
+            return self
+        return Lens(self.photo.scaled(width, height), self.pinhole)
+
     @property
     def K(self) -> Float[np.ndarray, "3 3"]:
         """Intrinsics of the pinhole grid for integer pixel indices (OpenCV's convention: centre at the index)."""
@@ -252,6 +298,11 @@ class Lens:
         if image.shape[:2] != (self.photo.height, self.photo.width):
             raise ValueError(f"array of shape {image.shape} is not on the {self.photo.width}x{self.photo.height} "
                              "photo grid")
+        shrink = self.pinhole.fx / self.photo.fx
+        if not nearest and shrink < 0.6:  # area-average first: sampling a big photo's pixels would alias
+            width, height = max(1, round(self.photo.width * shrink)), max(1, round(self.photo.height * shrink))
+            small = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+            return self.for_size(width, height).to_pinhole(small, nearest, fill)
         map_x, map_y = _pinhole_maps(self)
         dtype = image.dtype
         # cv2.remap takes 8/16-bit and float arrays: bool via uint8, wider integers via float64 (exact below 2^53)
@@ -272,14 +323,16 @@ def _pinhole_maps(lens: Lens) -> Tuple[np.ndarray, np.ndarray]:
     """For every pinhole pixel, the photo pixel index it samples (float32 maps for ``cv2.remap``)."""
     x, y = _grid_normalized(lens.pinhole)
     u, v, _ = lens.photo.project(np.stack([x.ravel(), y.ravel(), np.ones(x.size)], -1))
-    u = np.where(np.isfinite(u), u - 0.5, -1e6).reshape(x.shape).astype(np.float32)
-    v = np.where(np.isfinite(v), v - 0.5, -1e6).reshape(x.shape).astype(np.float32)
+    u = np.where(u > OFF_IMAGE, u - 0.5, -1e6).reshape(x.shape).astype(np.float32)
+    v = np.where(v > OFF_IMAGE, v - 0.5, -1e6).reshape(x.shape).astype(np.float32)
     return u, v
 
 
-def optional_lens(photo: CameraModel, width: Optional[int] = None, height: Optional[int] = None) -> Optional[Lens]:
-    """The lens of a photo camera (at ``width x height`` when its files have that size), or None for a pinhole:
-    its own grid is already the pinhole grid."""
-    if width is not None and (width, height) != (photo.width, photo.height):
-        photo = photo.scaled(width, height)
-    return Lens.covering(photo) if photo.distorted else None
+def working_lens(photo: CameraModel, max_size: int) -> Optional[Lens]:
+    """The pinhole grid dense work runs on for a photo: None for a pinhole photo whose longest side is at most
+    ``max_size`` (its own grid); otherwise a pinhole covering it, scaled so that the photo's longest side maps to at
+    most ``max_size`` pixels."""
+    scale = min(1.0, max_size / max(photo.width, photo.height))
+    if not photo.distorted and scale == 1.0:
+        return None
+    return Lens.covering(photo, scale)

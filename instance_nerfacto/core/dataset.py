@@ -12,7 +12,7 @@ Conventions used across the project:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -85,6 +85,49 @@ class Dataset:
         if name == "all":
             return list(self.frames)
         return [f for f in self.frames if f.split == name]
+
+
+MAX_AUTO_RESOLUTION = 1600
+"""nerfstudio's dataparser (nerfstudio-data) trains on images_N when the photos' longest side exceeds this."""
+
+
+def training_downscale(dataset: Dataset, requested: Optional[int] = None) -> int:
+    """The downscale factor nerfstudio's dataparser trains this dataset at: ``requested`` (its --downscale-factor),
+    else its automatic choice: halve while the first image's longest side exceeds 1,600 px and the next images_N
+    folder (written by ns-process-data) holds that image."""
+    if requested is not None:
+        if requested < 1:
+            fail(f"downscale factor {requested} is below 1", None, "pass --downscale 1 (full size) or 2, 4, 8")
+        return requested
+    from PIL import Image
+
+    first = dataset.frames[0].image_path
+    with Image.open(first) as image:
+        longest = max(image.size)
+    factor = 1
+    while longest / factor > MAX_AUTO_RESOLUTION and (dataset.root / f"images_{factor * 2}" / first.name).exists():
+        factor *= 2
+    return factor
+
+
+def downscaled(dataset: Dataset, factor: int) -> Dataset:
+    """The dataset as nerfstudio trains it at ``factor``: images (and depth maps) from images_N/ (depths_N/),
+    intrinsics scaled by 1/N and sizes floor(W/N) x floor(H/N) (``Cameras.rescale_output_resolution``)."""
+    if factor == 1:
+        return dataset
+    frames = []
+    for frame in dataset.frames:
+        image = dataset.root / f"images_{factor}" / frame.image_path.name
+        if not image.is_file():
+            fail(f"downscale {factor} needs images_{factor}/, which has no copy of '{frame.image_path.name}'", image,
+                 "run ns-process-data (it writes images_2/4/8), or pass --downscale 1")
+        depth = frame.depth_path
+        if depth is not None and (dataset.root / f"depths_{factor}" / depth.name).is_file():
+            depth = dataset.root / f"depths_{factor}" / depth.name
+        frames.append(replace(frame, image_path=image, depth_path=depth, fx=frame.fx / factor, fy=frame.fy / factor,
+                              cx=frame.cx / factor, cy=frame.cy / factor, width=frame.width // factor,
+                              height=frame.height // factor))
+    return replace(dataset, frames=frames)
 
 
 def _intrinsic(frame: Dict, meta: Dict, key: str, path: Path):

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal, Optional, Sequence
 
 import numpy as np
-from jaxtyping import Bool, Float, UInt16
+from jaxtyping import Bool, Float, Int16, UInt16
 
 from instance_nerfacto.core.errors import fail
 from instance_nerfacto.core.files import read_label_png
@@ -56,6 +56,53 @@ def masks_to_labels(
     for i in order if order is not None else range(n):
         out[masks[i]] = i + 1
     return out
+
+
+def owner_map(masks: Bool[np.ndarray, "N H W"]) -> Int16[np.ndarray, "H W"]:
+    """Index of the mask owning each pixel, smallest mask on top (overlapping npz stacks), -1 where none."""
+    n, h, w = masks.shape
+    owner = np.full((h, w), -1, dtype=np.int16)
+    if n == 0:
+        return owner
+    for i in np.argsort(-masks.reshape(n, -1).sum(1), kind="stable"):
+        owner[masks[i]] = i
+    return owner
+
+
+def same_picture(size: tuple[int, int], photo: tuple[int, int]) -> bool:
+    """Whether an array of (height, width) ``size`` covers the photo of (height, width) ``photo`` at another scale
+    (the full-size photo of a downscaled one, as ns-process-data writes images/ and images_N/: sizes floor(W / N))."""
+    scale = size[1] / photo[1]
+    return abs(photo[0] * scale - size[0]) <= max(1.0, scale) and abs(photo[1] * scale - size[1]) <= max(1.0, scale)
+
+
+def read_mask_owner(mask_dir: Path, stem: str, height: int, width: int,
+                    fix_missing: str) -> tuple[np.ndarray, int, Path]:
+    """Index of the mask that owns each pixel (int16, -1 = none; smallest mask on top where masks overlap) and the
+    mask count of one frame, at the file's own size, which must be the photo's (``height x width``) at any scale
+    (masks of the full-size photos of a downscaled dataset). A label PNG is read without a mask stack (a 12 MP photo
+    with 30 masks would need 360 MB of it)."""
+    path = find_mask_file(mask_dir, stem)
+    if path is None:
+        fail(f"frame '{stem}' has no mask file", Path(mask_dir) / f"{stem}.png", fix_missing)
+    if path.suffix.lower() == ".npz":
+        masks, _ = read_masks(path)
+        size = masks.shape[1:]
+    else:
+        labels = read_label_png(path)
+        size = labels.shape
+    if not same_picture(size, (height, width)):
+        fail(f"masks are {size[1]}x{size[0]} but image '{stem}' is {width}x{height}", path,
+             "write masks at the image's resolution (or a scaled copy of it)")
+    if path.suffix.lower() == ".npz":
+        return owner_map(masks), len(masks), path
+    ids = np.unique(labels)
+    ids = ids[ids != 0]  # mask i is the i-th id in increasing order, as read_masks numbers them
+    if len(ids) > np.iinfo(np.int16).max:
+        fail(f"frame '{stem}' has {len(ids)} masks", path, "keep at most 32767 masks per frame")
+    owner = (np.searchsorted(ids, labels) - 1 + (labels != 0)).astype(np.int16)
+    owner[labels == 0] = -1
+    return owner, len(ids), path
 
 
 def load_frame_masks(mask_dir: Path, stem: str, height: int, width: int,

@@ -23,7 +23,7 @@ import torch
 from jaxtyping import Float
 from nerfstudio.data.utils.data_utils import get_depth_image_from_path
 
-from instance_nerfacto.core.camera import CameraModel
+from instance_nerfacto.core.camera import OFF_IMAGE, CameraModel
 
 GL_TO_CV = np.array([1.0, -1.0, -1.0])
 """Camera axes OpenGL (nerfstudio's poses: y up, looking along -z) -> OpenCV (the camera model's: y down, z ahead)."""
@@ -54,7 +54,7 @@ def splat_depth(points: Float[np.ndarray, "N 3"] | torch.Tensor, c2w_gl: Float[n
     if camera.distorted:  # through the lens (OpenCV's model), on the points in front only
         pu, pv, _ = camera.project(cam.numpy().astype(np.float64) * GL_TO_CV)
         u, v = torch.from_numpy(pu - 0.5), torch.from_numpy(pv - 0.5)
-        inlens = torch.isfinite(u)
+        inlens = torch.from_numpy(pu > OFF_IMAGE)
         u, v, z = u[inlens], v[inlens], z[inlens]
     else:
         u = camera.fx * cam[:, 0] / z + camera.cx - 0.5  # pixel-centre coordinates: (col, row) of the pixel hit
