@@ -4,7 +4,7 @@ depth maps, and the same lens rooms read as if they were pinholes (the distortio
 
     .venv/bin/python benchmarks/lens.py --out /tmp/lens --seeds 5 12 [--preset demo]
 
-With ``--loc RUN_DIR`` (folders ``RUN_DIR/<lens>/config.yml`` of runs trained on the seed's lens rooms, e.g. by
+With ``--loc RUN_DIR`` (a ``config.yml`` under ``RUN_DIR/<lens>/`` for runs trained on the seed's lens rooms, e.g. by
 ``ns-train instance-nerfacto-small --data OUT/<preset>_s<seed>_<lens>``), InstanceLoc on the rooms' held-out
 (distorted) views is scored too.
 """
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[5])
     parser.add_argument("--preset", default="demo")
-    parser.add_argument("--loc", type=Path, help="folder of trained runs <lens>/config.yml (one seed)")
+    parser.add_argument("--loc", type=Path, help="folder of trained runs <lens>/.../config.yml (one seed)")
     args = parser.parse_args()
     header = f"{'room':16} {'lens':8} {'depth':>6} {'no depth':>9} {'ignored':>8}"
     print(header + ("  instance-loc" if args.loc else ""))
@@ -79,8 +79,9 @@ def main() -> None:
             ignored = None if lens == "pinhole" else \
                 map_pq(variant(room, work / "ignored_data", False, False), room, work / "ignored")
             loc = None
-            if args.loc and (args.loc / lens / "config.yml").is_file():
-                loc = loc_pq(args.loc / lens / "config.yml", room, work / "loc")
+            config = next((args.loc / lens).rglob("config.yml"), None) if args.loc else None
+            if config is not None:
+                loc = loc_pq(config, room, work / "loc")
             rows[lens] = (depth, no_depth, ignored, loc)
             print(f"{room.name:16} {lens:8} {depth:6.3f} {no_depth:9.3f} "
                   f"{'' if ignored is None else f'{ignored:8.3f}':>8}" + ("" if loc is None else f"  {loc:12.3f}"),

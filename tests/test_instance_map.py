@@ -234,7 +234,7 @@ BAD_INPUTS = {
     "extra mask": (lambda r: shutil.copy(r / "masks" / "frame_00000.png", r / "masks" / "stray.png"),
                    "match no frame"),
     "size mismatch": (lambda r: __import__("cv2").imwrite(str(r / "masks" / "frame_00001.png"),
-                                                         np.ones((60, 80), np.uint16)), "but image"),
+                                                         np.ones((60, 60), np.uint16)), "but image"),
     "corrupt png": (lambda r: (r / "masks" / "frame_00002.png").write_bytes(b"\x89PNG garbage"), "cannot decode"),
     "empty frame": (lambda r: __import__("cv2").imwrite(str(r / "masks" / "frame_00004.png"),
                                                        np.zeros((120, 160), np.uint16)), "has no masks"),

@@ -187,3 +187,59 @@ def test_instance_map_through_a_lens_scores_as_its_pinhole_twin(lens_rooms: dict
     blind_nd = _map_pq(room, tmp_path / "blind_nd", _variant(room, tmp_path / "b_nd", False, False))
     assert ours_nd >= twin_nd - 0.04, (ours_nd, twin_nd)
     assert blind_nd < ours_nd - 0.05, (blind_nd, ours_nd)
+
+
+# ----------------------------------------------------------------------------------- InstanceLoc through a lens
+
+
+def _warped_to(photo: CameraModel, pinhole: CameraModel, labels: np.ndarray) -> np.ndarray:
+    """A label image of the pinhole camera shown on the distorted photo's pixel grid (0 where it does not reach)."""
+    vv, uu = np.mgrid[0:photo.height, 0:photo.width].astype(np.float64)
+    x, y = photo.normalized(uu + 0.5, vv + 0.5)
+    col = np.floor(x * pinhole.fx + pinhole.cx).astype(np.int64)
+    row = np.floor(y * pinhole.fy + pinhole.cy).astype(np.int64)
+    inside = (col >= 0) & (col < pinhole.width) & (row >= 0) & (row < pinhole.height)
+    out = np.zeros(photo.height * photo.width, labels.dtype)
+    out[inside.ravel()] = labels[row[inside], col[inside]]
+    return out.reshape(photo.height, photo.width)
+
+
+def test_instance_loc_on_fisheye_photos_agrees_with_instance_render(small_run, lens_rooms: dict,
+                                                                    tmp_path: Path) -> None:
+    """New photos of the trained room through a fisheye lens (pose file with OPENCV_FISHEYE intrinsics, no depth:
+    the map-depth path), localized: their ids agree with instance-render of the same poses through the pinhole,
+    warped onto the fisheye pixels. Read as pinholes (distortion dropped), they agree clearly less."""
+    from instance_nerfacto.core.dataset import load_dataset
+    from instance_nerfacto.core.files import read_label_png
+    from tests.test_small_run import localize, pose_file, render_split
+
+    run, room = small_run, lens_rooms["fisheye"]
+    stems = run.val_stems[:3]
+    reference = render_split(run.config, tmp_path / "render")
+    lens_meta = json.loads((room / "transforms.json").read_text())
+    scores = {}
+    for name, distortion in (("fisheye", True), ("ignored", False)):
+        shots = pose_file(run, tmp_path / f"{name}.json", stems, depth=False)
+        meta = json.loads(shots.read_text())
+        meta.update({k: lens_meta[k] for k in ("camera_model", "k1", "k2", "k3", "k4")})
+        if not distortion:
+            meta.update(camera_model="OPENCV", k1=0.0, k2=0.0, k3=0.0, k4=0.0)
+        for frame in meta["frames"]:
+            frame["file_path"] = str(room / "images" / Path(frame["file_path"]).name)
+        shots.write_text(json.dumps(meta))
+        report = localize(run, shots, tmp_path / name, masks=room / "masks")
+        assert {r["depth"] for r in report.values()} == {"map"}
+        same = total = 0
+        for frame in load_dataset(room).split("val"):
+            if frame.stem not in stems:
+                continue
+            pinhole = CameraModel(frame.fx, frame.fy, frame.cx, frame.cy, frame.width, frame.height)
+            expected = _warped_to(frame.camera, pinhole, read_label_png(reference / f"{frame.stem}.png"))
+            located = read_label_png(tmp_path / name / f"{frame.stem}.png")
+            both = (expected > 0) & (located > 0)
+            same += int((expected[both] == located[both]).sum())
+            total += int(both.sum())
+        scores[name] = same / max(total, 1)
+    print(scores)
+    assert scores["fisheye"] > 0.75, scores
+    assert scores["ignored"] < scores["fisheye"] - 0.05, scores
