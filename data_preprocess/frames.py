@@ -22,7 +22,7 @@ from data_preprocess.pairs import View, _cam_arrays, backproject, overlap_rows, 
 from data_preprocess.rasterize import frame_labels
 from instance_nerfacto.core.camera import Lens, working_lens
 from instance_nerfacto.core.errors import fail
-from instance_nerfacto.core.files import atomic_write_png, read_depth
+from instance_nerfacto.core.files import atomic_write_png, read_depth, read_image_size
 from instance_nerfacto.core.masks import read_mask_owner, same_picture
 
 VIEW_CACHE_SIZE = 160
@@ -94,6 +94,16 @@ def resize_nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(array, (width, height), interpolation=cv2.INTER_NEAREST)
 
 
+def check_depth_size(spec: FrameSpec) -> None:
+    """The frame's depth map has the photo's size (or a scaled copy's), read from its header only."""
+    if spec.depth_path is None or not spec.depth_on_photo:
+        return
+    size = read_image_size(spec.depth_path)
+    if not same_picture(size, spec.photo_size):
+        fail(f"depth map is {size[1]}x{size[0]}, image is {spec.photo_size[1]}x{spec.photo_size[0]}",
+             spec.depth_path, "write depth at the image resolution (or a scaled copy of it)")
+
+
 def read_frame_depth(spec: FrameSpec) -> Optional[np.ndarray]:
     """Depth of the frame on its pinhole grid (metres, 0 = unknown), or None."""
     if spec.depth_path is None:
@@ -136,7 +146,7 @@ def frame_summary(spec: FrameSpec, allow_empty: bool) -> dict:
     """Per-frame task of the load stage: validates the mask (and depth) file, counts masks, areas and touching pairs
     (node ids local to the frame: add the frame's offset)."""
     owner, n = read_owner(spec, allow_empty)
-    read_frame_depth(spec)  # validates its size once, before any pair task trusts it
+    check_depth_size(spec)  # once, before any pair task trusts it
     area = np.bincount(owner[owner >= 0].ravel(), minlength=n).astype(np.float64)
     return {"n_masks": n, "area": area, "touching": touching_array(owner, 0)}
 

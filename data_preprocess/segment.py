@@ -21,7 +21,7 @@ import numpy as np
 import tyro
 
 from data_preprocess.segmenters import felzenszwalb_labels, load_fastsam
-from instance_nerfacto.core.dataset import load_dataset
+from instance_nerfacto.core.dataset import downscaled, load_dataset, training_downscale
 from instance_nerfacto.core.errors import fail, run_cli
 from instance_nerfacto.core.files import atomic_save_npz, atomic_write_png
 
@@ -40,6 +40,9 @@ class SegmentConfig:
     """Output folder; default DATA/masks."""
     split: Literal["train", "val", "all"] = "all"
     """Frames of transforms.json to segment."""
+    downscale: Optional[int] = None
+    """Segment the photos nerfstudio trains on: images_N/ at this factor (as ns-train's --downscale-factor); default
+    nerfstudio's own choice (images_N/ of photos larger than 1,600 px, when ns-process-data wrote them)."""
     scale: float = 300.0
     """felzenszwalb: larger gives larger segments."""
     sigma: float = 0.8
@@ -62,6 +65,7 @@ def main(cfg: SegmentConfig) -> Dict:
 
     start = time.perf_counter()
     ds = load_dataset(cfg.data)
+    ds = downscaled(ds, training_downscale(ds, cfg.downscale))
     frames = ds.split(cfg.split)
     if not frames:
         fail(f"transforms.json has no '{cfg.split}' frames", cfg.data / "transforms.json", "use --split all")

@@ -65,7 +65,8 @@ def extra_mask(scene: Path) -> str:
 
 
 def mask_size_mismatch(scene: Path) -> str:
-    Image.fromarray(np.ones((60, 80), dtype=np.uint8)).save(scene / "masks" / f"{VICTIM}.png")
+    # another aspect ratio: a scaled copy of the photo (e.g. 80x60) is accepted, as full-size masks of images_N
+    Image.fromarray(np.ones((60, 60), dtype=np.uint8)).save(scene / "masks" / f"{VICTIM}.png")
     return f"{VICTIM}.png"
 
 
@@ -163,7 +164,7 @@ def image_size_mismatch(scene: Path) -> str:
 
 
 def depth_size_mismatch(scene: Path) -> str:
-    Image.fromarray(np.full((60, 80), 1000, dtype=np.uint16)).save(scene / "depth" / f"{VICTIM}.png")
+    Image.fromarray(np.full((60, 60), 1000, dtype=np.uint16)).save(scene / "depth" / f"{VICTIM}.png")
     return f"{VICTIM}.png"
 
 
