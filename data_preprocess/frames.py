@@ -76,13 +76,26 @@ def make_spec(index: int, frame, mask_path: Path, depth: bool, max_size: int = 1
 def read_owner(spec: FrameSpec, allow_empty: bool = True, on_photo: bool = False) -> Tuple[np.ndarray, int]:
     """Owner map (int16, -1 = no mask) and mask count of one frame, on the working grid (or ``on_photo``: the
     photo's grid); InputError on a bad mask file. Masks may come at the photo's size or any scaled copy of it."""
-    owner, n, _ = read_mask_owner(spec.mask_path.parent, spec.stem, *spec.photo_size,
-                                  "run instance-segment for every frame, or pass --split / --masks")
+    read = _resampled_owner if spec.lens is not None and not on_photo else _owner_at
+    owner, n = read(spec.mask_path, spec.stem, spec.photo_size, (spec.height, spec.width), spec.lens, on_photo,
+                    spec.stamp)
     if n == 0 and not allow_empty:
         fail(f"frame '{spec.stem}' has no masks", spec.mask_path, "re-run the segmenter on it, or pass --allow-empty")
-    if on_photo or spec.lens is None:
-        return resize_nearest(owner, *(spec.photo_size if on_photo else (spec.height, spec.width))), n
-    return spec.lens.for_size(owner.shape[1], owner.shape[0]).to_pinhole(owner, nearest=True, fill=-1), n
+    return owner, n
+
+
+def _owner_at(mask_path: Path, stem: str, photo_size: Tuple[int, int], grid: Tuple[int, int], lens: Optional[Lens],
+              on_photo: bool, stamp: tuple) -> Tuple[np.ndarray, int]:
+    owner, n, _ = read_mask_owner(mask_path.parent, stem, *photo_size,
+                                  "run instance-segment for every frame, or pass --split / --masks")
+    if on_photo or lens is None:
+        return resize_nearest(owner, *(photo_size if on_photo else grid)), n
+    return lens.for_size(owner.shape[1], owner.shape[0]).to_pinhole(owner, nearest=True, fill=-1), n
+
+
+# a photo resampled onto its working grid is read by the per-frame, pair and write stages: decoding a 12 MP mask or
+# depth file for each was most of instance-map's time on phone photos (the small grids are cheap to keep)
+_resampled_owner = lru_cache(maxsize=VIEW_CACHE_SIZE)(_owner_at)
 
 
 def resize_nearest(array: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -105,20 +118,34 @@ def check_depth_size(spec: FrameSpec) -> None:
 
 
 def read_frame_depth(spec: FrameSpec) -> Optional[np.ndarray]:
-    """Depth of the frame on its pinhole grid (metres, 0 = unknown), or None."""
+    """Depth of the frame on its working grid (metres, 0 = unknown), or None."""
     if spec.depth_path is None:
         return None
-    # a depth PNG of the dataset (millimetres), or depth estimated by the stereo stage (.npy, metres)
-    depth = np.load(spec.depth_path) if spec.depth_path.suffix == ".npy" else read_depth(spec.depth_path)
-    if not spec.depth_on_photo:  # the stereo stage's, on the working grid
-        return depth
-    if not same_picture(depth.shape, spec.photo_size):
-        fail(f"depth map is {depth.shape[1]}x{depth.shape[0]}, image is {spec.photo_size[1]}x{spec.photo_size[0]}",
-             spec.depth_path, "write depth at the image resolution (or a scaled copy of it)")
-    if spec.lens is None:
-        return resize_nearest(depth, spec.height, spec.width)
+    if spec.lens is not None and spec.depth_on_photo:
+        return _resampled_depth(spec.depth_path, spec.photo_size, spec.lens, spec.stamp)
+    return _depth_at(spec)
+
+
+@lru_cache(maxsize=VIEW_CACHE_SIZE)
+def _resampled_depth(depth_path: Path, photo_size: Tuple[int, int], lens: Lens, stamp: tuple) -> np.ndarray:
+    depth = _photo_depth(depth_path, photo_size)
     # z-depth is the same for a point on both grids: resampled, not rescaled
-    return spec.lens.for_size(depth.shape[1], depth.shape[0]).to_pinhole(depth, nearest=True)
+    return lens.for_size(depth.shape[1], depth.shape[0]).to_pinhole(depth, nearest=True)
+
+
+def _depth_at(spec: FrameSpec) -> np.ndarray:
+    if not spec.depth_on_photo:  # estimated by the stereo stage (.npy, metres), on the working grid
+        return np.load(spec.depth_path)
+    return resize_nearest(_photo_depth(spec.depth_path, spec.photo_size), spec.height, spec.width)
+
+
+def _photo_depth(depth_path: Path, photo_size: Tuple[int, int]) -> np.ndarray:
+    """A depth map of the dataset (millimetre PNG) in metres, at its own size, checked against the photo's."""
+    depth = read_depth(depth_path)
+    if not same_picture(depth.shape, photo_size):
+        fail(f"depth map is {depth.shape[1]}x{depth.shape[0]}, image is {photo_size[1]}x{photo_size[0]}",
+             depth_path, "write depth at the image resolution (or a scaled copy of it)")
+    return depth
 
 
 @lru_cache(maxsize=VIEW_CACHE_SIZE)

@@ -122,10 +122,10 @@ def _fresh_caches(run: str) -> None:
     """Clear this process's image and view caches when a new run starts (a Ray worker outlives runs; the files
     behind a cached path may have changed)."""
     if _last_run != [run]:
-        from data_preprocess import matching
-        from data_preprocess.frames import cached_view
+        from data_preprocess import frames, matching
 
-        for cached in (cached_view, getattr(matching, "read_gray", None), getattr(matching, "_sift_features", None)):
+        for cached in (frames.cached_view, frames._resampled_owner, frames._resampled_depth,
+                       getattr(matching, "read_gray", None), getattr(matching, "_sift_features", None)):
             if hasattr(cached, "cache_clear"):
                 cached.cache_clear()
         _last_run[:] = [run]
