@@ -248,3 +248,28 @@ def test_instance_loc_on_fisheye_photos_agrees_with_instance_render(small_run, l
     assert scores["fisheye"][0] > 0.75, scores
     # measured: ring 0.88 through the lens, 0.82 read as a pinhole (all pixels 0.84 / 0.815)
     assert scores["ignored"][1] < scores["fisheye"][1] - 0.04, scores
+
+
+def test_fisheye_principal_point_on_a_pixel_centre_gives_no_nan_ray() -> None:
+    """nerfstudio's fisheye rays are (x, y) sin(theta) / theta: NaN for the pixel at the principal point. The
+    datamanager moves such a principal point by 1e-3 px before any ray is made (a NaN ray in one training batch
+    turns the whole field NaN)."""
+    import torch
+    from nerfstudio.cameras.cameras import Cameras, CameraType
+
+    from instance_nerfacto.core.camera import make_fisheye_rays_finite
+
+    def cameras():
+        return Cameras(camera_to_worlds=torch.eye(4)[None, :3, :4], fx=100.0, fy=100.0, cx=40.5, cy=30.5, width=80,
+                       height=60, camera_type=CameraType.FISHEYE,
+                       distortion_params=torch.tensor([[0.05, 0.01, 0.0, 0.0, 0.0, 0.0]]))
+
+    raw = cameras()
+    assert torch.isnan(raw.generate_rays(camera_indices=0).directions).any()  # the bug this guards against
+    fixed = cameras()
+    assert make_fisheye_rays_finite(fixed) == 1
+    assert not torch.isnan(fixed.generate_rays(camera_indices=0).directions).any()
+    assert abs(float(fixed.cx[0]) - 40.5) < 1e-2 and make_fisheye_rays_finite(fixed) == 0
+    # the query cameras of InstanceLoc (FISHEYE's principal point is on a pixel centre too)
+    query = Cameras(camera_to_worlds=torch.eye(4)[None, :3, :4], **FISHEYE.nerfstudio())
+    assert not torch.isnan(query.generate_rays(camera_indices=0).directions).any()

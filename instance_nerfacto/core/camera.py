@@ -33,6 +33,10 @@ DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
 """nerfstudio's distortion_params order."""
 OFF_IMAGE = -1e9
 """Pixel coordinate given to points that cannot be projected (behind the camera, beyond the lens): off every image."""
+FISHEYE_CENTRE_NUDGE = 1e-3
+"""Pixels by which a fisheye principal point on a pixel centre is moved: nerfstudio's fisheye rays are
+``(x, y) * sin(theta) / theta``, NaN at theta = 0, and one NaN ray in a training batch turns the whole field NaN
+(measured: a fisheye room with cx, cy on pixel centres trained to NaN parameters and rendered one label)."""
 MAX_GROWTH = 2.0
 """A pinhole grid covering a photo grows by at most this factor per axis (very wide fisheye lenses lose the rim)."""
 
@@ -165,7 +169,8 @@ class CameraModel:
         import torch
         from nerfstudio.cameras.cameras import CameraType
 
-        kwargs = dict(fx=float(self.fx), fy=float(self.fy), cx=float(self.cx), cy=float(self.cy),
+        cx, cy = finite_fisheye_centre(self.cx, self.cy, self.fisheye)
+        kwargs = dict(fx=float(self.fx), fy=float(self.fy), cx=cx, cy=cy,
                       width=int(self.width), height=int(self.height),
                       camera_type=CameraType.FISHEYE if self.fisheye else CameraType.PERSPECTIVE)
         if self.distorted:
@@ -186,6 +191,32 @@ class CameraModel:
         return cls(float(cameras.fx[index]), float(cameras.fy[index]), float(cameras.cx[index]),
                    float(cameras.cy[index]), int(cameras.width[index]), int(cameras.height[index]),
                    kind == CameraType.FISHEYE.value, params)
+
+
+def finite_fisheye_centre(cx: float, cy: float, fisheye: bool) -> Tuple[float, float]:
+    """The principal point moved off pixel centres (by :data:`FISHEYE_CENTRE_NUDGE`) for a fisheye camera, so that no
+    pixel's ray through nerfstudio's fisheye model is NaN."""
+    def off_centre(c: float) -> float:
+        return c + FISHEYE_CENTRE_NUDGE if abs((c - 0.5) - round(c - 0.5)) < 1e-6 else c
+
+    return (off_centre(float(cx)), off_centre(float(cy))) if fisheye else (float(cx), float(cy))
+
+
+def make_fisheye_rays_finite(cameras) -> int:
+    """:func:`finite_fisheye_centre` in place on a nerfstudio ``Cameras`` (the dataparser's, before any ray is
+    generated from it); returns how many cameras moved."""
+    from nerfstudio.cameras.cameras import CameraType
+
+    moved = 0
+    for i in range(len(cameras)):
+        if int(cameras.camera_type[i]) != CameraType.FISHEYE.value:
+            continue
+        cx, cy = float(cameras.cx[i]), float(cameras.cy[i])
+        new = finite_fisheye_centre(cx, cy, True)
+        if new != (cx, cy):
+            cameras.cx[i], cameras.cy[i] = new
+            moved += 1
+    return moved
 
 
 def pinhole_project(K: Float[np.ndarray, "*C 3 3"], cam: Float[np.ndarray, "*C P 3"]

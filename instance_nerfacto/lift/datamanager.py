@@ -22,6 +22,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 from torch import Tensor
 
+from instance_nerfacto.core.camera import make_fisheye_rays_finite
 from instance_nerfacto.core.dataset import check_depth_listing
 from instance_nerfacto.core.errors import fail
 from instance_nerfacto.core.files import read_label_png
@@ -153,6 +154,7 @@ class InstanceDataManager(VanillaDataManager[PseudolabelDataset]):
         return default_pseudolabels_dir(Path(data))
 
     def create_train_dataset(self) -> PseudolabelDataset:
+        make_fisheye_rays_finite(self.train_dataparser_outputs.cameras)
         return PseudolabelDataset(
             dataparser_outputs=self.train_dataparser_outputs,
             scale_factor=self.config.camera_res_scale_factor,
@@ -167,6 +169,7 @@ class InstanceDataManager(VanillaDataManager[PseudolabelDataset]):
         except RuntimeError:
             # inference mode asks for a "test" split that datasets listing only train/val files lack
             outputs = self.dataparser.get_dataparser_outputs(split="val")
+        make_fisheye_rays_finite(outputs.cameras)
         return PseudolabelDataset(
             dataparser_outputs=outputs,
             scale_factor=self.config.camera_res_scale_factor,
