@@ -11,9 +11,9 @@ training renders); no model is loaded then.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Literal, Optional
+from typing import Dict, Literal, Optional, Tuple
 
 import numpy as np
 import tyro
@@ -33,6 +33,7 @@ from instance_nerfacto.loc.inputs import (
     read_query_rgb,
     select_frames,
 )
+from instance_nerfacto.loc.register import RegisterParams
 from instance_nerfacto.loc.voting import VoteParams, paint_regions, region_records, vote_on_label_map
 
 
@@ -40,12 +41,24 @@ from instance_nerfacto.loc.voting import VoteParams, paint_regions, region_recor
 class LocConfig:
     """Localize the 2D regions of new posed images in a trained instance-nerfacto label map (InstanceLoc)."""
 
-    data: Path
+    output: Path
+    """Output folder: <stem>.png (uint16 ids), color/<stem>.png, loc.json (and poses.json with --images)."""
+    data: Optional[Path] = None
     """Dataset folder with transforms.json holding the query images' poses and intrinsics, or a JSON file in that
     format (fl_x, fl_y, cx, cy, w, h and a camera-to-world transform_matrix per frame, in the training data's world
     frame; file paths relative to the JSON's folder)."""
-    output: Path
-    """Output folder: <stem>.png (uint16 ids), color/<stem>.png, loc.json."""
+    images: Optional[Path] = None
+    """Folder of photos without poses (png/jpg), instead of --data: each is registered against the map (SIFT
+    matches with the training images, lifted to 3D, PnP), then localized at that pose. Registered poses go to
+    <output>/poses.json (reusable as --data); a photo that cannot be registered gets no ids."""
+    intrinsics: Optional[Tuple[float, float, float, float]] = None
+    """--images: the photos' camera as FX FY CX CY (pixels); default the training camera's. Required when the photos
+    have another size than the training images."""
+    register: RegisterParams = field(default_factory=RegisterParams)
+    """--images: retrieval, matching, PnP and acceptance parameters of registration."""
+    lift: Literal["auto", "depth", "rendered"] = "auto"
+    """--images: what lifts the training images' keypoints to 3D: their depth maps ('depth'; 'auto' when the map has
+    them) or the trained density's surface through the baked grid ('rendered'; 'auto' otherwise)."""
     load_config: Optional[Path] = None
     """config.yml of the training run (required unless --denoise is given)."""
     frames: Optional[str] = None
@@ -142,6 +155,20 @@ def segment_query(cfg: LocConfig, frame) -> np.ndarray:
 
 
 def main(cfg: LocConfig) -> Dict:
+    if cfg.images is not None:
+        from instance_nerfacto.loc.register_cli import register_images
+
+        posed, run, registrations = register_images(cfg)
+        return localize(posed, run, registrations)
+    if cfg.data is None:
+        fail("no query images given", None, "pass --data (posed images: transforms.json or a pose file) or --images "
+                                            "DIR (photos without poses)")
+    return localize(cfg)
+
+
+def localize(cfg: LocConfig, run=None, registrations: Optional[Dict[str, Dict]] = None) -> Dict:
+    """InstanceLoc of the posed frames of ``cfg.data``; ``run`` when already loaded; ``registrations`` (per photo
+    stem) go into loc.json beside the registered photos' records, and the refused photos' records are added."""
     if cfg.denoise is None and cfg.load_config is None:
         fail("no model given", None, "pass --load-config outputs/.../config.yml (or --denoise RENDERS)")
     if cfg.load_config is not None and not cfg.load_config.is_file():
@@ -182,7 +209,7 @@ def main(cfg: LocConfig) -> Dict:
         from instance_nerfacto.loc.query import ModelQuery
         from instance_nerfacto.render.run import load_run
 
-        run = load_run(cfg.load_config)
+        run = run if run is not None else load_run(cfg.load_config)
         if cfg.merge:
             table = run.label_map().with_edits(edits)
         model = run.model
@@ -241,9 +268,11 @@ def main(cfg: LocConfig) -> Dict:
                               "mode": "dense" if "rays" in result else "regions",
                               "depth": query.depth_source(frame) if cfg.denoise is None else None,
                               "regions": region_records(region_map, result)}
+    for stem, record in (registrations or {}).items():
+        report.setdefault(stem, {})["registration"] = record
     atomic_write_json(cfg.output / "loc.json", report)
     if report:
-        q = np.array([r["query_s"] for r in report.values()])
+        q = np.array([r["query_s"] for r in report.values() if "query_s" in r])
         print(f"instance-loc: {len(report)} images -> {cfg.output}; query {q.mean():.3f} s/image mean, "
               f"{np.median(q):.3f} median, {q.max():.3f} max")
     return report
