@@ -271,9 +271,9 @@ def localize(cfg: LocConfig, run=None, registrations: Optional[Dict[str, Dict]] 
     for stem, record in (registrations or {}).items():
         report.setdefault(stem, {})["registration"] = record
     atomic_write_json(cfg.output / "loc.json", report)
-    if report:
-        q = np.array([r["query_s"] for r in report.values() if "query_s" in r])
-        print(f"instance-loc: {len(report)} images -> {cfg.output}; query {q.mean():.3f} s/image mean, "
+    q = np.array([r["query_s"] for r in report.values() if "query_s" in r])
+    if len(q):
+        print(f"instance-loc: {len(q)} images -> {cfg.output}; query {q.mean():.3f} s/image mean, "
               f"{np.median(q):.3f} median, {q.max():.3f} max")
     return report
 

@@ -9,6 +9,7 @@ A photo that cannot be registered gets one line saying why, a ``registered: fals
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -104,7 +105,7 @@ def poses_json(frames: List[Frame], train_meta: dict, output: Path, intrinsics_g
 def register_images(cfg) -> Tuple[object, object, Dict[str, Dict]]:
     """Register ``cfg.images`` against ``cfg.load_config``'s map; returns the config to localize the registered
     photos with (``--data <output>/poses.json``), the loaded run, and per photo its registration record."""
-    from instance_nerfacto.loc.register_map import run_map_features
+    from instance_nerfacto.loc.register_map import run_map_features, training_frames
     from instance_nerfacto.render.run import check_run_files, load_run, training_transforms
 
     if cfg.data is not None:
@@ -119,15 +120,18 @@ def register_images(cfg) -> Tuple[object, object, Dict[str, Dict]]:
     photos = photo_paths(cfg.images)
     check_intrinsics(cfg.intrinsics)
     check_run_files(cfg.load_config)
-    import json
-
-    train_meta = json.loads(training_transforms(cfg.load_config).read_text())
+    if cfg.masks is not None and not cfg.masks.is_dir():
+        fail("mask folder does not exist", cfg.masks, "pass --masks the folder with <stem>.png / <stem>.npz masks")
+    # every photo is checked against the training camera before the slow model load, so errors come at once
+    train_json = training_transforms(cfg.load_config)
+    train_frames = training_frames(train_json)
+    frames = photo_frames(photos, train_frames[0], cfg.intrinsics)
     run = load_run(cfg.load_config)
     started = time.perf_counter()
-    world, train_frames, lifted_by = run_map_features(run, cfg.register, cfg.lift, cfg.grid_resolution,
-                                                      cfg.num_samples)
+    world, lifted_by = run_map_features(run, train_frames, cfg.register, cfg.lift, cfg.grid_resolution,
+                                        cfg.num_samples)
     map_s = time.perf_counter() - started
-    frames = photo_frames(photos, train_frames[0], cfg.intrinsics)
+    train_meta = json.loads(train_json.read_text())
     registered: List[Frame] = []
     records: Dict[str, Dict] = {}
     for frame in frames:

@@ -25,11 +25,9 @@ MIN_OPACITY = 0.5
 """A keypoint's ray through the baked density must be at least this opaque for its surface to lift it."""
 
 
-def training_frames(run) -> List[Frame]:
-    """The frames of the dataset the run was trained on (its train split when transforms.json lists one)."""
-    from instance_nerfacto.render.run import training_transforms
-
-    dataset = load_dataset(training_transforms(run.config_path), check_files=False)
+def training_frames(transforms: Path) -> List[Frame]:
+    """The frames of the dataset a run was trained on (its train split when transforms.json lists one)."""
+    dataset = load_dataset(transforms, check_files=False)
     frames = dataset.split("train") or dataset.frames
     for frame in frames:
         if not frame.image_path.is_file():
@@ -70,13 +68,11 @@ def surface_points(run, grid: torch.Tensor, frame: Frame, keypoints: Float[np.nd
     return points.astype(np.float32)
 
 
-def run_map_features(run, params: RegisterParams, lift: Literal["auto", "depth", "rendered"], grid_resolution: int,
-                     num_samples: int) -> tuple[MapFeatures, List[Frame], str]:
-    """The run's training images as :class:`MapFeatures`, the frames in that order, and the lifting used
-    ('depth maps' or 'rendered surface')."""
+def run_map_features(run, frames: List[Frame], params: RegisterParams, lift: Literal["auto", "depth", "rendered"],
+                     grid_resolution: int, num_samples: int) -> tuple[MapFeatures, str]:
+    """The run's training images ``frames`` as :class:`MapFeatures` (in that order) and the lifting used ('depth
+    maps' or 'rendered surface')."""
     import cv2
-
-    frames = training_frames(run)
     has_depth = all(f.depth_path is not None and f.depth_path.is_file() for f in frames)
     if lift == "depth" and not has_depth:
         fail("the map's training frames have no depth maps to lift keypoints with", frames[0].image_path.parent,
@@ -107,4 +103,4 @@ def run_map_features(run, params: RegisterParams, lift: Literal["auto", "depth",
         return surface_points(run, grid, frame, keypoints, num_samples)
 
     world = map_features(rgb, points, [f.c2w for f in frames], params)
-    return world, frames, "depth maps" if use_depth else "rendered surface"
+    return world, "depth maps" if use_depth else "rendered surface"

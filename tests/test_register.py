@@ -1,0 +1,183 @@
+"""Registration of photos without a pose (``instance-loc --images``): poses, ids, refusals, order, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from instance_nerfacto.core.dataset import load_dataset
+from instance_nerfacto.core.files import atomic_write_png, read_label_png
+from instance_nerfacto.loc.register import (
+    OPENGL_TO_OPENCV,
+    RegisterParams,
+    acceptance_failure,
+    camera_matrix,
+    rotation_error_deg,
+    solve_pose,
+)
+from tests.small_run import SmallRun
+from tests.test_small_run import agreement
+
+NOVEL_VIEWS = 6
+
+
+def _project(points: np.ndarray, c2w_gl: np.ndarray, K: np.ndarray) -> np.ndarray:
+    w2c = np.linalg.inv(c2w_gl @ OPENGL_TO_OPENCV)
+    cam = points @ w2c[:3, :3].T + w2c[:3, 3]
+    uv = cam @ K.T
+    return uv[:, :2] / uv[:, 2:]
+
+
+def test_solve_pose_recovers_a_known_pose_through_outliers_and_refuses_random_matches():
+    rng = np.random.default_rng(0)
+    K = camera_matrix(200.0, 200.0, 160.0, 120.0)
+    c2w = np.eye(4)
+    c2w[:3, 3] = [0.3, -0.2, 2.5]  # OpenGL camera at z = 2.5 looking down -z at points around the origin
+    points = rng.uniform([-1, -1, -1], [1, 1, 0.5], size=(200, 3))
+    pixels = _project(points, c2w, K) + rng.normal(0, 0.3, size=(200, 2))
+    pixels[:60] = rng.uniform([0, 0], [320, 240], size=(60, 2))  # 30% wrong matches
+    params = RegisterParams()
+    pose, inliers, error = solve_pose(points, pixels, K, params)
+    assert pose is not None and rotation_error_deg(pose, c2w) < 0.2
+    assert np.linalg.norm(pose[:3, 3] - c2w[:3, 3]) < 0.01
+    assert set(inliers.tolist()) >= set(range(70, 200))  # every right match is kept ...
+    assert len(inliers) < 150 and error < 1.0  # ... and nearly every wrong one dropped
+    centres = np.array([[0.0, 0.0, 2.0], [0.5, 0.0, 2.5]])
+    assert acceptance_failure(pose, len(inliers), len(points), error, centres, params) == ""
+    # matches of another room: 2D points unrelated to the 3D points get no accepted pose
+    random_pixels = rng.uniform([0, 0], [320, 240], size=(200, 2))
+    pose, inliers, error = solve_pose(points, random_pixels, K, params)
+    assert acceptance_failure(pose, len(inliers), len(points), error, centres, params) != ""
+
+
+@pytest.fixture(scope="module")
+def novel_photos(small_run: SmallRun, tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Views of the tiny room between its training cameras (true poses known, in the training data's frame), one view
+    of another room and a scrambled view; the photos' folder, masks for all of them, and the true poses by stem."""
+    from data_preprocess.synth.views import render_views, views_between_training_poses
+    from tests.conftest import make_scene
+
+    root = tmp_path_factory.mktemp("register")
+    views = render_views(tiny_scene, views_between_training_poses(tiny_scene, NOVEL_VIEWS), root / "views")
+    other = make_scene(root / "other_room", "tiny", seed=1)
+    photos, masks = root / "photos", root / "masks"
+    shutil.copytree(views / "images", photos)
+    shutil.copytree(views / "masks", masks)
+    shutil.copy(other / "images" / "frame_00010.png", photos / "other_room.png")
+    shutil.copy(other / "masks" / "frame_00010.png", masks / "other_room.png")
+    view = np.array(Image.open(views / "images" / "view_00002.png").convert("RGB"))
+    blocks = view.reshape(6, 20, 8, 20, 3).transpose(0, 2, 1, 3, 4).reshape(48, 20, 20, 3)
+    scrambled = blocks[np.random.default_rng(0).permutation(48)].reshape(6, 8, 20, 20, 3).transpose(0, 2, 1, 3, 4)
+    atomic_write_png(photos / "scrambled.png", scrambled.reshape(120, 160, 3))
+    shutil.copy(views / "masks" / "view_00002.png", masks / "scrambled.png")
+    truth = {f.stem: small_run.applied @ f.c2w for f in load_dataset(views).frames}  # the training data's frame
+    return photos, masks, truth
+
+
+def _localize(small_run: SmallRun, out: Path, **options):
+    from instance_nerfacto.loc.cli import LocConfig, main
+
+    return main(LocConfig(output=out, load_config=small_run.config, **options))
+
+
+def test_photos_without_poses_register_near_their_true_poses_and_get_the_posed_ids(
+        small_run: SmallRun, novel_photos, tmp_path: Path):
+    photos, masks, truth = novel_photos
+    report = _localize(small_run, tmp_path / "reg", images=photos, masks=masks)
+    centres = np.array([f.c2w[:3, 3] for f in load_dataset(small_run.scene).split("train")])
+    extent = float(np.linalg.norm(centres.max(axis=0) - centres.min(axis=0)))
+    poses = {f.stem: f for f in load_dataset(tmp_path / "reg" / "poses.json").frames}
+    assert sorted(poses) == sorted(truth), {s: r["registration"].get("reason") for s, r in report.items()}
+    rotation = [rotation_error_deg(poses[s].c2w, truth[s]) for s in truth]
+    translation = [np.linalg.norm(poses[s].c2w[:3, 3] - truth[s][:3, 3]) / extent for s in truth]
+    # 160x120 views of a blurry rendered room: sub-degree on most, a few degrees at worst
+    assert np.median(rotation) < 1.0 and max(rotation) < 3.0, rotation
+    assert np.median(translation) < 0.01 and max(translation) < 0.03, translation
+    for stem in truth:
+        record = report[stem]["registration"]
+        assert record["registered"] and record["inliers"] >= 30 and record["reprojection_error_px"] < 2.0
+    # the negative controls: refused with a reason, no ids written, no pose listed
+    for stem in ("other_room", "scrambled"):
+        assert report[stem]["registration"]["registered"] is False and report[stem]["registration"]["reason"]
+        assert not (tmp_path / "reg" / f"{stem}.png").exists() and stem not in poses
+    # the same photos at their true poses: the same ids on nearly every pixel
+    true_poses = json.loads((tmp_path / "reg" / "poses.json").read_text())
+    for frame in true_poses["frames"]:
+        frame["transform_matrix"] = truth[Path(frame["file_path"]).stem].tolist()
+    (tmp_path / "true.json").write_text(json.dumps({**true_poses, "frames": [
+        {**f, "file_path": str((tmp_path / "reg" / f["file_path"]).resolve())} for f in true_poses["frames"]]}))
+    _localize(small_run, tmp_path / "posed", data=tmp_path / "true.json", masks=masks)
+    assert agreement(tmp_path / "reg", tmp_path / "posed", sorted(truth)) > 0.95
+    # poses.json is a pose file instance-loc reads back: the very same ids
+    _localize(small_run, tmp_path / "again", data=tmp_path / "reg" / "poses.json", masks=masks)
+    for stem in truth:
+        assert np.array_equal(read_label_png(tmp_path / "reg" / f"{stem}.png"),
+                              read_label_png(tmp_path / "again" / f"{stem}.png"))
+
+
+def test_photo_order_changes_nothing(small_run: SmallRun, novel_photos, tmp_path: Path):
+    """Photos renamed so that they are processed in reverse: every photo gets the same pose and the same ids."""
+    photos, masks, truth = novel_photos
+    stems = sorted(truth)[:3]
+    forward, backward = tmp_path / "forward", tmp_path / "backward"
+    for folder in (forward, backward, tmp_path / "masks_f", tmp_path / "masks_b"):
+        folder.mkdir()
+    for index, stem in enumerate(stems):
+        shutil.copy(photos / f"{stem}.png", forward / f"{index}_{stem}.png")
+        shutil.copy(photos / f"{stem}.png", backward / f"{len(stems) - index}_{stem}.png")
+        shutil.copy(masks / f"{stem}.png", tmp_path / "masks_f" / f"{index}_{stem}.png")
+        shutil.copy(masks / f"{stem}.png", tmp_path / "masks_b" / f"{len(stems) - index}_{stem}.png")
+    _localize(small_run, tmp_path / "out_f", images=forward, masks=tmp_path / "masks_f")
+    _localize(small_run, tmp_path / "out_b", images=backward, masks=tmp_path / "masks_b")
+    poses_f = {f.stem.split("_", 1)[1]: f.c2w for f in load_dataset(tmp_path / "out_f" / "poses.json").frames}
+    poses_b = {f.stem.split("_", 1)[1]: f.c2w for f in load_dataset(tmp_path / "out_b" / "poses.json").frames}
+    assert sorted(poses_f) == sorted(poses_b) == stems
+    for index, stem in enumerate(stems):
+        assert np.array_equal(poses_f[stem], poses_b[stem])
+        assert np.array_equal(read_label_png(tmp_path / "out_f" / f"{index}_{stem}.png"),
+                              read_label_png(tmp_path / "out_b" / f"{len(stems) - index}_{stem}.png"))
+
+
+def _loc(*args: str):
+    cmd = [sys.executable, "-c", "from instance_nerfacto.loc.cli import entrypoint; entrypoint()", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def _one_line_error(proc, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_bad_registration_input_gets_one_line(small_run: SmallRun, novel_photos, tmp_path: Path):
+    photos, masks, _ = novel_photos
+    config = str(small_run.config)
+    out = tmp_path / "out"
+    _one_line_error(_loc("--load-config", config, "--images", str(tmp_path / "nowhere"), "--output", str(out)),
+                    "photo folder does not exist", "--images")
+    (tmp_path / "empty").mkdir()
+    _one_line_error(_loc("--load-config", config, "--images", str(tmp_path / "empty"), "--output", str(out)),
+                    "no photos")
+    _one_line_error(_loc("--load-config", config, "--images", str(photos), "--data", str(small_run.scene),
+                         "--output", str(out)), "--images and --data both given")
+    _one_line_error(_loc("--load-config", config, "--images", str(photos), "--intrinsics", "0", "100", "80", "60",
+                         "--output", str(out)), "is not a camera", "FX FY CX CY")
+    _one_line_error(_loc("--load-config", config, "--output", str(out)), "no query images given", "--images")
+    big = tmp_path / "big"
+    big.mkdir()
+    atomic_write_png(big / "photo.png", np.zeros((240, 320, 3), np.uint8))
+    _one_line_error(_loc("--load-config", config, "--images", str(big), "--output", str(out)),
+                    "photo is 320x240 but the map's camera is 160x120", "--intrinsics")
+    atomic_write_png(big / "photo2.png", np.zeros((120, 160, 3), np.uint8))
+    _one_line_error(_loc("--load-config", config, "--images", str(big), "--intrinsics", "300", "300", "160", "120",
+                         "--output", str(out)), "but 'photo.png' is 320x240", "one camera")
+    assert not out.exists()  # every error above comes before anything is written
