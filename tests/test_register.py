@@ -87,6 +87,7 @@ def _localize(small_run: SmallRun, out: Path, **options):
     return main(LocConfig(output=out, load_config=small_run.config, **options))
 
 
+
 def test_photos_without_poses_register_near_their_true_poses_and_get_the_posed_ids(
         small_run: SmallRun, novel_photos, tmp_path: Path):
     photos, masks, truth = novel_photos
@@ -145,39 +146,38 @@ def test_photo_order_changes_nothing(small_run: SmallRun, novel_photos, tmp_path
                               read_label_png(tmp_path / "out_b" / f"{len(stems) - index}_{stem}.png"))
 
 
-def _loc(*args: str):
-    cmd = [sys.executable, "-c", "from instance_nerfacto.loc.cli import entrypoint; entrypoint()", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+def _error_line(small_run: SmallRun, **options) -> str:
+    """The one line instance-loc prints for a bad input (raised before anything is loaded or written)."""
+    from instance_nerfacto.core.errors import InputError
 
-
-def _one_line_error(proc, *needles: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+    with pytest.raises(InputError) as err:
+        _localize(small_run, **options)
+    return err.value.line()
 
 
 def test_bad_registration_input_gets_one_line(small_run: SmallRun, novel_photos, tmp_path: Path):
     photos, masks, _ = novel_photos
-    config = str(small_run.config)
     out = tmp_path / "out"
-    _one_line_error(_loc("--load-config", config, "--images", str(tmp_path / "nowhere"), "--output", str(out)),
-                    "photo folder does not exist", "--images")
+    # the command line itself: one line on stderr, exit status 2
+    proc = subprocess.run([sys.executable, "-c", "from instance_nerfacto.loc.cli import entrypoint; entrypoint()",
+                           "--load-config", str(small_run.config), "--images", str(tmp_path / "nowhere"),
+                           "--output", str(out)], capture_output=True, text=True, timeout=300)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "photo folder does not exist" in lines[0] and "--images" in lines[0]
     (tmp_path / "empty").mkdir()
-    _one_line_error(_loc("--load-config", config, "--images", str(tmp_path / "empty"), "--output", str(out)),
-                    "no photos")
-    _one_line_error(_loc("--load-config", config, "--images", str(photos), "--data", str(small_run.scene),
-                         "--output", str(out)), "--images and --data both given")
-    _one_line_error(_loc("--load-config", config, "--images", str(photos), "--intrinsics", "0", "100", "80", "60",
-                         "--output", str(out)), "is not a camera", "FX FY CX CY")
-    _one_line_error(_loc("--load-config", config, "--output", str(out)), "no query images given", "--images")
+    assert "no photos" in _error_line(small_run, out=out, images=tmp_path / "empty")
+    assert "--images and --data both given" in _error_line(small_run, out=out, images=photos, data=small_run.scene)
+    line = _error_line(small_run, out=out, images=photos, intrinsics=(0.0, 100.0, 80.0, 60.0))
+    assert "is not a camera" in line and "FX FY CX CY" in line
+    line = _error_line(small_run, out=out)
+    assert "no query images given" in line and "--images" in line
     big = tmp_path / "big"
     big.mkdir()
     atomic_write_png(big / "photo.png", np.zeros((240, 320, 3), np.uint8))
-    _one_line_error(_loc("--load-config", config, "--images", str(big), "--output", str(out)),
-                    "photo is 320x240 but the map's camera is 160x120", "--intrinsics")
+    line = _error_line(small_run, out=out, images=big)
+    assert "photo is 320x240 but the map's camera is 160x120" in line and "--intrinsics" in line
     atomic_write_png(big / "photo2.png", np.zeros((120, 160, 3), np.uint8))
-    _one_line_error(_loc("--load-config", config, "--images", str(big), "--intrinsics", "300", "300", "160", "120",
-                         "--output", str(out)), "but 'photo.png' is 320x240", "one camera")
+    line = _error_line(small_run, out=out, images=big, intrinsics=(300.0, 300.0, 160.0, 120.0))
+    assert "but 'photo.png' is 320x240" in line and "one camera" in line
     assert not out.exists()  # every error above comes before anything is written
