@@ -20,7 +20,7 @@ import numpy as np
 from instance_nerfacto.core.dataset import Frame
 from instance_nerfacto.core.errors import fail
 from instance_nerfacto.core.files import atomic_write_json, read_image_size
-from instance_nerfacto.loc.register import register_photo
+from instance_nerfacto.loc.register import appearance_agreement, register_photo
 
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg")
 DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
@@ -105,7 +105,8 @@ def poses_json(frames: List[Frame], train_meta: dict, output: Path, intrinsics_g
 def register_images(cfg) -> Tuple[object, object, Dict[str, Dict]]:
     """Register ``cfg.images`` against ``cfg.load_config``'s map; returns the config to localize the registered
     photos with (``--data <output>/poses.json``), the loaded run, and per photo its registration record."""
-    from instance_nerfacto.loc.register_map import run_map_features, training_frames
+    from instance_nerfacto.loc.register_map import rendered_view, run_map_features, training_frames
+    from instance_nerfacto.render.bake import cached_density_grid
     from instance_nerfacto.render.run import check_run_files, load_run, training_transforms
 
     if cfg.data is not None:
@@ -134,12 +135,23 @@ def register_images(cfg) -> Tuple[object, object, Dict[str, Dict]]:
     train_meta = json.loads(train_json.read_text())
     registered: List[Frame] = []
     records: Dict[str, Dict] = {}
+    grid = cached_density_grid(run.model.field, run.checkpoint, run.step, cfg.grid_resolution)
+    grid = grid.to(next(run.model.parameters()).device)
     for frame in frames:
         start = time.perf_counter()
-        result = register_photo(read_photo_rgb(frame), frame.fx, frame.fy, frame.cx, frame.cy, world, cfg.register)
+        rgb = read_photo_rgb(frame)
+        result = register_photo(rgb, frame.fx, frame.fy, frame.cx, frame.cy, world, cfg.register)
+        agreement = None
+        if result.registered:
+            agreement = appearance_agreement(rgb, rendered_view(run, grid, result.c2w, frame))
+            if agreement < cfg.register.min_agreement:
+                result = dataclasses.replace(result, registered=False, c2w=None, reason=(
+                    f"the map seen from the pose found does not look like the photo (agreement {agreement:.2f}, "
+                    f"need {cfg.register.min_agreement})"))
         record = {"registered": result.registered, "inliers": result.inliers,
                   "correspondences": result.correspondences,
                   "reprojection_error_px": round(result.error_px, 3) if np.isfinite(result.error_px) else None,
+                  "appearance_agreement": None if agreement is None else round(agreement, 3),
                   "retrieved": [train_frames[i].stem for i in result.retrieved],
                   "register_s": round(time.perf_counter() - start, 4)}
         if result.registered:

@@ -8,6 +8,7 @@ keypoint, a few hundred per image, so the whole map costs seconds, once per comm
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import List, Literal
 
@@ -104,3 +105,26 @@ def run_map_features(run, frames: List[Frame], params: RegisterParams, lift: Lit
 
     world = map_features(rgb, points, [f.c2w for f in frames], params)
     return world, "depth maps" if use_depth else "rendered surface"
+
+
+CHECK_SIZE = (40, 30)
+"""(width, height) of the view rendered to check a registered pose: a few hundred rays, tens of milliseconds."""
+
+
+def rendered_view(run, grid: torch.Tensor, c2w: np.ndarray, frame: Frame, size=CHECK_SIZE) -> np.ndarray:
+    """The trained colour (RGB in [0, 1], [h, w, 3]) of a coarse ``size`` view at a camera-to-world pose of the
+    dataset's frame with ``frame``'s intrinsics: one ray through the centre of each coarse cell."""
+    from instance_nerfacto.render.bake import render_label_logits
+
+    width, height = size
+    cols = (np.arange(width) + 0.5) * frame.width / width - 0.5  # OpenCV pixel coordinates of the cell centres
+    rows = (np.arange(height) + 0.5) * frame.height / height - 0.5
+    grid_xy = np.stack(np.meshgrid(cols, rows), axis=-1).reshape(-1, 2)
+    origins, directions = keypoint_rays(grid_xy, dataclasses.replace(frame, c2w=c2w), run.to_model)
+    model = run.model
+    with torch.no_grad():
+        _, _, _, colour = render_label_logits(grid, model.field, torch.from_numpy(origins).float().to(grid.device),
+                                              torch.from_numpy(directions).float().to(grid.device),
+                                              near=model.config.near_plane, far=model.config.far_plane,
+                                              with_rgb=True)
+    return colour.clamp(0, 1).cpu().numpy().reshape(height, width, 3)
