@@ -98,6 +98,9 @@ class LocConfig:
     """With --query-depth auto, a query frame without a depth map is read at the depth of the training frames' depth
     maps (when the map was trained on RGB-D data) splatted into its view: measured surfaces instead of the rendered
     one."""
+    map_stereo_depth: bool = True
+    """With --map-depth, a map trained without depth maps gives its map depth from the depth instance-map estimated
+    for its training frames (the stereo stage's cache beside the pseudolabels), when that cache is there."""
     map_depth_stride: int = 4
     """Every stride-th pixel of each training depth map becomes a point of the splatted map depth."""
     mode: Literal["auto", "regions", "dense"] = "auto"
@@ -197,6 +200,7 @@ def localize(cfg: LocConfig, run=None, registrations: Optional[Dict[str, Dict]] 
         elif not frame.image_path.is_file():
             fail(f"image of query frame '{frame.stem}' is missing", frame.image_path, "restore it or pass --masks DIR")
     depth_by_stem: Dict[str, np.ndarray] = {}
+    map_source = ""  # what the map's depth of frames without a depth map comes from ('' = none)
     if cfg.denoise is None:
         frame_of = {frame.stem: frame for frame in frames}
         for stem, path in query_depth_paths(cfg.query_depth, frames, dataset.transforms_path).items():
@@ -227,13 +231,14 @@ def localize(cfg: LocConfig, run=None, registrations: Optional[Dict[str, Dict]] 
         if cfg.query_depth == "auto" and cfg.map_depth and any(f.stem not in depth_by_stem for f in frames):
             from instance_nerfacto.loc.map_depth import training_depth_points
 
-            map_points = training_depth_points(run.pipeline, cfg.map_depth_stride)
+            map_points, map_source = training_depth_points(run.pipeline, cfg.map_depth_stride, cfg.map_stereo_depth)
         query = ModelQuery(model, run.to_model, device, renderer, depth_by_stem, cfg.mode, cfg.dense_stride,
                            cfg.min_confidence, map_points)
         sources = [query.depth_source(f) for f in frames]
         print(f"instance-loc: the label field is read at the measured depth of {sources.count('measured')} query "
-              f"frames, at the map's depth (training depth maps splatted) of {sources.count('map')}, at the rendered "
-              f"surface of {sources.count('rendered')} (--query-depth {cfg.query_depth}, --renderer {cfg.renderer})")
+              f"frames, at the map's depth (training {map_source or 'depth maps'} splatted) of "
+              f"{sources.count('map')}, at the rendered surface of {sources.count('rendered')} (--query-depth "
+              f"{cfg.query_depth}, --renderer {cfg.renderer})")
         # one throw-away query of the first frame, in the mode its real query takes: the first pass through each code
         # path pays one-off allocation/dispatch costs that would otherwise land on the first image's query_s
         halves = np.ones((frames[0].height, frames[0].width), dtype=np.int32)
@@ -267,6 +272,7 @@ def localize(cfg: LocConfig, run=None, registrations: Optional[Dict[str, Dict]] 
         report[frame.stem] = {"segment_s": round(segment_s[frame.stem], 4), "query_s": round(query_s, 4),
                               "mode": "dense" if "rays" in result else "regions",
                               "depth": query.depth_source(frame) if cfg.denoise is None else None,
+                              "map_depth": map_source or None,
                               "regions": region_records(region_map, result)}
     for stem, record in (registrations or {}).items():
         report.setdefault(stem, {})["registration"] = record

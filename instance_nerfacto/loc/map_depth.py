@@ -16,7 +16,7 @@ training frames.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -76,15 +76,37 @@ def fill_small_holes(depth: Float[np.ndarray, "H W"], size: int = 5) -> Float[np
     return np.where(holes & (nearest < big), nearest, depth).astype(np.float32)
 
 
-def training_depth_points(pipeline, stride: int = 4) -> Optional[Float[np.ndarray, "N 3"]]:
-    """Points of every training frame's depth map (every ``stride``-th pixel) in the model's normalised world, or
-    None when the training data lists no depth maps. The depth maps are read from the paths the dataparser recorded
-    (metres = units x depth_unit_scale_factor), then scaled like the poses."""
+def stereo_depth_paths(pipeline) -> Optional[List[Path]]:
+    """The depth instance-map estimated for every training frame of a map without depth maps (its stereo stage,
+    cached as ``<pseudolabels>/.cache/stereo-<key>/<stem>.npy``, metres, 0 = unknown): the newest cache folder that
+    holds every training frame, or None."""
+    outputs = pipeline.datamanager.train_dataparser_outputs
+    folder = getattr(getattr(pipeline.datamanager, "train_dataset", None), "pseudolabels_dir", None)
+    if folder is None or not (Path(folder) / ".cache").is_dir():
+        return None
+    stems = [Path(name).stem for name in outputs.image_filenames]
+    caches = sorted((Path(folder) / ".cache").glob("stereo-*"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for cache in caches:
+        paths = [cache / f"{stem}.npy" for stem in stems]
+        if all(p.is_file() for p in paths):
+            return paths
+    return None
+
+
+def training_depth_points(pipeline, stride: int = 4, stereo: bool = True
+                          ) -> Tuple[Optional[Float[np.ndarray, "N 3"]], str]:
+    """Points of every training frame's depth map (every ``stride``-th pixel) in the model's normalised world, and
+    where they came from: 'depth maps' (read from the paths the dataparser recorded, metres = units x
+    depth_unit_scale_factor), else with ``stereo`` 'stereo depth' (instance-map's estimate for a map without depth
+    maps, :func:`stereo_depth_paths`), else (None, ''). Scaled like the poses."""
     outputs = pipeline.datamanager.train_dataparser_outputs
     paths = outputs.metadata.get("depth_filenames")
-    if not paths:
-        return None
+    source = "depth maps"
     unit = float(outputs.metadata.get("depth_unit_scale_factor", 1e-3))
+    if not paths and stereo:
+        paths, source, unit = stereo_depth_paths(pipeline), "stereo depth", 1.0
+    if not paths:
+        return None, ""
     scale = float(outputs.dataparser_scale)
     cameras = outputs.cameras
     chunks = []
@@ -94,4 +116,4 @@ def training_depth_points(pipeline, stride: int = 4) -> Optional[Float[np.ndarra
         depth = np.where(np.isfinite(depth), depth, 0.0)
         chunks.append(backproject_depth(depth, cameras.camera_to_worlds[i].cpu().numpy(), float(cameras.fx[i]),
                                         float(cameras.fy[i]), float(cameras.cx[i]), float(cameras.cy[i]), stride))
-    return np.concatenate(chunks) if chunks else None
+    return (np.concatenate(chunks), source) if chunks else (None, "")
