@@ -76,6 +76,18 @@ def fill_small_holes(depth: Float[np.ndarray, "H W"], size: int = 5) -> Float[np
     return np.where(holes & (nearest < big), nearest, depth).astype(np.float32)
 
 
+def consistent_depth(depth: Float[np.ndarray, "H W"], size: int = 5, tolerance: float = 0.03
+                     ) -> Float[np.ndarray, "H W"]:
+    """A depth estimate without its speckle: readings more than ``tolerance`` (relative) from the median of their
+    ``size x size`` neighbourhood become 0. Splatting keeps the nearest point of every pixel, so one stereo outlier in
+    front of a surface would otherwise hide that surface in every view it projects into."""
+    import cv2
+
+    median = cv2.medianBlur(np.ascontiguousarray(depth, dtype=np.float32), size)
+    keep = (depth > 0) & (np.abs(depth - median) <= tolerance * median)
+    return np.where(keep, depth, 0.0).astype(np.float32)
+
+
 def stereo_depth_paths(pipeline) -> Optional[List[Path]]:
     """The depth instance-map estimated for every training frame of a map without depth maps (its stereo stage,
     cached as ``<pseudolabels>/.cache/stereo-<key>/<stem>.npy``, metres, 0 = unknown): the newest cache folder that
@@ -114,6 +126,8 @@ def training_depth_points(pipeline, stride: int = 4, stereo: bool = True
         height, width = int(cameras.height[i]), int(cameras.width[i])
         depth = get_depth_image_from_path(Path(path), height, width, unit * scale)[..., 0].numpy()
         depth = np.where(np.isfinite(depth), depth, 0.0)
+        if source == "stereo depth":
+            depth = consistent_depth(depth)
         chunks.append(backproject_depth(depth, cameras.camera_to_worlds[i].cpu().numpy(), float(cameras.fx[i]),
                                         float(cameras.fy[i]), float(cameras.cx[i]), float(cameras.cy[i]), stride))
     return (np.concatenate(chunks), source) if chunks else (None, "")
