@@ -228,6 +228,15 @@ def solve_pose(points: Float[np.ndarray, "P 3"], pixels: Float[np.ndarray, "P 2"
     if not ok or inliers is None or len(inliers) < 6:
         return None, np.zeros(0, np.int64), float("inf")
     inliers = inliers.reshape(-1)
+    # RANSAC's inlier test ignores which side of the camera a point is on, so its pose can be a mirror image that
+    # puts the scene behind the camera (seen on the demo room: 441 inliers, every point behind, LM then diverged):
+    # solve again on the inliers with SQPnP, which finds the global minimum of the reprojection error
+    try:
+        ok, rvec_sq, tvec_sq = cv2.solvePnP(objects[inliers], images[inliers], K, None, flags=cv2.SOLVEPNP_SQPNP)
+    except cv2.error:  # SQPnP refuses inliers that (nearly) coincide in 3D: no pose can rest on them
+        return None, np.zeros(0, np.int64), float("inf")
+    if ok:
+        rvec, tvec = rvec_sq, tvec_sq
     # refine on RANSAC's inliers, then once more on the correspondences the refined pose explains to within
     # ``refine_px``: RANSAC's loose threshold admits near-misses that pull the pose by a degree on these rooms
     for threshold in (params.ransac_px, params.refine_px):
