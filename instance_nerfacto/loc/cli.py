@@ -5,7 +5,8 @@ masks (``--masks DIR``, or segment the image), sample a few pixels per region, r
 label field, and give each region the majority label. Writes ``<output>/<stem>.png`` (uint16 ids, merge table
 applied), ``<output>/color/<stem>.png`` and ``<output>/loc.json`` (per stem: segment_s, query_s, regions with votes).
 With ``--denoise RENDERS`` the regions vote over already rendered label maps instead (the paper's denoising of the
-training renders); no model is loaded then.
+training renders); no model is loaded then. With ``--images DIR`` instead of ``--data``, photos without a pose are
+registered against the map first (``register_cli.py``) and the registered ones localized at their poses.
 """
 
 from __future__ import annotations
