@@ -214,4 +214,10 @@ def test_bad_registration_input_gets_one_line(small_run: SmallRun, novel_photos,
     atomic_write_png(big / "photo2.png", np.zeros((120, 160, 3), np.uint8))
     line = _error_line(small_run, out=out, images=big, intrinsics=(300.0, 300.0, 160.0, 120.0))
     assert "but 'photo.png' is 320x240" in line and "one camera" in line
+    line = _error_line(small_run, out=photos, images=photos)
+    assert "--output is an input folder" in line and "overwrite" in line
+    no_masks = tmp_path / "no_masks"
+    no_masks.mkdir()
+    line = _error_line(small_run, out=out, images=photos, masks=no_masks)
+    assert "no_masks" in line and "--masks" in line
     assert not out.exists()  # every error above comes before anything is written

@@ -20,6 +20,7 @@ import numpy as np
 from instance_nerfacto.core.dataset import Frame
 from instance_nerfacto.core.errors import fail
 from instance_nerfacto.core.files import atomic_write_json, read_image_size
+from instance_nerfacto.loc.inputs import load_given_regions
 from instance_nerfacto.loc.register import appearance_agreement, register_photo
 
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -119,6 +120,10 @@ def register_images(cfg) -> Tuple[object, object, Dict[str, Dict]]:
     if cfg.denoise is not None:
         fail("--denoise reads renders of posed frames", cfg.denoise, "leave it out with --images")
     photos = photo_paths(cfg.images)
+    for folder in (cfg.images, cfg.masks):
+        if folder is not None and cfg.output.resolve() == folder.resolve():
+            fail("--output is an input folder", cfg.output,
+                 "pass another --output: <stem>.png ids would overwrite the photos or masks of the same name")
     check_intrinsics(cfg.intrinsics)
     check_run_files(cfg.load_config)
     if cfg.masks is not None and not cfg.masks.is_dir():
@@ -127,6 +132,9 @@ def register_images(cfg) -> Tuple[object, object, Dict[str, Dict]]:
     train_json = training_transforms(cfg.load_config)
     train_frames = training_frames(train_json)
     frames = photo_frames(photos, train_frames[0], cfg.intrinsics)
+    if cfg.masks is not None:
+        for frame in frames:
+            load_given_regions(cfg.masks, frame)  # a missing or misfit mask file stops here, not after registration
     run = load_run(cfg.load_config)
     started = time.perf_counter()
     world, lifted_by = run_map_features(run, train_frames, cfg.register, cfg.lift, cfg.grid_resolution,
