@@ -142,15 +142,15 @@ def test_another_room_is_refused_by_its_appearance_even_when_the_match_gates_let
     colour rendered at that pose does not look like the photo, so no pose is accepted."""
     from instance_nerfacto.core.errors import InputError
 
-    photos, masks, _ = novel_photos
+    photos, _, _ = novel_photos
     others = tmp_path / "others"
     others.mkdir()
-    other_room = photos.parent / "other_room" / "images"
+    other_room = photos.parent / "other_room"
     for stem in ("frame_00000", "frame_00005", "frame_00015", "frame_00020", "frame_00025", "val_00003"):
-        shutil.copy(other_room / f"{stem}.png", others / f"{stem}.png")
+        shutil.copy(other_room / "images" / f"{stem}.png", others / f"{stem}.png")
     loose = RegisterParams(min_inliers=6, min_inlier_ratio=0.0, max_error_px=4.0, max_distance=1e3)
     with pytest.raises(InputError, match="none of the 6 photos could be registered"):
-        _localize(small_run, tmp_path / "out", images=others, masks=masks, register=loose)
+        _localize(small_run, tmp_path / "out", images=others, masks=other_room / "masks", register=loose)
     records = [r["registration"] for r in json.loads((tmp_path / "out" / "loc.json").read_text()).values()]
     assert not any(r["registered"] for r in records)
     assert sum("does not look like the photo" in r["reason"] for r in records) >= 3, records
