@@ -72,7 +72,8 @@ def test_training_depth_points_reproduce_a_held_out_frames_measured_depth(tiny_s
 
     outputs = NerfstudioDataParserConfig(data=tiny_scene).setup().get_dataparser_outputs("train")
     pipeline = SimpleNamespace(datamanager=SimpleNamespace(train_dataparser_outputs=outputs))
-    points = training_depth_points(pipeline, stride=2)
+    points, source = training_depth_points(pipeline, stride=2)
+    assert source == "depth maps"
     scale = float(outputs.dataparser_scale)
     transform = outputs.dataparser_transform.numpy()
     covered, close = [], []
@@ -93,4 +94,4 @@ def test_training_depth_points_reproduce_a_held_out_frames_measured_depth(tiny_s
     assert median_error < 0.03 and within_10cm > 0.9, close
     # no depth maps in the training data: no points, and instance-loc falls back to the rendered surface
     outputs.metadata["depth_filenames"] = None
-    assert training_depth_points(pipeline) is None
+    assert training_depth_points(pipeline) == (None, "")

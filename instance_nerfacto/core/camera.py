@@ -31,6 +31,8 @@ FISHEYE_MODELS = ("OPENCV_FISHEYE",)
 """... and to CameraType.FISHEYE (equidistant with k1..k4)."""
 DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
 """nerfstudio's distortion_params order."""
+GL_TO_CV = np.array([1.0, -1.0, -1.0])
+"""Camera axes OpenGL (nerfstudio's poses: y up, looking along -z) <-> OpenCV (the camera model's: y down, z ahead)."""
 OFF_IMAGE = -1e9
 """Pixel coordinate given to points that cannot be projected (behind the camera, beyond the lens): off every image."""
 FISHEYE_CENTRE_NUDGE = 1e-3

@@ -5,15 +5,16 @@ masks (``--masks DIR``, or segment the image), sample a few pixels per region, r
 label field, and give each region the majority label. Writes ``<output>/<stem>.png`` (uint16 ids, merge table
 applied), ``<output>/color/<stem>.png`` and ``<output>/loc.json`` (per stem: segment_s, query_s, regions with votes).
 With ``--denoise RENDERS`` the regions vote over already rendered label maps instead (the paper's denoising of the
-training renders); no model is loaded then.
+training renders); no model is loaded then. With ``--images DIR`` instead of ``--data``, photos without a pose are
+registered against the map first (``register_cli.py``) and the registered ones localized at their poses.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Literal, Optional
+from typing import Dict, Literal, Optional, Tuple
 
 import numpy as np
 import tyro
@@ -33,6 +34,7 @@ from instance_nerfacto.loc.inputs import (
     read_query_rgb,
     select_frames,
 )
+from instance_nerfacto.loc.register import RegisterParams
 from instance_nerfacto.loc.voting import VoteParams, paint_regions, region_records, vote_on_label_map
 
 
@@ -40,12 +42,24 @@ from instance_nerfacto.loc.voting import VoteParams, paint_regions, region_recor
 class LocConfig:
     """Localize the 2D regions of new posed images in a trained instance-nerfacto label map (InstanceLoc)."""
 
-    data: Path
+    output: Path
+    """Output folder: <stem>.png (uint16 ids), color/<stem>.png, loc.json (and poses.json with --images)."""
+    data: Optional[Path] = None
     """Dataset folder with transforms.json holding the query images' poses and intrinsics, or a JSON file in that
     format (fl_x, fl_y, cx, cy, w, h and a camera-to-world transform_matrix per frame, in the training data's world
     frame; file paths relative to the JSON's folder)."""
-    output: Path
-    """Output folder: <stem>.png (uint16 ids), color/<stem>.png, loc.json."""
+    images: Optional[Path] = None
+    """Folder of photos without poses (png/jpg), instead of --data: each is registered against the map (SIFT
+    matches with the training images, lifted to 3D, PnP), then localized at that pose. Registered poses go to
+    <output>/poses.json (reusable as --data); a photo that cannot be registered gets no ids."""
+    intrinsics: Optional[Tuple[float, float, float, float]] = None
+    """--images: the photos' camera as FX FY CX CY (pixels); default the training camera's. Required when the photos
+    have another size than the training images."""
+    register: RegisterParams = field(default_factory=RegisterParams)
+    """--images: retrieval, matching, PnP and acceptance parameters of registration."""
+    lift: Literal["auto", "depth", "rendered"] = "auto"
+    """--images: what lifts the training images' keypoints to 3D: their depth maps ('depth'; 'auto' when the map has
+    them) or the trained density's surface through the baked grid ('rendered'; 'auto' otherwise)."""
     load_config: Optional[Path] = None
     """config.yml of the training run (required unless --denoise is given)."""
     frames: Optional[str] = None
@@ -85,6 +99,12 @@ class LocConfig:
     """With --query-depth auto, a query frame without a depth map is read at the depth of the training frames' depth
     maps (when the map was trained on RGB-D data) splatted into its view: measured surfaces instead of the rendered
     one."""
+    map_stereo_depth: bool = False
+    """With --map-depth, a map trained without depth maps takes its map depth from the depth instance-map estimated
+    for its training frames (the stereo stage's cache beside the pseudolabels), when that cache is there. Off by
+    default: on the demo room (seed 5, colour-only field) the dense read at the stereo map depth scored things PQ
+    0.38 against 0.69 for a plain render (0.80 at the true depth): stereo depth is ~5 cm off, and a field trained on
+    colour holds its labels only at its own surface."""
     map_depth_stride: int = 4
     """Every stride-th pixel of each training depth map becomes a point of the splatted map depth."""
     mode: Literal["auto", "regions", "dense"] = "auto"
@@ -142,6 +162,20 @@ def segment_query(cfg: LocConfig, frame) -> np.ndarray:
 
 
 def main(cfg: LocConfig) -> Dict:
+    if cfg.images is not None:
+        from instance_nerfacto.loc.register_cli import register_images
+
+        posed, run, registrations = register_images(cfg)
+        return localize(posed, run, registrations)
+    if cfg.data is None:
+        fail("no query images given", None, "pass --data (posed images: transforms.json or a pose file) or --images "
+                                            "DIR (photos without poses)")
+    return localize(cfg)
+
+
+def localize(cfg: LocConfig, run=None, registrations: Optional[Dict[str, Dict]] = None) -> Dict:
+    """InstanceLoc of the posed frames of ``cfg.data``; ``run`` when already loaded; ``registrations`` (per photo
+    stem) go into loc.json beside the registered photos' records, and the refused photos' records are added."""
     if cfg.denoise is None and cfg.load_config is None:
         fail("no model given", None, "pass --load-config outputs/.../config.yml (or --denoise RENDERS)")
     if cfg.load_config is not None and not cfg.load_config.is_file():
@@ -170,6 +204,7 @@ def main(cfg: LocConfig) -> Dict:
         elif not frame.image_path.is_file():
             fail(f"image of query frame '{frame.stem}' is missing", frame.image_path, "restore it or pass --masks DIR")
     depth_by_stem: Dict[str, np.ndarray] = {}
+    map_source = ""  # what the map's depth of frames without a depth map comes from ('' = none)
     if cfg.denoise is None:
         frame_of = {frame.stem: frame for frame in frames}
         for stem, path in query_depth_paths(cfg.query_depth, frames, dataset.transforms_path).items():
@@ -182,7 +217,7 @@ def main(cfg: LocConfig) -> Dict:
         from instance_nerfacto.loc.query import ModelQuery
         from instance_nerfacto.render.run import load_run
 
-        run = load_run(cfg.load_config)
+        run = run if run is not None else load_run(cfg.load_config)
         if cfg.merge:
             table = run.label_map().with_edits(edits)
         model = run.model
@@ -200,13 +235,14 @@ def main(cfg: LocConfig) -> Dict:
         if cfg.query_depth == "auto" and cfg.map_depth and any(f.stem not in depth_by_stem for f in frames):
             from instance_nerfacto.loc.map_depth import training_depth_points
 
-            map_points = training_depth_points(run.pipeline, cfg.map_depth_stride)
+            map_points, map_source = training_depth_points(run.pipeline, cfg.map_depth_stride, cfg.map_stereo_depth)
         query = ModelQuery(model, run.to_model, device, renderer, depth_by_stem, cfg.mode, cfg.dense_stride,
                            cfg.min_confidence, map_points)
         sources = [query.depth_source(f) for f in frames]
         print(f"instance-loc: the label field is read at the measured depth of {sources.count('measured')} query "
-              f"frames, at the map's depth (training depth maps splatted) of {sources.count('map')}, at the rendered "
-              f"surface of {sources.count('rendered')} (--query-depth {cfg.query_depth}, --renderer {cfg.renderer})")
+              f"frames, at the map's depth (training {map_source or 'depth maps'} splatted) of "
+              f"{sources.count('map')}, at the rendered surface of {sources.count('rendered')} (--query-depth "
+              f"{cfg.query_depth}, --renderer {cfg.renderer})")
         # one throw-away query of the first frame, in the mode its real query takes: the first pass through each code
         # path pays one-off allocation/dispatch costs that would otherwise land on the first image's query_s
         halves = np.ones((frames[0].height, frames[0].width), dtype=np.int32)
@@ -240,11 +276,14 @@ def main(cfg: LocConfig) -> Dict:
         report[frame.stem] = {"segment_s": round(segment_s[frame.stem], 4), "query_s": round(query_s, 4),
                               "mode": "dense" if "rays" in result else "regions",
                               "depth": query.depth_source(frame) if cfg.denoise is None else None,
+                              "map_depth": map_source or None,
                               "regions": region_records(region_map, result)}
+    for stem, record in (registrations or {}).items():
+        report.setdefault(stem, {})["registration"] = record
     atomic_write_json(cfg.output / "loc.json", report)
-    if report:
-        q = np.array([r["query_s"] for r in report.values()])
-        print(f"instance-loc: {len(report)} images -> {cfg.output}; query {q.mean():.3f} s/image mean, "
+    q = np.array([r["query_s"] for r in report.values() if "query_s" in r])
+    if len(q):
+        print(f"instance-loc: {len(q)} images -> {cfg.output}; query {q.mean():.3f} s/image mean, "
               f"{np.median(q):.3f} median, {q.max():.3f} max")
     return report
 

@@ -16,17 +16,14 @@ training frames.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
 from jaxtyping import Float
 from nerfstudio.data.utils.data_utils import get_depth_image_from_path
 
-from instance_nerfacto.core.camera import OFF_IMAGE, CameraModel
-
-GL_TO_CV = np.array([1.0, -1.0, -1.0])
-"""Camera axes OpenGL (nerfstudio's poses: y up, looking along -z) -> OpenCV (the camera model's: y down, z ahead)."""
+from instance_nerfacto.core.camera import GL_TO_CV, OFF_IMAGE, CameraModel
 
 
 def backproject_depth(depth: Float[np.ndarray, "H W"], c2w_gl: Float[np.ndarray, "3 4"], camera: CameraModel,
@@ -85,15 +82,55 @@ def fill_small_holes(depth: Float[np.ndarray, "H W"], size: int = 5) -> Float[np
     return np.where(holes & (nearest < big), nearest, depth).astype(np.float32)
 
 
-def training_depth_points(pipeline, stride: int = 4) -> Optional[Float[np.ndarray, "N 3"]]:
-    """Points of every training frame's depth map (every ``stride``-th pixel) in the model's normalised world, or
-    None when the training data lists no depth maps. The depth maps are read from the paths the dataparser recorded
-    (metres = units x depth_unit_scale_factor), then scaled like the poses."""
+def consistent_depth(depth: Float[np.ndarray, "H W"], size: int = 5, tolerance: float = 0.03
+                     ) -> Float[np.ndarray, "H W"]:
+    """A depth estimate without its speckle: readings more than ``tolerance`` (relative) from the median of their
+    ``size x size`` neighbourhood become 0. Splatting keeps the nearest point of every pixel, so one stereo outlier in
+    front of a surface would otherwise hide that surface in every view it projects into."""
+    import cv2
+
+    median = cv2.medianBlur(np.ascontiguousarray(depth, dtype=np.float32), size)
+    keep = (depth > 0) & (np.abs(depth - median) <= tolerance * median)
+    return np.where(keep, depth, 0.0).astype(np.float32)
+
+
+def stereo_depth_paths(pipeline) -> Optional[List[Path]]:
+    """The depth instance-map estimated for every training frame of a map without depth maps (its stereo stage,
+    cached as ``<pseudolabels>/.cache/stereo-<key>/<stem>.npy``, metres, 0 = unknown): the newest cache folder that
+    holds every training frame, or None."""
+    outputs = pipeline.datamanager.train_dataparser_outputs
+    folder = getattr(getattr(pipeline.datamanager, "train_dataset", None), "pseudolabels_dir", None)
+    if folder is None or not (Path(folder) / ".cache").is_dir():
+        return None
+    stems = [Path(name).stem for name in outputs.image_filenames]
+    caches = sorted((Path(folder) / ".cache").glob("stereo-*"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    cameras = outputs.cameras
+    if cameras.distortion_params is not None and bool((cameras.distortion_params != 0).any()):
+        return None  # instance-map estimated it on a resampled pinhole grid, not on these cameras' pixels
+    for cache in caches:
+        paths = [cache / f"{stem}.npy" for stem in stems]
+        if all(p.is_file() for p in paths):
+            # photos larger than instance-map's working grid were resampled too: then the depth is not per pixel
+            if np.load(paths[0], mmap_mode="r").shape != (int(cameras.height[0]), int(cameras.width[0])):
+                return None
+            return paths
+    return None
+
+
+def training_depth_points(pipeline, stride: int = 4, stereo: bool = True
+                          ) -> Tuple[Optional[Float[np.ndarray, "N 3"]], str]:
+    """Points of every training frame's depth map (every ``stride``-th pixel) in the model's normalised world, and
+    where they came from: 'depth maps' (read from the paths the dataparser recorded, metres = units x
+    depth_unit_scale_factor), else with ``stereo`` 'stereo depth' (instance-map's estimate for a map without depth
+    maps, :func:`stereo_depth_paths`), else (None, ''). Scaled like the poses."""
     outputs = pipeline.datamanager.train_dataparser_outputs
     paths = outputs.metadata.get("depth_filenames")
-    if not paths:
-        return None
+    source = "depth maps"
     unit = float(outputs.metadata.get("depth_unit_scale_factor", 1e-3))
+    if not paths and stereo:
+        paths, source, unit = stereo_depth_paths(pipeline), "stereo depth", 1.0
+    if not paths:
+        return None, ""
     scale = float(outputs.dataparser_scale)
     cameras = outputs.cameras
     chunks = []
@@ -101,6 +138,8 @@ def training_depth_points(pipeline, stride: int = 4) -> Optional[Float[np.ndarra
         height, width = int(cameras.height[i]), int(cameras.width[i])
         depth = get_depth_image_from_path(Path(path), height, width, unit * scale)[..., 0].numpy()
         depth = np.where(np.isfinite(depth), depth, 0.0)
+        if source == "stereo depth":
+            depth = consistent_depth(depth)
         chunks.append(backproject_depth(depth, cameras.camera_to_worlds[i].cpu().numpy(),
                                         CameraModel.from_cameras(cameras, i), stride))
-    return np.concatenate(chunks) if chunks else None
+    return (np.concatenate(chunks), source) if chunks else (None, "")

@@ -1,0 +1,129 @@
+"""The map side of registration: a trained run's training images as :class:`MapFeatures` (keypoints lifted to 3D).
+
+Each training image's SIFT keypoints are lifted to the training data's transforms.json frame by a depth of that image:
+its depth map when the map has them (an RGB-D capture), otherwise the surface of the trained density, marched through
+the baked density grid that instance-render and instance-loc share (cached beside the checkpoint): one ray per
+keypoint, a few hundred per image, so the whole map costs seconds, once per command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import List, Literal
+
+import numpy as np
+import torch
+from jaxtyping import Float
+
+from instance_nerfacto.core.camera import GL_TO_CV
+from instance_nerfacto.core.dataset import Frame, load_dataset
+from instance_nerfacto.core.errors import fail
+from instance_nerfacto.core.files import read_depth
+from instance_nerfacto.loc.register import MapFeatures, RegisterParams, lift_keypoints, map_features
+from instance_nerfacto.render.cameras import DatasetToModel
+
+MIN_OPACITY = 0.5
+"""A keypoint's ray through the baked density must be at least this opaque for its surface to lift it."""
+
+
+def training_frames(transforms: Path) -> List[Frame]:
+    """The frames of the dataset a run was trained on (its train split when transforms.json lists one)."""
+    dataset = load_dataset(transforms, check_files=False)
+    frames = dataset.split("train") or dataset.frames
+    for frame in frames:
+        if not frame.image_path.is_file():
+            fail(f"training image '{frame.stem}' of the map is missing", frame.image_path,
+                 "registration matches photos against the training images: restore the dataset the run was trained on")
+    return frames
+
+
+def keypoint_rays(keypoints: Float[np.ndarray, "N 2"], frame: Frame, to_model: DatasetToModel
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Model-frame origins and unit directions of the rays through keypoints (OpenCV pixel coordinates)."""
+    c2w = to_model.c2w(frame.c2w)
+    cam = frame.camera.backproject(keypoints[:, 0] + 0.5, keypoints[:, 1] + 0.5, np.ones(len(keypoints))) * GL_TO_CV
+    directions = cam @ c2w[:3, :3].T
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    return np.broadcast_to(c2w[:3, 3], directions.shape).copy(), directions
+
+
+def surface_points(run, grid: torch.Tensor, frame: Frame, keypoints: Float[np.ndarray, "N 2"], num_samples: int
+                   ) -> Float[np.ndarray, "N 3"]:
+    """Where each keypoint's ray meets the trained density's surface, in the dataset's frame (NaN where the ray
+    stays mostly transparent)."""
+    from instance_nerfacto.render.bake import march_surface
+
+    if len(keypoints) == 0:
+        return np.zeros((0, 3), np.float32)
+    origins, directions = keypoint_rays(keypoints, frame, run.to_model)
+    model = run.model
+    device = grid.device
+    with torch.no_grad():
+        depth, opacity = march_surface(grid, model.field, torch.from_numpy(origins).float().to(device),
+                                       torch.from_numpy(directions).float().to(device), num_samples=num_samples,
+                                       near=model.config.near_plane, far=model.config.far_plane)
+    depth, opacity = depth.cpu().numpy().astype(np.float64), opacity.cpu().numpy()
+    points = run.to_model.points_to_dataset(origins + directions * depth[:, None])
+    points[opacity < MIN_OPACITY] = np.nan
+    return points.astype(np.float32)
+
+
+def run_map_features(run, frames: List[Frame], params: RegisterParams, lift: Literal["auto", "depth", "rendered"],
+                     grid_resolution: int, num_samples: int) -> tuple[MapFeatures, str]:
+    """The run's training images ``frames`` as :class:`MapFeatures` (in that order) and the lifting used ('depth
+    maps' or 'rendered surface')."""
+    import cv2
+    has_depth = all(f.depth_path is not None and f.depth_path.is_file() for f in frames)
+    if lift == "depth" and not has_depth:
+        fail("the map's training frames have no depth maps to lift keypoints with", frames[0].image_path.parent,
+             "pass --register.lift auto or rendered (the trained density's surface)")
+    use_depth = has_depth and lift != "rendered"
+    unit = 1e-3
+    grid = None
+    if use_depth:
+        metadata = run.pipeline.datamanager.train_dataparser_outputs.metadata
+        unit = float(metadata.get("depth_unit_scale_factor", 1e-3))
+    else:
+        from instance_nerfacto.render.bake import cached_density_grid
+
+        device = next(run.model.parameters()).device
+        grid = cached_density_grid(run.model.field, run.checkpoint, run.step, grid_resolution).to(device)
+
+    def rgb(i: int) -> np.ndarray:
+        image = cv2.imread(str(frames[i].image_path), cv2.IMREAD_COLOR)
+        if image is None:
+            fail("cannot decode training image", frames[i].image_path, "restore the dataset the run was trained on")
+        return np.ascontiguousarray(image[..., ::-1])
+
+    def points(i: int, keypoints: np.ndarray) -> np.ndarray:
+        frame = frames[i]
+        if use_depth:
+            return lift_keypoints(keypoints, read_depth(Path(frame.depth_path), unit), frame.camera, frame.c2w)
+        return surface_points(run, grid, frame, keypoints, num_samples)
+
+    world = map_features(rgb, points, [f.c2w for f in frames], params)
+    return world, "depth maps" if use_depth else "rendered surface"
+
+
+CHECK_SIZE = (40, 30)
+"""(width, height) of the view rendered to check a registered pose: a few hundred rays, tens of milliseconds."""
+
+
+def rendered_view(run, grid: torch.Tensor, c2w: np.ndarray, frame: Frame, size=CHECK_SIZE) -> np.ndarray:
+    """The trained colour (RGB in [0, 1], [h, w, 3]) of a coarse ``size`` view at a camera-to-world pose of the
+    dataset's frame with ``frame``'s intrinsics: one ray through the centre of each coarse cell."""
+    from instance_nerfacto.render.bake import render_label_logits
+
+    width, height = size
+    cols = (np.arange(width) + 0.5) * frame.width / width - 0.5  # OpenCV pixel coordinates of the cell centres
+    rows = (np.arange(height) + 0.5) * frame.height / height - 0.5
+    grid_xy = np.stack(np.meshgrid(cols, rows), axis=-1).reshape(-1, 2)
+    origins, directions = keypoint_rays(grid_xy, dataclasses.replace(frame, c2w=c2w), run.to_model)
+    model = run.model
+    with torch.no_grad():
+        _, _, _, colour = render_label_logits(grid, model.field, torch.from_numpy(origins).float().to(grid.device),
+                                              torch.from_numpy(directions).float().to(grid.device),
+                                              near=model.config.near_plane, far=model.config.far_plane,
+                                              with_rgb=True)
+    return colour.clamp(0, 1).cpu().numpy().reshape(height, width, 3)
