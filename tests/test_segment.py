@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from data_preprocess.segment import SegmentConfig, main
-from data_preprocess.segmenters import felzenszwalb_labels
 from instance_nerfacto.core.files import read_label_png
 from instance_nerfacto.core.masks import read_masks
+from instance_nerfacto.core.segmenters import felzenszwalb_labels
 
 CLI = [sys.executable, "-c", "from data_preprocess.segment import entrypoint; entrypoint()"]
 

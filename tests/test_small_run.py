@@ -365,7 +365,7 @@ def test_fastsam_without_detections_gives_an_empty_region_map(tiny_scene: Path, 
                                                               monkeypatch: pytest.MonkeyPatch):
     """Random weights as built (no anchor passes the confidence): no masks is an empty region map, not a crash (label
     merging segments rendered views where FastSAM may find nothing; instance-loc then reports it in one line)."""
-    from data_preprocess.segmenters import segment_regions
+    from instance_nerfacto.core.segmenters import segment_regions
 
     monkeypatch.chdir(tmp_path)
     weights = random_fastsam_weights(tmp_path / "silent.pt", detect=False)
