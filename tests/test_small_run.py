@@ -152,6 +152,9 @@ def test_hand_edit_reaches_ns_render_viewer_instance_render_and_loc(small_run: S
         merge = subprocess.run([str(BIN / "instance-merge"), "--load-config", str(config), "--edits",
                                 str(tmp_path / "fixes.txt")], capture_output=True, text=True, env=ENV, timeout=600)
         assert merge.returncode == 0, merge.stderr[-3000:]
+        # its screen is its own output: its one line, no tcnn notice, checkpoint path or warnings (tests/test_screen.py)
+        assert merge.stdout.startswith("instance-merge:") and merge.stdout.count("\n") == 1, merge.stdout[-3000:]
+        assert merge.stderr == "", merge.stderr[-3000:]
         expected = np.where(merged_before == a, b, merged_before)
 
         # ns-render, the real command, with the camera path
