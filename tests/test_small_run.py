@@ -26,6 +26,7 @@ from PIL import Image
 from instance_nerfacto.core.files import read_label_png
 from instance_nerfacto.core.merge_table import MERGE_TABLE_NAME, MergeTable, latest_checkpoint
 from instance_nerfacto.core.palette import colorize
+from tests.fake_fastsam import random_fastsam_weights
 from tests.small_run import SmallRun
 
 BIN = Path(sys.executable).parent
@@ -294,26 +295,6 @@ def test_instance_loc_modes_agree_with_instance_render(small_run: SmallRun, tmp_
 
 # ---------------------------------------------------------------------------------------------------------------
 # 5. FastSAM through every caller
-
-
-def random_fastsam_weights(path: Path, detect: bool = True) -> Path:
-    """A YOLOv8-seg model built from ultralytics' yaml (random weights, no download) saved as a FastSAM checkpoint.
-    With ``detect``, the heads' biases are set so that every anchor scores ~1 (class bias +8) and its mask logits
-    are positive inside its box (mask coefficients and prototypes biased positive): random weights alone score every
-    anchor ~0.01 and give all-zero masks, which ultralytics drops."""
-    from ultralytics import YOLO
-
-    model = YOLO("yolov8n-seg.yaml")
-    head = model.model.model[-1]
-    if detect:
-        with torch.no_grad():
-            for branch in head.cv3:
-                branch[-1].bias.fill_(8.0)
-            for branch in head.cv4:
-                branch[-1].bias.fill_(1.0)
-            head.proto.cv3.bn.bias.fill_(1.0)
-    model.save(str(path))
-    return path
 
 
 @pytest.fixture(scope="module")

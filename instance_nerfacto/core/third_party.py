@@ -21,13 +21,15 @@ from typing import Iterator, Optional, Sequence
 VERBOSE_ENV = "INSTANCE_NERFACTO_VERBOSE"
 """Environment variable that shows third-party output and tracebacks in every command, as ``--verbose`` does."""
 
-THIRD_PARTY_MODULES = r"(nerfstudio|torch|torchvision|torchmetrics|websockets|viser|tyro|pybullet)(\.|$)"
-"""Modules whose deprecation and usage warnings are known to be harmless here. Seen: torch.cuda.amp.custom_fwd/bwd
-(nerfstudio's activations), torch.jit.script, non-tuple indexing (nerfstudio's cameras), websockets.legacy (viser),
-and the offline LPIPS stand-in (core/compat.py; attributed to nerfstudio's nerfacto, which builds it). Warnings
-raised by this project's own modules are never filtered."""
+PROJECT_MODULES = r"(instance_nerfacto|data_preprocess|tests|benchmarks|scripts)(\.|$)"
+"""This project's modules: their warnings are never filtered."""
 
-HARMLESS_CATEGORIES = (FutureWarning, DeprecationWarning, UserWarning)
+USER_WARNING_MODULES = r"(nerfstudio|torch|torchvision|torchmetrics)(\.|$)"
+"""Third-party modules whose UserWarnings are known to be harmless here: non-tuple indexing (nerfstudio's cameras,
+raised inside torch) and the offline LPIPS stand-in (core/compat.py; attributed to nerfstudio's nerfacto, which
+builds it). Other libraries' UserWarnings may matter and are shown. FutureWarnings and DeprecationWarnings of every
+third-party module are filtered: they tell library authors of API changes (seen: torch.cuda.amp.custom_fwd/bwd in
+nerfstudio, torch.jit.script, websockets.legacy under viser), not users of a command."""
 
 _quiet = False
 
@@ -44,8 +46,10 @@ def quiet_third_party() -> None:
     global _quiet
     if _quiet:
         return
-    for category in HARMLESS_CATEGORIES:
-        warnings.filterwarnings("ignore", category=category, module=THIRD_PARTY_MODULES)
+    third_party = f"(?!{PROJECT_MODULES})"
+    warnings.filterwarnings("ignore", category=FutureWarning, module=third_party)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=third_party)
+    warnings.filterwarnings("ignore", category=UserWarning, module=USER_WARNING_MODULES)
     silence_tcnn_notice()
     _quiet = True
 
