@@ -42,10 +42,9 @@ def verbose_requested(argv: Optional[Sequence[str]] = None) -> bool:
 
 
 def quiet_third_party() -> None:
-    """Filter the known-harmless warnings of third-party modules and nerfstudio's tcnn notice (idempotent)."""
+    """Filter the known-harmless warnings of third-party modules and nerfstudio's tcnn notice (idempotent: Python
+    keeps one copy of an equal filter)."""
     global _quiet
-    if _quiet:
-        return
     third_party = f"(?!{PROJECT_MODULES})"
     warnings.filterwarnings("ignore", category=FutureWarning, module=third_party)
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=third_party)

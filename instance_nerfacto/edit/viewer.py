@@ -1,10 +1,10 @@
 """The viewer's edit panel: click to select, merge, split, name, undo, save and export, on the live render.
 
 Installed on the model as ``instance_edits`` by the pipeline (:func:`install_edit_panel`; nerfstudio's viewer lists it
-under "Custom Elements"), so the model does not depend on its UI. A click reads
-the label field along the click ray (:meth:`InstanceEditPanel.pick`: the raw id, the surface point, the id after the
-run's edits) and hands it to the :class:`~instance_nerfacto.edit.session.EditSession`; the model applies the
-session's label map at once (:meth:`InstanceNerfactoModel.set_label_map`), so the next render shows it.
+under "Custom Elements"), so the model does not depend on its UI. A click reads the label field along the click ray
+(:meth:`InstanceEditPanel.pick`: the raw id, the surface point, the id after the run's edits) and hands it to the
+:class:`~instance_nerfacto.edit.session.EditSession`; the model applies the session's label map at once
+(:meth:`InstanceNerfactoModel.set_label_map`), so the next render shows it.
 
 A click or an edit does not move the camera, so the next render re-colours the last one instead of volume rendering
 again: :meth:`InstanceEditPanel.outputs_for_camera` keeps the last real render's raw ids and surface points, and a
