@@ -76,7 +76,6 @@ def iteration_ratio(scene: Path, iterations: int = 30, blocks: int = 4) -> Dict:
     from nerfstudio.models.nerfacto import NerfactoModelConfig
 
     from instance_nerfacto.config import instance_nerfacto_trainer
-    from instance_nerfacto.lift.model import _lpips_guard
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from instance_lift import run_iterations
@@ -90,9 +89,8 @@ def iteration_ratio(scene: Path, iterations: int = 30, blocks: int = 4) -> Dict:
                                              NerfactoModelConfig.__dataclass_fields__ if name != "_target"})
     common = dict(scene_box=datamanager.train_dataset.scene_box, num_train_data=len(datamanager.train_dataset),
                   metadata=datamanager.train_dataset.metadata)
-    with _lpips_guard():
-        models = {"nerfacto": nerfacto_config.setup(**common).cuda(),
-                  METHOD: instance_config.setup(**common).cuda()}
+    # LPIPS is offline-safe once the plugin is imported (core/compat.py)
+    models = {"nerfacto": nerfacto_config.setup(**common).cuda(), METHOD: instance_config.setup(**common).cuda()}
     optimizers = {name: [trainer.optimizers[group]["optimizer"].setup(params=params)
                          for group, params in model.get_param_groups().items() if params]
                   for name, model in models.items()}

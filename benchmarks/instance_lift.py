@@ -64,7 +64,6 @@ def build_models(data: Path, which=("nerfacto", "instance-nerfacto-small"), rays
     from nerfstudio.models.nerfacto import NerfactoModelConfig
 
     from instance_nerfacto.config import instance_nerfacto_small_trainer
-    from instance_nerfacto.lift.model import _lpips_guard
 
     trainer = instance_nerfacto_small_trainer()
     datamanager_config = trainer.pipeline.datamanager
@@ -80,8 +79,8 @@ def build_models(data: Path, which=("nerfacto", "instance-nerfacto-small"), rays
     configs = {"nerfacto": nerfacto_config, "instance-nerfacto-small": instance_config}
     common = dict(scene_box=datamanager.train_dataset.scene_box, num_train_data=len(datamanager.train_dataset),
                   metadata=datamanager.train_dataset.metadata)
-    with _lpips_guard():
-        models = {name: configs[name].setup(**common) for name in which}
+    # LPIPS is offline-safe once the plugin is imported (core/compat.py)
+    models = {name: configs[name].setup(**common) for name in which}
     # the optimizers ns-train builds from the method config, for both models
     optimizers = {name: [trainer.optimizers[group]["optimizer"].setup(params=params)
                          for group, params in model.get_param_groups().items() if params]

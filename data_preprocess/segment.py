@@ -20,10 +20,10 @@ from typing import Dict, List, Literal, Optional
 import numpy as np
 import tyro
 
-from data_preprocess.segmenters import felzenszwalb_labels, load_fastsam
 from instance_nerfacto.core.dataset import downscaled, load_dataset, training_downscale
 from instance_nerfacto.core.errors import fail, run_cli
 from instance_nerfacto.core.files import atomic_save_npz, atomic_write_png
+from instance_nerfacto.core.segmenters import felzenszwalb_labels, load_fastsam
 
 
 @dataclass

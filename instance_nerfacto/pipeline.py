@@ -3,7 +3,8 @@
 The model (``lift/``) knows nothing of what is done with it afterwards; this composition root adds, after the last
 iteration, label merging (``merge/``: its table goes into the final checkpoint, so ns-render and the viewer show merged
 labels) and the density-grid bake of the fast label renderer (``render/``), and hands the model the fast camera renderer
-(``render/camera_outputs.py``) that the viewer and ns-render use once a checkpoint is loaded.
+(``render/camera_outputs.py``) that the viewer and ns-render use once a checkpoint is loaded, and the viewer's edit
+panel (``edit/viewer.py``) with its selection exporter (``export/selection.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import List, Optional, Type
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 
+from instance_nerfacto.edit.viewer import install_edit_panel
+from instance_nerfacto.export.selection import export_selection
 from instance_nerfacto.merge.views import MergeViews, merge_callback
 from instance_nerfacto.render.bake import bake_callback
 from instance_nerfacto.render.camera_outputs import FastCameraOutputs
@@ -28,15 +31,12 @@ class InstancePipelineConfig(VanillaPipelineConfig):
 
 
 class InstancePipeline(VanillaPipeline):
-    """Adds the after-training callbacks and the viewer's selection export; training itself is nerfstudio's."""
+    """Adds the after-training callbacks and the viewer's edit panel; training itself is nerfstudio's."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        panel = getattr(self.model, "instance_edits", None)
-        if panel is not None:
-            from instance_nerfacto.edit.export import export_selection
-
-            object.__setattr__(panel, "exporter", export_selection)
+        if hasattr(self.model, "instance_edits"):
+            install_edit_panel(self.model, exporter=export_selection)
         if hasattr(self.model, "fast_camera"):
             self.model.fast_camera = FastCameraOutputs()
             tell_pipelines_their_checkpoint()

@@ -143,10 +143,13 @@ def test_store_without_edits_resets_the_program(tmp_path: Path) -> None:
 
 
 def _model(num_labels: int = 3):
+    """A model with the viewer's edit panel, as the pipeline builds it."""
+    from instance_nerfacto.edit.viewer import install_edit_panel
     from tests.test_field import build_model
 
     torch.manual_seed(0)
     model = build_model(num_labels)
+    install_edit_panel(model)
     model.eval()
     return model
 
@@ -173,6 +176,38 @@ def test_model_outputs_apply_merges_and_splits_at_the_surface_point_and_the_chec
     fresh = _model()
     fresh.load_state_dict(old, strict=False)  # a checkpoint from before edits: no program
     assert fresh.label_map().program == []
+
+
+def test_the_pipeline_gives_the_model_its_edit_panel_and_a_model_alone_renders_without_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from nerfstudio.cameras.cameras import Cameras
+    from nerfstudio.pipelines.base_pipeline import VanillaPipeline
+    from nerfstudio.utils import eval_utils
+
+    from instance_nerfacto.edit.viewer import InstanceEditPanel
+    from instance_nerfacto.export.selection import export_selection
+    from instance_nerfacto.pipeline import InstancePipeline
+    from tests.test_field import build_model
+
+    torch.manual_seed(0)
+    alone = build_model(3).eval()
+    assert alone.instance_edits is None  # the model imports no UI: ns-render and tests build it without a panel
+    camera = Cameras(camera_to_worlds=torch.tensor([[[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0.5]]]), fx=8.0,
+                     fy=8.0, cx=4.0, cy=3.0, width=8, height=6)
+    outputs = alone.get_outputs_for_camera(camera)
+    expected = torch.from_numpy(colorize(outputs["instance_id"][..., 0].numpy())).float() / 255.0
+    assert outputs["instance_id"].shape == (6, 8, 1) and torch.allclose(outputs["instance"], expected)
+
+    def vanilla_init(pipeline, *args, **kwargs) -> None:  # nerfstudio's pipeline without a datamanager
+        torch.nn.Module.__init__(pipeline)
+        pipeline._model = build_model(3)
+
+    monkeypatch.setattr(VanillaPipeline, "__init__", vanilla_init)
+    monkeypatch.setattr(eval_utils, "eval_load_checkpoint", eval_utils.eval_load_checkpoint)  # the pipeline wraps it
+    pipeline = InstancePipeline()
+    panel = pipeline.model.instance_edits
+    assert isinstance(panel, InstanceEditPanel) and panel.exporter is export_selection
+    assert "instance_edits" not in "".join(pipeline.model.state_dict())  # UI only: nothing of it in a checkpoint
 
 
 class _FakeViewer:

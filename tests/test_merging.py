@@ -213,14 +213,46 @@ def test_label_statistics_for_the_viewer_report():
     assert stats[5]["mean_area"] == 6.0 and stats[2]["frames"] == ["f1"] and 0 not in stats
 
 
-def test_merge_callback_runs_once_after_training():
+def test_merge_callback_runs_once_after_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """After the last iteration, and only then: merge on the final checkpoint, hand the table to the model, save the
+    checkpoint again and write the record beside config.yml; a merge that cannot run leaves the run as it is."""
     from types import SimpleNamespace
 
     from nerfstudio.engine.callbacks import TrainingCallbackLocation
 
+    from instance_nerfacto.merge import views
     from instance_nerfacto.merge.views import MergeViews, merge_callback
 
-    callback = merge_callback(SimpleNamespace(trainer=None, pipeline=None), MergeViews())
+    merges, tables, saved = [], [], []
+
+    def merge_labels(pipeline, how, checkpoint, step):
+        merges.append((checkpoint, step))
+        return {3: 1, 4: 1}, {"views": how.views}
+
+    monkeypatch.setattr(views, "merge_labels", merge_labels)
+    trainer = SimpleNamespace(base_dir=tmp_path, checkpoint_dir=tmp_path / "nerfstudio_models",
+                              save_checkpoint=saved.append)
+    pipeline = SimpleNamespace(model=SimpleNamespace(set_merge_table=tables.append))
+    callback = merge_callback(SimpleNamespace(trainer=trainer, pipeline=pipeline), MergeViews(views=3))
     assert callback.where_to_run == [TrainingCallbackLocation.AFTER_TRAIN]
-    callback.run_callback_at_location(10, TrainingCallbackLocation.AFTER_TRAIN_ITERATION)  # not here
-    callback.run_callback_at_location(10, TrainingCallbackLocation.AFTER_TRAIN)  # no trainer: nothing to do
+    callback.run_callback_at_location(10, TrainingCallbackLocation.AFTER_TRAIN_ITERATION)  # not during training
+    assert merges == [] and saved == [] and read_record(tmp_path) == {}
+    callback.run_callback_at_location(10, TrainingCallbackLocation.AFTER_TRAIN)
+    assert merges == [(tmp_path / "nerfstudio_models" / "step-000000010.ckpt", 10)]
+    assert tables == [MergeTable({3: 1, 4: 1})] and saved == [10]
+    record = read_record(tmp_path)
+    assert record["merge"] == {3: 1, 4: 1} and record["checkpoint"] == "step-000000010.ckpt"
+    assert "2 labels merged at step 10" in capsys.readouterr().out
+
+    def no_merge(pipeline, how, checkpoint, step):
+        raise InputError("no pseudolabels", tmp_path / "pseudolabels")
+
+    monkeypatch.setattr(views, "merge_labels", no_merge)
+    (tmp_path / "merge_table.json").unlink()
+    callback.run_callback_at_location(20, TrainingCallbackLocation.AFTER_TRAIN)
+    assert saved == [10] and len(tables) == 1 and read_record(tmp_path) == {}  # the saved checkpoint stands
+    assert "instance-merge: skipped: no pseudolabels" in capsys.readouterr().out
+    # no trainer (a pipeline built outside ns-train): nothing to merge into
+    merge_callback(SimpleNamespace(trainer=None, pipeline=None), MergeViews()).run_callback_at_location(
+        10, TrainingCallbackLocation.AFTER_TRAIN)

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+import ray  # `make install` installs the ray extra: a broken install fails here instead of skipping every test
 
 from tests.badinput import MAP, cli_env, run_cli
 
-ray = pytest.importorskip("ray")
 REPO = Path(__file__).resolve().parents[1]
 KILL_MARKER = "INSTANCE_MAP_TEST_KILL_MARKER"
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from data_preprocess.segment import SegmentConfig, main
-from data_preprocess.segmenters import felzenszwalb_labels
 from instance_nerfacto.core.files import read_label_png
 from instance_nerfacto.core.masks import read_masks
+from instance_nerfacto.core.segmenters import felzenszwalb_labels
+from tests.fake_fastsam import random_fastsam_weights
 
 CLI = [sys.executable, "-c", "from data_preprocess.segment import entrypoint; entrypoint()"]
 
@@ -73,18 +74,22 @@ def test_fastsam_missing_weights_is_one_line(tiny_scene: Path, tmp_path: Path) -
 
 def test_fastsam_random_weights_write_npz_stacks(tiny_scene: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """Random-init YOLO-seg model built from the ultralytics yaml, saved, loaded through the FastSAM path."""
+    """A YOLO-seg model built from the ultralytics yaml with heads that detect (tests/fake_fastsam.py), saved, loaded
+    through the FastSAM path: every frame gets masks, written as npz stacks."""
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)  # ultralytics may write runs/ or settings next to the working directory
-    from ultralytics import YOLO
-
-    weights = tmp_path / "fastsam_random.pt"
-    YOLO("yolov8n-seg.yaml").save(str(weights))
+    weights = random_fastsam_weights(tmp_path / "fastsam_random.pt")
     data = _two_frame_dataset(tiny_scene, tmp_path / "two")
     out = tmp_path / "masks"
-    summary = main(SegmentConfig(data=data, segmenter="fastsam", weights=weights, out=out, imgsz=160, conf=0.0,
-                                 min_area=0.0, quiet=True))
+    summary = main(SegmentConfig(data=data, segmenter="fastsam", weights=weights, out=out, imgsz=160, min_area=0.0,
+                                 quiet=True))
     files = sorted(out.glob("*.npz"))
     assert len(files) == 2 and summary["frames"] == 2
-    masks, scores = read_masks(files[0])
-    assert masks.dtype == bool and masks.shape[1:] == (120, 160) and scores.shape == (len(masks),)
+    counts = []
+    for file in files:
+        masks, scores = read_masks(file)
+        assert masks.dtype == bool and masks.shape[1:] == (120, 160) and scores.shape == (len(masks),)
+        assert len(masks) > 0 and masks.any(axis=(1, 2)).all()  # every frame has masks, and none is empty
+        assert ((scores >= 0.4) & (scores <= 1.0)).all()  # above the default confidence threshold
+        counts.append(len(masks))
+    assert summary["masks"] == sum(counts)

@@ -26,6 +26,7 @@ from PIL import Image
 from instance_nerfacto.core.files import read_label_png
 from instance_nerfacto.core.merge_table import MERGE_TABLE_NAME, MergeTable, latest_checkpoint
 from instance_nerfacto.core.palette import colorize
+from tests.fake_fastsam import random_fastsam_weights
 from tests.small_run import SmallRun
 
 BIN = Path(sys.executable).parent
@@ -152,6 +153,9 @@ def test_hand_edit_reaches_ns_render_viewer_instance_render_and_loc(small_run: S
         merge = subprocess.run([str(BIN / "instance-merge"), "--load-config", str(config), "--edits",
                                 str(tmp_path / "fixes.txt")], capture_output=True, text=True, env=ENV, timeout=600)
         assert merge.returncode == 0, merge.stderr[-3000:]
+        # its screen is its own output: its one line, no tcnn notice, checkpoint path or warnings (tests/test_screen.py)
+        assert merge.stdout.startswith("instance-merge:") and merge.stdout.count("\n") == 1, merge.stdout[-3000:]
+        assert merge.stderr == "", merge.stderr[-3000:]
         expected = np.where(merged_before == a, b, merged_before)
 
         # ns-render, the real command, with the camera path
@@ -293,26 +297,6 @@ def test_instance_loc_modes_agree_with_instance_render(small_run: SmallRun, tmp_
 # 5. FastSAM through every caller
 
 
-def random_fastsam_weights(path: Path, detect: bool = True) -> Path:
-    """A YOLOv8-seg model built from ultralytics' yaml (random weights, no download) saved as a FastSAM checkpoint.
-    With ``detect``, the heads' biases are set so that every anchor scores ~1 (class bias +8) and its mask logits
-    are positive inside its box (mask coefficients and prototypes biased positive): random weights alone score every
-    anchor ~0.01 and give all-zero masks, which ultralytics drops."""
-    from ultralytics import YOLO
-
-    model = YOLO("yolov8n-seg.yaml")
-    head = model.model.model[-1]
-    if detect:
-        with torch.no_grad():
-            for branch in head.cv3:
-                branch[-1].bias.fill_(8.0)
-            for branch in head.cv4:
-                branch[-1].bias.fill_(1.0)
-            head.proto.cv3.bn.bias.fill_(1.0)
-    model.save(str(path))
-    return path
-
-
 @pytest.fixture(scope="module")
 def fastsam_weights(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("fastsam")
@@ -365,7 +349,7 @@ def test_fastsam_without_detections_gives_an_empty_region_map(tiny_scene: Path, 
                                                               monkeypatch: pytest.MonkeyPatch):
     """Random weights as built (no anchor passes the confidence): no masks is an empty region map, not a crash (label
     merging segments rendered views where FastSAM may find nothing; instance-loc then reports it in one line)."""
-    from data_preprocess.segmenters import segment_regions
+    from instance_nerfacto.core.segmenters import segment_regions
 
     monkeypatch.chdir(tmp_path)
     weights = random_fastsam_weights(tmp_path / "silent.pt", detect=False)

@@ -32,6 +32,7 @@ from data_preprocess.synth.frontend import FrontendNoise, draw_traits, simulate_
 from data_preprocess.synth.lens import photo_camera, render_canvas, warp_maps, warp_view
 from data_preprocess.synth.scene import RoomScene
 from instance_nerfacto.core.errors import fail, run_cli
+from instance_nerfacto.core.third_party import native_stderr_silenced
 
 SYNTH_VERSION = 2  # 2: fixed share of hard objects, graded small-object misses, smaller boundary warp
 
@@ -99,7 +100,9 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 def generate(out: Path, preset_name: str, seed: int, n_train: Optional[int] = None, lens: str = "pinhole") -> Dict:
     """Render the scene into ``out`` (an empty or new folder); returns the synth.json metadata."""
     import cv2
-    import pybullet
+
+    with native_stderr_silenced():  # pybullet prints its build time when imported
+        import pybullet
 
     preset = PRESETS[preset_name]
     if n_train is not None:

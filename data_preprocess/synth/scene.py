@@ -17,6 +17,7 @@ import numpy as np
 from jaxtyping import Float, UInt8, UInt16
 
 from data_preprocess.synth import textures
+from instance_nerfacto.core.third_party import native_stderr_silenced
 
 WALL_HEIGHT = 2.6
 WALL_THICKNESS = 0.1
@@ -87,8 +88,9 @@ class RoomScene:
     """Builds the room in its own pybullet DIRECT client; ``render`` gives RGB, depth and gt ids for one camera."""
 
     def __init__(self, seed: int, object_range: Tuple[int, int] = (18, 26)) -> None:
-        import pybullet
-        import pybullet_data
+        with native_stderr_silenced():  # pybullet prints its build time when imported
+            import pybullet
+            import pybullet_data
 
         self.pb = pybullet
         self.rng = np.random.default_rng(seed)

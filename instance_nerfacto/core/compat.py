@@ -75,6 +75,11 @@ def offline_lpips() -> None:
     lpip_module.LearnedPerceptualImagePatchSimilarity = OfflineSafeLPIPS
 
 
+def lpips_skipped(metric) -> bool:
+    """Whether a model's LPIPS is the offline stand-in (its metric is NaN and left out of the image metrics)."""
+    return bool(getattr(metric, "_offline_safe", False))
+
+
 def apply() -> None:
     """Allow-list numpy scalars/dtypes for ``torch.load(weights_only=True)``; offline-safe LPIPS."""
     global _applied

@@ -37,17 +37,16 @@ def fail(what: str, path: Optional[Path | str] = None, fix: Optional[str] = None
 def run_cli(main: Callable[[], object], argv: Optional[Sequence[str]] = None, prog: str = "") -> None:
     """Run ``main()`` and turn an :class:`InputError` into one line on stderr and exit code 2.
 
-    ``--verbose`` anywhere on the command line re-raises with the full traceback.
+    Third-party chatter is kept off the command's screen (core/third_party.py). ``--verbose`` anywhere on the command
+    line, or INSTANCE_NERFACTO_VERBOSE=1, shows it and re-raises with the full traceback.
     """
-    args = list(sys.argv[1:] if argv is None else argv)
-    verbose = "--verbose" in args
-    if not verbose:  # torch/nerfstudio deprecation chatter would bury the one line that matters
-        import warnings
+    from instance_nerfacto.core.third_party import quiet_third_party, verbose_requested
 
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=UserWarning)
-    if verbose and argv is None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = verbose_requested(args)
+    if not verbose:
+        quiet_third_party()
+    if "--verbose" in args and argv is None:
         sys.argv = [sys.argv[0]] + [a for a in args if a != "--verbose"]
     name = prog or Path(sys.argv[0]).name
     try:
@@ -68,7 +67,9 @@ def install_excepthook() -> None:
     previous = sys.excepthook
 
     def hook(exc_type, exc, tb):
-        if issubclass(exc_type, InputError) and "--verbose" not in sys.argv:
+        from instance_nerfacto.core.third_party import verbose_requested
+
+        if issubclass(exc_type, InputError) and not verbose_requested():
             print(f"{Path(sys.argv[0]).name}: error: {exc.line()}", file=sys.stderr)
             sys.stderr.flush()
             import os

@@ -1,9 +1,10 @@
 """The viewer's edit panel: click to select, merge, split, name, undo, save and export, on the live render.
 
-Installed by the model as ``instance_edits`` (nerfstudio's viewer lists it under "Custom Elements"). A click reads
-the label field along the click ray (:meth:`InstanceEditPanel.pick`: the raw id, the surface point, the id after the
-run's edits) and hands it to the :class:`~instance_nerfacto.edit.session.EditSession`; the model applies the
-session's label map at once (:meth:`InstanceNerfactoModel.set_label_map`), so the next render shows it.
+Installed on the model as ``instance_edits`` by the pipeline (:func:`install_edit_panel`; nerfstudio's viewer lists it
+under "Custom Elements"), so the model does not depend on its UI. A click reads the label field along the click ray
+(:meth:`InstanceEditPanel.pick`: the raw id, the surface point, the id after the run's edits) and hands it to the
+:class:`~instance_nerfacto.edit.session.EditSession`; the model applies the session's label map at once
+(:meth:`InstanceNerfactoModel.set_label_map`), so the next render shows it.
 
 A click or an edit does not move the camera, so the next render re-colours the last one instead of volume rendering
 again: :meth:`InstanceEditPanel.outputs_for_camera` keeps the last real render's raw ids and surface points, and a
@@ -106,6 +107,15 @@ def count_real_renders_only() -> None:
     writer.put_time = put_time
 
 
+def install_edit_panel(model, exporter: Optional[Callable] = None) -> "InstanceEditPanel":
+    """Give an instance-nerfacto model the viewer's edit panel (what the pipeline does when it is built);
+    ``exporter(pipeline, run_dir, ids) -> out dir`` backs the panel's "Export selection" button."""
+    panel = InstanceEditPanel(model)
+    object.__setattr__(panel, "exporter", exporter)
+    model.instance_edits = panel
+    return panel
+
+
 class InstanceEditPanel(torch.nn.Module):
     """Viewer controls for hand edits (no parameters, nothing in the checkpoint: the edits are in ``label_edits``)."""
 
@@ -120,8 +130,7 @@ class InstanceEditPanel(torch.nn.Module):
         # not show it), and the first render that shows it (the viewer's preview) once there is one
         self._pending: Optional[Dict] = None
         self.last_timing: Dict = {}
-        # set by the pipeline (instance_nerfacto/pipeline.py): exporting renders through render/ and export/, which
-        # sit above the model this panel belongs to
+        # set by install_edit_panel: exporting renders through render/ and export/, which sit above the edits
         object.__setattr__(self, "exporter", None)
         # nerfstudio lists a module's elements in name order
         self.e1_selected = ViewerText("Selected", "click an instance", disabled=True)

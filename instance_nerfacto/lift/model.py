@@ -6,7 +6,6 @@ geometry (the field additionally stops gradients into the sample positions).
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Tuple, Type
@@ -24,7 +23,6 @@ from instance_nerfacto.core import compat
 from instance_nerfacto.core.merge_table import MergeTable
 from instance_nerfacto.core.palette import colorize
 from instance_nerfacto.edit.label_map import LabelEditState, LabelMap
-from instance_nerfacto.edit.viewer import InstanceEditPanel
 from instance_nerfacto.lift.field import InstanceNerfactoField
 from instance_nerfacto.lift.labels import DEFAULT_LABEL_TOP_K
 
@@ -106,9 +104,9 @@ class InstanceNerfactoModel(DepthNerfactoModel):
         # a slow microcode path (~300x per element measured here). benchmarks/lift_drift.py counts them: none up to
         # step 500, then a growing share (0.15% of the optimizer state at step 750, 0.5% at 900); with this flag, none.
         torch.set_flush_denormal(True)
-        # Stock nerfacto builds LPIPS, which downloads AlexNet weights: build it only when they are cached.
-        with _lpips_guard():
-            super().populate_modules()
+        # Stock nerfacto builds LPIPS, which downloads AlexNet weights: core/compat.py (applied at import) builds it
+        # only when they are cached, else a stand-in
+        super().populate_modules()
         nerfacto_field = self.field
         appearance_dim = self.config.appearance_embed_dim if self.config.use_appearance_embedding else 0
         self.field = InstanceNerfactoField(
@@ -163,9 +161,11 @@ class InstanceNerfactoModel(DepthNerfactoModel):
         metadata = self.kwargs.get("metadata") or {}
         self.label_stats: Dict[int, Dict] = {int(k): v for k, v in (metadata.get("label_stats") or {}).items()}
         self._click_registered = False
-        # hand edits (merges, splits, names): the program in the checkpoint, and the viewer's panel to make them
+        # hand edits (merges, splits, names): the program, in the checkpoint
         self.label_edits = LabelEditState()
-        self.instance_edits = InstanceEditPanel(self)
+        # the viewer's panel to make them (edit/viewer.py), set by the pipeline: it is UI, which the model does not
+        # import; None (a model built alone, ns-render) renders without a re-colour cache or a selection
+        self.instance_edits = None
 
     def _resolve_num_labels(self) -> int:
         if self.config.num_labels > 0:
@@ -218,7 +218,8 @@ class InstanceNerfactoModel(DepthNerfactoModel):
         return f"label {raw}{merged_text}, confidence {confidence:.2f}, {seen}"
 
     def _on_viewer_click(self, click) -> None:
-        self.instance_edits.on_click(click)
+        if self.instance_edits is not None:
+            self.instance_edits.on_click(click)
 
     def get_outputs_for_camera(self, camera, obb_box=None):
         # The viewer sets up ViewerControl after the model exists; register the click callback on first render.
@@ -226,9 +227,12 @@ class InstanceNerfactoModel(DepthNerfactoModel):
             self.viewer_control.register_pointer_cb("click", self._on_viewer_click)
             self._click_registered = True
         if self.uses_fast_camera(obb_box):
-            return self.instance_edits.outputs_for_camera(camera, lambda: self.fast_camera.render(self, camera), "fast")
-        return self.instance_edits.outputs_for_camera(
-            camera, lambda: self.full_outputs_for_camera(camera, obb_box=obb_box), "full")
+            render, renderer = (lambda: self.fast_camera.render(self, camera)), "fast"
+        else:
+            render, renderer = (lambda: self.full_outputs_for_camera(camera, obb_box=obb_box)), "full"
+        if self.instance_edits is None:
+            return render()
+        return self.instance_edits.outputs_for_camera(camera, render, renderer)
 
     def uses_fast_camera(self, obb_box=None) -> bool:
         """Whether camera outputs come from the baked density grid now: a checkpoint is attached (the density is
@@ -316,7 +320,8 @@ class InstanceNerfactoModel(DepthNerfactoModel):
         probs = torch.softmax(logits.float(), dim=-1)
         confidence, index = probs.max(dim=-1, keepdim=True)
         ids = self.final_ids(index + 1, points)
-        colour = torch.from_numpy(self.instance_edits.colours(ids[..., 0].cpu().numpy())).to(logits.device).float()
+        colours = self.instance_edits.colours if self.instance_edits is not None else colorize
+        colour = torch.from_numpy(colours(ids[..., 0].cpu().numpy())).to(logits.device).float()
         return {"instance": colour / 255.0, "instance_id": ids, "instance_confidence": confidence}
 
     def _depth_supervised(self, batch) -> bool:
@@ -355,7 +360,7 @@ class InstanceNerfactoModel(DepthNerfactoModel):
             metrics, images = super().get_image_metrics_and_images(outputs, batch)
         else:
             metrics, images = NerfactoModel.get_image_metrics_and_images(self, outputs, batch)
-        if isinstance(self.lpips, _NoLPIPS):
+        if compat.lpips_skipped(self.lpips):
             metrics.pop("lpips", None)
         if PSEUDOLABEL_KEY in batch:
             target: Int[Tensor, "H W"] = batch[PSEUDOLABEL_KEY].to(self.device).long()[..., 0]
@@ -366,35 +371,3 @@ class InstanceNerfactoModel(DepthNerfactoModel):
             gt_colour = torch.from_numpy(colorize(target.cpu().numpy())).float().to(self.device) / 255.0
             images["instance"] = torch.cat([gt_colour, outputs["instance"].to(self.device)], dim=1)
         return metrics, images
-
-
-class _NoLPIPS(torch.nn.Module):
-    """Stand-in for LPIPS when its weights cannot be loaded offline; returns NaN (the metric is then dropped)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__()
-
-    def forward(self, *args, **kwargs) -> Tensor:
-        return torch.tensor(float("nan"))
-
-
-class _lpips_guard:
-    """Swap torchmetrics' LPIPS class for :class:`_NoLPIPS` while nerfacto builds its modules, when offline."""
-
-    _warned = False
-
-    def __enter__(self):
-        import torchmetrics.image.lpip as lpip_module
-
-        self._module = lpip_module
-        self._original = lpip_module.LearnedPerceptualImagePatchSimilarity
-        if not compat.lpips_weights_available():
-            if not _lpips_guard._warned:
-                warnings.warn("LPIPS weights (AlexNet) are not in the torch hub cache: the lpips metric is skipped")
-                _lpips_guard._warned = True
-            lpip_module.LearnedPerceptualImagePatchSimilarity = _NoLPIPS
-        return self
-
-    def __exit__(self, *exc):
-        self._module.LearnedPerceptualImagePatchSimilarity = self._original
-        return False

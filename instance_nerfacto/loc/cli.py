@@ -152,7 +152,7 @@ def check_weights(cfg: LocConfig) -> None:
 
 def segment_query(cfg: LocConfig, frame) -> np.ndarray:
     """Segment a query image with instance-segment's segmenters, so instance-loc sees the masks it would write."""
-    from data_preprocess.segmenters import segment_regions
+    from instance_nerfacto.core.segmenters import segment_regions
 
     regions = segment_regions(read_query_rgb(frame), cfg.segmenter, cfg.weights)
     if cfg.segmenter == "fastsam" and not regions.any():

@@ -3,9 +3,9 @@
 Renders ``views`` random views (training poses with a small random perturbation) at 1/``downscale`` resolution, with
 the fast renderer (colour and labels at the heaviest samples of each ray through the baked density grid,
 ``render/bake.py``) or nerfstudio's full volume render; segments each rendered RGB image with the project's
-segmenters (:mod:`data_preprocess.segmenters`: weight-free felzenszwalb, or FastSAM from a local weights file), and
-runs :func:`instance_nerfacto.merge.cooccurrence.compute_merge_table` with the cannot-link set of the pseudolabels.
-Used by the end-of-training callback (:func:`merge_callback`) and by ``instance-merge``.
+segmenters (:mod:`instance_nerfacto.core.segmenters`: weight-free felzenszwalb, or FastSAM from a local weights
+file), and runs :func:`instance_nerfacto.merge.cooccurrence.compute_merge_table` with the cannot-link set of the
+pseudolabels. Used by the end-of-training callback (:func:`merge_callback`) and by ``instance-merge``.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def merge_labels(pipeline, how: MergeViews, checkpoint: Path, step: int, pseudol
                  ) -> Tuple[Dict[int, int], Dict]:
     """Render, segment, merge: the automatic merge table of a loaded pipeline and its statistics. ``checkpoint`` and
     ``step`` are those the pipeline holds (the fast renderer caches its density grid per checkpoint)."""
-    from data_preprocess.segmenters import segment_regions
+    from instance_nerfacto.core.segmenters import segment_regions
 
     start = time.perf_counter()
     pseudo_dir = Path(pseudolabels) if pseudolabels is not None else pipeline.datamanager.pseudolabels_dir

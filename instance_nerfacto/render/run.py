@@ -15,6 +15,7 @@ from typing import List, Optional, Tuple
 from instance_nerfacto.core.dataset import check_depth_listing
 from instance_nerfacto.core.errors import fail
 from instance_nerfacto.core.merge_table import MergeTable
+from instance_nerfacto.core.third_party import nerfstudio_console_captured
 from instance_nerfacto.render.cameras import DatasetToModel
 
 
@@ -80,7 +81,9 @@ def load_run(config_path: Path | str, load_step: Optional[int] = None) -> Traine
         config.load_step = load_step
         return config
 
-    _, pipeline, checkpoint, step = eval_setup(config_path, test_mode="inference", update_config_callback=pick_step)
+    with nerfstudio_console_captured():  # the dataparser's indices and the checkpoint path: not this command's output
+        _, pipeline, checkpoint, step = eval_setup(config_path, test_mode="inference",
+                                                   update_config_callback=pick_step)
     pipeline.eval()
     if not isinstance(pipeline.model, InstanceNerfactoModel):
         fail(f"run is a {type(pipeline.model).__name__}, not instance-nerfacto", config_path,

@@ -1,5 +1,8 @@
 """Export selected instances: their labelled points (the PLY format of instance-export) and their masks in the
-training frames (uint16 PNGs, the selected ids kept, everything else 0), through the run's label map."""
+training frames (uint16 PNGs, the selected ids kept, everything else 0), through the run's label map.
+
+The viewer's edit panel (``edit/viewer.py``) calls it through the exporter the pipeline hands it: exporting renders
+through ``render/`` and ``export/``, which sit above the edits."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The project's 2D segmenters, in one place: weight-free felzenszwalb (scikit-image) and FastSAM (ultralytics, from a
 local weights file; never downloaded). Used by ``instance-segment`` (masks for InstanceMap), label merging (rendered
-views) and ``instance-loc`` (query photos)."""
+views) and ``instance-loc`` (query photos). It lives in ``core`` because both packages use it and imports point one
+way only: ``data_preprocess`` may import ``instance_nerfacto``, never the reverse."""
 
 from __future__ import annotations
 
