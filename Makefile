@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= outputs/demo
-# torch/OpenMP threads (see README, "Performance on shared CPUs"): one thread never waits at a barrier for a thread
+# torch/OpenMP threads (see docs/troubleshooting.md): one thread never waits at a barrier for a thread
 # that another process pushed off its core; waiting threads sleep instead of spinning. Override: make demo OMP_NUM_THREADS=2
 export OMP_NUM_THREADS ?= 1
 export OMP_WAIT_POLICY ?= PASSIVE
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e '.[dev,ray]'
 	@# jsonschema imports rfc3987-syntax when it is installed (jupyter's extra, unused here): 2.8 s in every Ray
-	@# process, ~14 s of a local cluster's start on 2 cores (README, "Ray")
+	@# process, ~14 s of a local cluster's start on 2 cores (docs/troubleshooting.md, Ray)
 	$(BIN)/pip uninstall -q -y rfc3987-syntax 2>/dev/null || true
 	@touch $(STAMP)
 	@echo "installed into $(VENV)"

@@ -12,7 +12,7 @@ DEFAULT_CPU_THREADS = 1
 into thousands of short parallel regions; with one thread per core, every region waits at a barrier for the slowest
 thread, and a thread that loses its core to any other process stalls the whole step (one busy loop beside
 ``ns-train instance-nerfacto-small``: 4x slower with 2 threads; a loaded machine: 15-25x). One thread does not wait
-on anyone: see the README's performance notes and ``benchmarks/lift_load.py`` for the measurements."""
+on anyone: see docs/benchmarks.md (speed on shared CPUs) and ``benchmarks/lift_load.py`` for the measurements."""
 
 
 def _thread_defaults() -> None:
