@@ -134,7 +134,7 @@ def test_export_of_trained_model_puts_objects_where_gt_depth_says(tiny_scene_cop
     (config,) = out.glob("*/instance-nerfacto-small/run/config.yml")
 
     ply = tmp_path / "export" / "scene.ply"
-    export = [sys.executable, "-c", "from instance_nerfacto.export import entrypoint; entrypoint()",
+    export = [sys.executable, "-c", "from instance_nerfacto.export.cli import entrypoint; entrypoint()",
               "--load-config", str(config), "--output", str(ply), "--every", "3", "--grid-resolution", "64",
               "--points", "50000", "--no-merge"]
     result = subprocess.run(export, capture_output=True, text=True, env=RUN_ENV, timeout=900)
