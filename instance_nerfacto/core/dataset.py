@@ -54,7 +54,7 @@ class Frame:
 
     @property
     def K(self) -> Float[np.ndarray, "3 3"]:
-        return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1.0]])
+        return self.camera.K
 
     @property
     def c2w_cv(self) -> Float[np.ndarray, "4 4"]:
