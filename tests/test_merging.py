@@ -256,3 +256,60 @@ def test_merge_callback_runs_once_after_training(tmp_path: Path, monkeypatch: py
     # no trainer (a pipeline built outside ns-train): nothing to merge into
     merge_callback(SimpleNamespace(trainer=None, pipeline=None), MergeViews()).run_callback_at_location(
         10, TrainingCallbackLocation.AFTER_TRAIN)
+
+
+def trained_run_folder(tmp_path: Path) -> Path:
+    """:func:`fake_run` where ns-train puts a run, with the config.yml it writes there (output_dir, experiment,
+    method, timestamp naming that folder); returns the config.yml."""
+    import yaml
+    from nerfstudio.engine.trainer import TrainerConfig
+
+    outputs = tmp_path / "outputs"
+    run = fake_run(outputs / "tiny" / "instance-nerfacto-small")
+    config = TrainerConfig(method_name="instance-nerfacto-small", experiment_name="tiny", timestamp="run",
+                           output_dir=outputs)
+    (run / "config.yml").write_text(yaml.dump(config))
+    return run / "config.yml"
+
+
+def test_merge_of_a_copied_run_folder_writes_the_checkpoint_nerfstudio_loads(tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    """A copy of a run folder keeps a config.yml naming the original, and nerfstudio (ns-render, the viewer,
+    every loader here) loads the original's checkpoint: instance-merge edits that one, not the copy's."""
+    import shutil
+
+    from instance_nerfacto.core.runs import run_folder
+    from instance_nerfacto.merge.cli import MergeConfig, main
+
+    config = trained_run_folder(tmp_path)
+    original = config.parent
+    store_merge_table(original, {3: 1}, [])  # an earlier automatic merge, kept with --edits
+    copy = Path(shutil.copytree(original, tmp_path / "backup" / "run"))
+    assert run_folder(copy / "config.yml") == original
+    edits = tmp_path / "fixes.txt"
+    edits.write_text("5 2\n")
+    main(MergeConfig(load_config=copy / "config.yml", edits=edits))
+    lut = stored_lut(original)
+    assert lut[3] == 1 and lut[5] == 2
+    assert stored_lut(copy)[5] == 5 and not (copy / "label_edits.txt").exists()  # the copy is left as it was
+    assert (original / "label_edits.txt").is_file() and read_record(original)["final"] == {"3": 1, "5": 2}
+    assert f"names the run folder {original}" in capsys.readouterr().out
+
+
+def test_a_moved_run_folder_is_one_line_error(tmp_path: Path) -> None:
+    """Moved away from the folder its config.yml names, a run cannot be loaded by nerfstudio: say so before
+    loading anything, and nothing is written."""
+    import shutil
+
+    from instance_nerfacto.merge.cli import MergeConfig, main
+    from instance_nerfacto.render.run import check_run_files
+
+    config = trained_run_folder(tmp_path)
+    assert check_run_files(config) == config.parent
+    moved = Path(shutil.move(str(config.parent), str(tmp_path / "moved")))
+    with pytest.raises(InputError, match="run folder was moved") as err:
+        check_run_files(moved / "config.yml")
+    assert "output_dir" in err.value.line() and "\n" not in err.value.line()
+    with pytest.raises(InputError, match="run folder was moved"):
+        main(MergeConfig(load_config=moved / "config.yml"))
+    assert sorted(p.name for p in moved.iterdir()) == ["config.yml", "nerfstudio_models"]

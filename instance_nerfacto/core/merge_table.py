@@ -31,6 +31,7 @@ from jaxtyping import Integer
 from instance_nerfacto.core.errors import fail
 from instance_nerfacto.core.files import atomic_write_bytes, atomic_write_json
 from instance_nerfacto.core.pseudolabels import MAX_LABELS
+from instance_nerfacto.core.runs import latest_checkpoint
 
 MERGE_TABLE_NAME = "merge_table.json"
 
@@ -183,15 +184,6 @@ def read_record(run_dir: Path | str) -> Dict:
         fail(f"merge table is not a valid record ({err.__class__.__name__})", path,
              "delete it and run instance-merge --load-config CFG")
     return {**obj, "merge": auto}
-
-
-def latest_checkpoint(run_dir: Path | str) -> Path:
-    """The newest ``step-*.ckpt`` of a run (the one nerfstudio loads by default)."""
-    models = sorted((Path(run_dir) / "nerfstudio_models").glob("step-*.ckpt"))
-    if not models:
-        fail("training run has no checkpoint", Path(run_dir) / "nerfstudio_models",
-             "train longer than one save interval, or check the path")
-    return models[-1]
 
 
 def write_record(run_dir: Path | str, automatic: Mapping[int, int], edits: List[Tuple[int, int]], final: MergeTable,

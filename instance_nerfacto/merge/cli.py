@@ -5,6 +5,8 @@
 
 The table is stored in the run's latest checkpoint (``merge_lut``), which ``ns-render``, the viewer,
 ``instance-render``, ``instance-loc`` and ``instance-export`` all read, and recorded in ``<run dir>/merge_table.json``.
+The run folder is the one nerfstudio loads the checkpoints from (the config's ``output_dir/experiment_name/
+method_name/timestamp``), which is the folder of config.yml unless the run was moved or copied.
 With ``--edits``, the automatic merges of that record are kept (``--remerge`` computes them again). The edit file
 may also split labels and name them (see :mod:`instance_nerfacto.edit.edits`); it is copied beside the run as
 ``label_edits.txt``, the file the viewer saves its edits to. Without ``--edits`` the run's ``label_edits.txt`` (when
@@ -21,6 +23,7 @@ import tyro
 
 from instance_nerfacto.core.errors import fail, run_cli
 from instance_nerfacto.core.merge_table import MERGE_TABLE_NAME, read_record
+from instance_nerfacto.core.runs import moved_run_note
 from instance_nerfacto.edit.edits import read_label_edits
 from instance_nerfacto.edit.label_map import LabelMap
 from instance_nerfacto.merge.views import MergeViews
@@ -56,8 +59,11 @@ def main(cfg: MergeConfig) -> LabelMap:
     from instance_nerfacto.edit.store import read_run_edits, store_label_edits
 
     edits = read_label_edits(cfg.edits) if cfg.edits is not None else []  # a bad edit file fails before the model
-    check_run_files(cfg.load_config)
-    run_dir = cfg.load_config.parent
+    # the folder nerfstudio loads the checkpoints from: the one ns-render and the viewer read, so the one to write
+    run_dir = check_run_files(cfg.load_config)
+    note = moved_run_note(run_dir, cfg.load_config)
+    if note is not None:
+        print(f"instance-merge: {note}")
     if cfg.edits is None:
         edits = read_run_edits(run_dir)
     record = read_record(run_dir)

@@ -21,6 +21,7 @@ from scipy.spatial.transform import Rotation
 
 from instance_nerfacto.core.errors import InputError, fail
 from instance_nerfacto.core.merge_table import MergeTable, write_record
+from instance_nerfacto.core.runs import checkpoint_name
 from instance_nerfacto.merge.cooccurrence import MergeParams, compute_merge_table, load_cannot_link
 
 
@@ -157,7 +158,7 @@ def merge_callback(attributes, how: MergeViews):
         if trainer is None or pipeline is None:
             return
         run_dir = Path(trainer.base_dir)
-        checkpoint = Path(trainer.checkpoint_dir) / f"step-{step:09d}.ckpt"  # saved by the trainer before this runs
+        checkpoint = Path(trainer.checkpoint_dir) / checkpoint_name(step)  # saved by the trainer before this runs
         try:
             automatic, stats = merge_labels(pipeline, how, checkpoint, step)
         except InputError as err:  # the checkpoint is saved already: report, and let ns-train finish normally
@@ -166,7 +167,7 @@ def merge_callback(attributes, how: MergeViews):
         final = MergeTable(automatic)
         pipeline.model.set_merge_table(final)
         trainer.save_checkpoint(step)
-        write_record(run_dir, automatic, [], final, f"step-{step:09d}.ckpt", **stats)
+        write_record(run_dir, automatic, [], final, checkpoint.name, **stats)
         print(f"instance-merge: {len(final)} labels merged at step {step} -> {run_dir}")
 
     return TrainingCallback(where_to_run=[TrainingCallbackLocation.AFTER_TRAIN], func=run)

@@ -19,6 +19,7 @@ from nerfstudio.field_components.activations import trunc_exp
 from torch import Tensor
 
 from instance_nerfacto.core.files import atomic_write_bytes
+from instance_nerfacto.core.runs import checkpoint_name
 from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES, RENDER_LABEL_TOP_K
 from instance_nerfacto.lift.field import InstanceNerfactoField
 from instance_nerfacto.lift.labels import DEFAULT_LABEL_TOP_K, composite_top_k
@@ -286,7 +287,7 @@ def bake_callback(attributes, resolution: int = DEFAULT_GRID_RESOLUTION):
         trainer, pipeline = attributes.trainer, attributes.pipeline
         if trainer is None or pipeline is None:
             return
-        checkpoint = Path(trainer.checkpoint_dir) / f"step-{step:09d}.ckpt"
+        checkpoint = Path(trainer.checkpoint_dir) / checkpoint_name(step)
         with torch.no_grad():
             grid = cached_density_grid(pipeline.model.field, checkpoint, step, resolution)
         print(f"instance-nerfacto: baked the {resolution}^3 density grid for fast label rendering")

@@ -54,9 +54,14 @@ def main(cfg: ViewerCliConfig) -> None:
     from instance_nerfacto.core import compat
 
     compat.apply()
+    from instance_nerfacto.core.runs import moved_run_note, run_folder
     from instance_nerfacto.edit import viewer as edit_viewer
 
-    edit_viewer.RUN_DIR = cfg.load_config.parent  # the edit panel saves label_edits.txt and the checkpoint here
+    # the edit panel saves label_edits.txt and the checkpoint into the folder the viewer loads the checkpoint from
+    edit_viewer.RUN_DIR = run_folder(cfg.load_config)
+    note = moved_run_note(edit_viewer.RUN_DIR, cfg.load_config)
+    if note is not None:
+        print(f"instance-viewer: {note}")
     viewer = ViewerConfigWithoutNumRays(websocket_host=cfg.host, websocket_port=cfg.port)
     RunViewer(load_config=cfg.load_config, viewer=viewer).main()
 

@@ -1,0 +1,102 @@
+"""A training run's files: its folder and its checkpoints, named and found the way nerfstudio names and finds them.
+
+ns-train writes a run into ``<output_dir>/<experiment_name>/<method_name>/<timestamp>/`` (config.yml, and the
+checkpoints ``nerfstudio_models/step-<step:09d>.ckpt``), and nerfstudio's ``eval_setup`` (behind ``ns-render``,
+``ns-viewer`` and every command of this project) loads the newest checkpoint of that folder, computed from the
+config's fields, not from where config.yml lies. :func:`run_folder` resolves a config.yml the same way, so a command
+that writes into a checkpoint (label merging, hand edits) writes the one every reader loads, even for a copied or
+moved run folder whose config still names the original.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from instance_nerfacto.core.errors import fail
+
+MODELS_DIR_NAME = "nerfstudio_models"
+"""The checkpoint folder of a run (nerfstudio's default ``relative_model_dir``)."""
+
+
+def checkpoint_name(step: int) -> str:
+    """File name of the checkpoint of a training step, as nerfstudio's trainer saves it."""
+    return f"step-{int(step):09d}.ckpt"
+
+
+def checkpoint_step(path: Path | str) -> int:
+    """The training step of a checkpoint file (``step-000000300.ckpt`` -> 300)."""
+    return int(Path(path).stem.split("-")[-1])
+
+
+def models_dir(run_dir: Path | str) -> Path:
+    """The checkpoint folder of a run folder."""
+    return Path(run_dir) / MODELS_DIR_NAME
+
+
+def checkpoint_path(run_dir: Path | str, step: int) -> Path:
+    """The checkpoint of a training step in a run folder."""
+    return models_dir(run_dir) / checkpoint_name(step)
+
+
+def has_checkpoint(run_dir: Path | str) -> bool:
+    return models_dir(run_dir).is_dir() and any(models_dir(run_dir).glob("step-*.ckpt"))
+
+
+def latest_checkpoint(run_dir: Path | str) -> Path:
+    """The newest ``step-*.ckpt`` of a run folder (the one nerfstudio loads by default; the zero-padded names sort
+    as their steps do)."""
+    models = sorted(models_dir(run_dir).glob("step-*.ckpt"))
+    if not models:
+        fail(
+            "training run has no checkpoint",
+            models_dir(run_dir),
+            "train longer than one save interval, or check the path",
+        )
+    return models[-1]
+
+
+def read_config(config_path: Path | str):
+    """A run's config.yml as nerfstudio loads it (a ``TrainerConfig``); one-line InputError when it is missing or is
+    not one."""
+    config_path = Path(config_path)
+    if not config_path.is_file():
+        fail("training config not found", config_path, "pass the config.yml that ns-train printed at the end")
+    config = try_read_config(config_path)
+    if config is None:
+        fail("file is not a nerfstudio training config", config_path, "pass the config.yml that ns-train wrote")
+    return config
+
+
+def try_read_config(config_path: Path | str):
+    """The ``TrainerConfig`` of an existing config.yml, or None when the file does not hold one."""
+    import yaml
+
+    try:
+        config = yaml.load(Path(config_path).read_text(), Loader=yaml.Loader)
+    except Exception:  # yaml and the constructors of the classes it names raise many types
+        return None
+    return config if hasattr(config, "get_base_dir") else None
+
+
+def run_folder(config_path: Path | str, config: Optional[object] = None) -> Path:
+    """The folder nerfstudio loads a run's checkpoints from (``eval_setup``: ``output_dir/experiment_name/
+    method_name/timestamp``, a relative ``output_dir`` taken from the working directory as nerfstudio takes it). It
+    is the folder beside config.yml unless the run was moved or copied, or ns-train ran elsewhere."""
+    config = read_config(config_path) if config is None else config
+    return Path(config.get_base_dir())
+
+
+def holds_config(run_dir: Path | str, config_path: Path | str) -> bool:
+    """Whether ``run_dir`` is the folder that holds config.yml (it is unless the run was moved or copied)."""
+    return Path(run_dir).resolve() == Path(config_path).parent.resolve()
+
+
+def moved_run_note(run_dir: Path | str, config_path: Path | str) -> Optional[str]:
+    """A line telling where a run's checkpoints are when its config.yml lies elsewhere (None when beside it)."""
+    if holds_config(run_dir, config_path):
+        return None
+    return (
+        f"note: {config_path} names the run folder {run_dir} (its output_dir, experiment_name, method_name and "
+        "timestamp): nerfstudio loads the checkpoints there, so that folder is the one read and written"
+    )
