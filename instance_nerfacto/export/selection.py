@@ -14,17 +14,6 @@ import numpy as np
 from instance_nerfacto.core.errors import fail
 
 
-def trained_run(pipeline, run_dir: Path):
-    """A :class:`~instance_nerfacto.render.run.TrainedRun` around a pipeline loaded elsewhere (the viewer's)."""
-    from instance_nerfacto.core.merge_table import latest_checkpoint
-    from instance_nerfacto.render.cameras import DatasetToModel
-    from instance_nerfacto.render.run import TrainedRun
-
-    checkpoint = latest_checkpoint(run_dir)
-    step = int(checkpoint.stem.split("-")[-1])
-    return TrainedRun(pipeline, Path(run_dir) / "config.yml", checkpoint, step, DatasetToModel.from_pipeline(pipeline))
-
-
 def export_selection(pipeline, run_dir: Path | str, ids: Sequence[int], out_dir: Path | str | None = None,
                      every: int = 1, downscale: int = 2) -> Path:
     """Write ``<out>/selection.ply`` and ``<out>/masks/<stem>.png`` for the training frames; returns ``<out>``
@@ -34,14 +23,14 @@ def export_selection(pipeline, run_dir: Path | str, ids: Sequence[int], out_dir:
     from instance_nerfacto.core.files import atomic_write_json, atomic_write_png
     from instance_nerfacto.export.points import surface_points, write_ply
     from instance_nerfacto.render.labels import LabelRenderer
-    from instance_nerfacto.render.run import split_cameras
+    from instance_nerfacto.render.run import TrainedRun, split_cameras
 
     run_dir = Path(run_dir)
     ids = sorted({int(i) for i in ids})
     if not ids:
         fail("no instance selected", None, "select instances in the viewer first")
     out = Path(out_dir) if out_dir is not None else run_dir / "selection" / "-".join(map(str, ids))
-    run = trained_run(pipeline, run_dir)
+    run = TrainedRun.of_run_folder(pipeline, run_dir)  # the viewer's pipeline, loaded from the run's latest checkpoint
     label_map = run.label_map()
     with torch.no_grad():
         xyz, rgb, point_ids = surface_points(run, every=max(every, 1), downscale=downscale)

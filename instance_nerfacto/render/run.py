@@ -17,8 +17,10 @@ from instance_nerfacto.core.errors import fail
 from instance_nerfacto.core.merge_table import MergeTable
 from instance_nerfacto.core.runs import (
     checkpoint_path,
+    checkpoint_step,
     has_checkpoint,
     holds_config,
+    latest_checkpoint,
     models_dir,
     read_config,
     run_folder,
@@ -42,6 +44,17 @@ class TrainedRun:
     """Its training step."""
     to_model: DatasetToModel
     """Dataset frame (transforms.json poses) -> the model's normalised frame."""
+
+    @classmethod
+    def around(cls, pipeline, config_path: Path, checkpoint: Path, step: Optional[int] = None) -> "TrainedRun":
+        """The run of a pipeline loaded from ``checkpoint`` (by :func:`load_run`, or elsewhere: the viewer's)."""
+        step = checkpoint_step(checkpoint) if step is None else int(step)
+        return cls(pipeline, Path(config_path), Path(checkpoint), step, DatasetToModel.from_pipeline(pipeline))
+
+    @classmethod
+    def of_run_folder(cls, pipeline, run_dir: Path) -> "TrainedRun":
+        """The run of a pipeline that was loaded from the latest checkpoint of ``run_dir`` (the viewer's)."""
+        return cls.around(pipeline, Path(run_dir) / "config.yml", latest_checkpoint(run_dir))
 
     @property
     def model(self):
@@ -110,7 +123,7 @@ def load_run(config_path: Path | str, load_step: Optional[int] = None) -> Traine
     if not isinstance(pipeline.model, InstanceNerfactoModel):
         fail(f"run is a {type(pipeline.model).__name__}, not instance-nerfacto", config_path,
              "train with ns-train instance-nerfacto or instance-nerfacto-small")
-    return TrainedRun(pipeline, config_path, Path(checkpoint), int(step), DatasetToModel.from_pipeline(pipeline))
+    return TrainedRun.around(pipeline, config_path, Path(checkpoint), step)
 
 
 def training_transforms(config_path: Path) -> Path:
