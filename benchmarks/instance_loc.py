@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from instance_nerfacto.core.dataset import load_dataset
-from instance_nerfacto.core.files import atomic_write_json, atomic_write_png  # noqa: E402
+from instance_nerfacto.core.files import atomic_write_json, write_label_png  # noqa: E402
 from instance_nerfacto.eval.metrics import evaluate_dirs  # noqa: E402
 from instance_nerfacto.loc.cli import LocConfig
 from instance_nerfacto.loc.cli import main as loc_main  # noqa: E402
@@ -48,7 +48,7 @@ def plain_volume_render(cfg_path: Path, data: Path, split: str, out: Path) -> di
         acc = outputs["accumulation"].reshape(frame.height, frame.width).cpu().numpy()
         ids = np.where(acc < 0.5, 0, ids)
         seconds[frame.stem] = time.perf_counter() - start
-        atomic_write_png(out / f"{frame.stem}.png", ids.astype(np.uint16))  # instance_id is merged already
+        write_label_png(out / f"{frame.stem}.png", ids)  # instance_id is merged already
     return seconds
 
 
@@ -69,7 +69,7 @@ def plain_instance_render(cfg_path: Path, split: str, out: Path) -> dict:
         start = time.perf_counter()
         ids = renderer.render_ids(cameras, index)
         seconds[stem] = time.perf_counter() - start
-        atomic_write_png(out / f"{stem}.png", table.apply(ids.astype(np.uint16)))
+        write_label_png(out / f"{stem}.png", table.apply(ids.astype(np.uint16)))
     return seconds
 
 

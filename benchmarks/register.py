@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from instance_nerfacto.core.dataset import load_dataset  # noqa: E402
-from instance_nerfacto.core.files import atomic_write_png, read_image_size  # noqa: E402
+from instance_nerfacto.core.files import read_image_size, write_label_png  # noqa: E402
 from instance_nerfacto.eval.metrics import evaluate_dirs  # noqa: E402
 from instance_nerfacto.loc.cli import LocConfig  # noqa: E402
 from instance_nerfacto.loc.cli import main as loc_main  # noqa: E402
@@ -126,8 +126,7 @@ def measure(config: Path, scene: Path, photos: Path, work: Path, applied: np.nda
     shutil.copytree(out_reg, scored)
     for stem in stems:
         if stem not in poses:
-            atomic_write_png(scored / f"{stem}.png", np.zeros(read_image_size(photos / "gt" / f"{stem}.png"),
-                                                              np.uint16))
+            write_label_png(scored / f"{stem}.png", np.zeros(read_image_size(photos / "gt" / f"{stem}.png"), np.uint16))
     registered = sorted(poses)
     instances = scene / "instances.json"
     return {

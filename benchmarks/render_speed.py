@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from instance_nerfacto.core.files import atomic_write_json, atomic_write_png  # noqa: E402
+from instance_nerfacto.core.files import atomic_write_json, atomic_write_png, write_label_png  # noqa: E402
 from instance_nerfacto.core.palette import colorize  # noqa: E402
 from instance_nerfacto.eval.metrics import evaluate_dirs  # noqa: E402
 from instance_nerfacto.render.run import load_run, split_cameras  # noqa: E402
@@ -104,7 +104,7 @@ def instance_render_seconds(run, threads: int, top_k: int, out: Path, frames: in
     start, start_cpu = time.perf_counter(), time.process_time()
     for stem, cameras, index in todo:
         ids = renderer.render_labels(cameras, index, 1, label_map)
-        atomic_write_png(out / f"{stem}.png", ids.astype(np.uint16))
+        write_label_png(out / f"{stem}.png", ids)
         atomic_write_png(out / "color" / f"{stem}.png", colorize(ids))
     print(f"  {(time.process_time() - start_cpu) / len(todo):.2f} CPU s per frame", flush=True)
     return (time.perf_counter() - start) / len(todo)
@@ -147,7 +147,7 @@ def profile_frame(run, top_k: int, out: Path) -> dict:
     ids = ids.cpu().numpy().astype(np.uint16)
     steps["merge/edit map"] = time.perf_counter() - t
     t = time.perf_counter()
-    atomic_write_png(out / "profile.png", ids)
+    write_label_png(out / "profile.png", ids)
     atomic_write_png(out / "color" / "profile.png", colorize(ids))
     steps["PNG writes"] = time.perf_counter() - t
     return {k: round(v, 3) for k, v in steps.items()}
@@ -162,7 +162,7 @@ def novel_view_pq(model, views, stems, fast: bool, out: Path, things: Path, gt: 
             outputs = (model.get_outputs_for_camera if fast else model.full_outputs_for_camera)(camera)
         seconds.append(time.perf_counter() - start)
         ids = torch.where(outputs["accumulation"] < 0.5, 0, outputs["instance_id"])[..., 0].cpu().numpy()
-        atomic_write_png(out / f"{stem}.png", ids.astype(np.uint16))
+        write_label_png(out / f"{stem}.png", ids)
     return evaluate_dirs(out, gt, things_json=things, stems=stems)["scene_pq"], float(np.mean(seconds))
 
 

@@ -22,7 +22,7 @@ from data_preprocess.pairs import View, _cam_arrays, backproject, overlap_rows, 
 from data_preprocess.rasterize import frame_labels
 from instance_nerfacto.core.camera import Lens, working_lens
 from instance_nerfacto.core.errors import fail
-from instance_nerfacto.core.files import atomic_write_png, read_depth, read_image_size
+from instance_nerfacto.core.files import read_depth, read_image_size, write_label_png
 from instance_nerfacto.core.masks import read_mask_owner, same_picture
 
 VIEW_CACHE_SIZE = 160
@@ -202,7 +202,7 @@ def mask_points(spec: FrameSpec, sparse: Optional[Tuple[np.ndarray, np.ndarray]]
 def write_labels(spec: FrameSpec, node_labels: Int[np.ndarray, "M"], output: Path) -> None:
     """Per-frame task of the write stage: ``<output>/<stem>.png`` from the frame's owner map and its masks' labels,
     on the photo's own grid (the images nerfstudio trains on)."""
-    atomic_write_png(output / f"{spec.stem}.png", frame_labels(photo_owner(spec), node_labels))
+    write_label_png(output / f"{spec.stem}.png", frame_labels(photo_owner(spec), node_labels))
 
 
 def photo_owner(spec: FrameSpec) -> Int[np.ndarray, "H W"]:

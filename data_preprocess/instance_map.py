@@ -30,17 +30,16 @@ from data_preprocess.frames import (
     frame_summary,
     make_spec,
     mask_points,
-    photo_owner,
     pose_pairs_sparse,
+    write_labels,
 )
 from data_preprocess.graph import match_stage, mutual_best_edges, split_by_frame
 from data_preprocess.pairs import exhaustive_pairs, sequential_pairs, similarity_pairs
-from data_preprocess.rasterize import frame_labels, order_labels
+from data_preprocess.rasterize import order_labels
 from data_preprocess.steps import Steps, peak_rss_mb
 from data_preprocess.stereo_stage import stereo_stage
 from instance_nerfacto.core.dataset import check_depth_listing, downscaled, load_dataset, training_downscale
 from instance_nerfacto.core.errors import fail, run_cli
-from instance_nerfacto.core.files import atomic_write_png
 from instance_nerfacto.core.masks import MASK_SUFFIXES, find_mask_file
 from instance_nerfacto.core.pseudolabels import (
     LABELS_JSON,
@@ -359,8 +358,7 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     # interrupted run never leaves a labels.json beside a mix of old and new PNGs.
     (output / LABELS_JSON).unlink(missing_ok=True)
     for k, spec in enumerate(_progress(specs, cfg, "writing")):
-        atomic_write_png(output / f"{spec.stem}.png",
-                         frame_labels(photo_owner(spec), node_label[offsets[k]:offsets[k + 1]]))
+        write_labels(spec, node_label[offsets[k]:offsets[k + 1]], output)
     for stem in sorted(stale - set(stems)):
         (output / f"{stem}.png").unlink(missing_ok=True)
     timings["write"] = time.perf_counter() - t

@@ -22,7 +22,7 @@ import tyro
 
 from instance_nerfacto.core.dataset import downscaled, load_dataset, training_downscale
 from instance_nerfacto.core.errors import fail, run_cli
-from instance_nerfacto.core.files import atomic_save_npz, atomic_write_png
+from instance_nerfacto.core.files import atomic_save_npz, write_label_png
 from instance_nerfacto.core.segmenters import felzenszwalb_labels, load_fastsam
 
 
@@ -83,7 +83,7 @@ def main(cfg: SegmentConfig) -> Dict:
                  fr.image_path, "fix w/h in transforms.json or the image")
         if model is None:
             labels = felzenszwalb_labels(image[..., ::-1], cfg.scale, cfg.sigma, cfg.min_area)
-            atomic_write_png(out / f"{fr.stem}.png", labels)
+            write_label_png(out / f"{fr.stem}.png", labels)
             n_masks.append(int(labels.max()))
         else:
             masks, scores = model(fr.image_path, fr.height, fr.width, cfg.min_area)

@@ -129,6 +129,25 @@ def test_frame_labels_round_trip_at_the_uint16_limit() -> None:
     assert labels.dtype == np.uint16 and labels.tolist() == [[0, 65535], [1, 1]]
 
 
+def test_label_png_writer_casts_refuses_wrapping_ids_and_renames_into_place(tmp_path: Path) -> None:
+    """The one label PNG writer: any integer ids in 0..65535 become the uint16 PNG the reader gives back; an id
+    outside is one line and no file, never an id wrapped around."""
+    from instance_nerfacto.core.errors import InputError
+    from instance_nerfacto.core.files import read_label_png, write_label_png
+
+    ids = np.array([[0, 65535], [7, 1]], dtype=np.int64)
+    write_label_png(tmp_path / "labels" / "a.png", ids)
+    back = read_label_png(tmp_path / "labels" / "a.png")
+    assert back.dtype == np.uint16 and back.tolist() == ids.tolist()
+    for bad in (np.array([[0, 65536]]), np.array([[-1, 2]])):
+        with pytest.raises(InputError, match="do not fit a 16-bit label PNG") as err:
+            write_label_png(tmp_path / "labels" / "b.png", bad)
+        assert "\n" not in err.value.line()
+    with pytest.raises(TypeError):
+        write_label_png(tmp_path / "labels" / "c.png", np.zeros((2, 2), np.float32))
+    assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == ["a.png"]  # no temporary or partial file left
+
+
 def test_atomic_outputs_get_ordinary_file_permissions(tmp_path: Path) -> None:
     import os
 
@@ -161,7 +180,9 @@ def test_interrupted_rewrite_does_not_look_complete(tiny_scene: Path, tmp_path: 
     old = {p.name: p.read_bytes() for p in out.glob("*.png")}
     old_meta = (out / "labels.json").read_bytes()
 
-    real_write = instance_map.atomic_write_png
+    import data_preprocess.frames as frames
+
+    real_write = frames.write_label_png  # the pseudolabel PNGs go through frames.write_labels
     written = []
 
     def write_then_die(path, image):
@@ -170,7 +191,7 @@ def test_interrupted_rewrite_does_not_look_complete(tiny_scene: Path, tmp_path: 
         written.append(path)
         real_write(path, image)
 
-    monkeypatch.setattr(instance_map, "atomic_write_png", write_then_die)
+    monkeypatch.setattr(frames, "write_label_png", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         instance_map.main(instance_map.MapConfig(data=tiny_scene, output=out, quiet=True, min_frames=6))
     changed = [p.name for p in written if p.read_bytes() != old[p.name]]

@@ -32,6 +32,7 @@ from data_preprocess.synth.frontend import FrontendNoise, draw_traits, simulate_
 from data_preprocess.synth.lens import photo_camera, render_canvas, warp_maps, warp_view
 from data_preprocess.synth.scene import RoomScene
 from instance_nerfacto.core.errors import fail, run_cli
+from instance_nerfacto.core.files import write_label_png
 from instance_nerfacto.core.third_party import native_stderr_silenced
 
 SYNTH_VERSION = 2  # 2: fixed share of hard objects, graded small-object misses, smaller boundary warp
@@ -142,8 +143,8 @@ def generate(out: Path, preset_name: str, seed: int, n_train: Optional[int] = No
             frontend_s += t2 - t1
             _write_png(out / "images" / f"{stem}.png", rgb)
             _write_png(out / "depth" / f"{stem}.png", _depth_mm(depth))
-            _write_png(out / "gt" / f"{stem}.png", gt)
-            _write_png(out / "masks" / f"{stem}.png", masks)
+            write_label_png(out / "gt" / f"{stem}.png", gt)
+            write_label_png(out / "masks" / f"{stem}.png", masks)
             image_path = f"images/{stem}.png"
             frames.append({
                 "file_path": image_path,

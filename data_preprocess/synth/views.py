@@ -48,6 +48,7 @@ def render_views(scene: Path, poses: List[Pose], out: Path, prefix: str = "view"
     from data_preprocess.synth.cli import PRESETS, _depth_mm
     from data_preprocess.synth.frontend import FrontendNoise, draw_traits, simulate_masks
     from data_preprocess.synth.scene import RoomScene
+    from instance_nerfacto.core.files import write_label_png
 
     synth = json.loads((scene / "synth.json").read_text())
     preset = PRESETS[synth["preset"]]
@@ -63,9 +64,11 @@ def render_views(scene: Path, poses: List[Pose], out: Path, prefix: str = "view"
             stem = f"{prefix}_{index:05d}"
             rgb, depth, gt, c2w = room.render(eye, target, width, height, intr.fov_y_deg)
             masks = simulate_masks(gt, traits, np.random.default_rng([seed, 7, index]), noise)
-            for sub, image in (("images", rgb[..., ::-1]), ("depth", _depth_mm(depth)), ("gt", gt), ("masks", masks)):
+            for sub, image in (("images", rgb[..., ::-1]), ("depth", _depth_mm(depth))):
                 (out / sub).mkdir(parents=True, exist_ok=True)
                 cv2.imwrite(str(out / sub / f"{stem}.png"), np.ascontiguousarray(image))
+            write_label_png(out / "gt" / f"{stem}.png", gt)
+            write_label_png(out / "masks" / f"{stem}.png", masks)
             frames.append({"file_path": f"images/{stem}.png", "depth_file_path": f"depth/{stem}.png",
                            "transform_matrix": np.round(c2w, 8).tolist()})
             names.append(f"images/{stem}.png")

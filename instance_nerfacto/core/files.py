@@ -13,6 +13,9 @@ from jaxtyping import Float, UInt16
 
 from instance_nerfacto.core.errors import InputError, fail
 
+MAX_LABEL_ID = 65535
+"""The largest id a label PNG holds (uint16)."""
+
 
 def read_image_size(path: Path) -> tuple[int, int]:
     """(height, width) of an image file without decoding all of it."""
@@ -63,6 +66,19 @@ def read_label_png(path: Path) -> UInt16[np.ndarray, "H W"]:
     if arr.dtype not in (np.uint8, np.uint16):
         fail(f"label PNG has dtype {arr.dtype}", path, "use 8 or 16-bit unsigned PNG")
     return arr.astype(np.uint16)
+
+
+def write_label_png(path: Path | str, ids: np.ndarray) -> None:
+    """Write a label image (one id per pixel, 0 = none) as the uint16 grey PNG :func:`read_label_png` reads: masks,
+    pseudolabels, rendered and localized ids. Written to a temporary name and renamed; ids that do not fit uint16
+    are an error, never wrapped around."""
+    ids = np.asarray(ids)
+    if ids.ndim != 2 or not (np.issubdtype(ids.dtype, np.integer) or ids.dtype == bool):
+        raise TypeError(f"a label image is a 2D integer array, got {ids.dtype} {ids.shape} for {path}")
+    if ids.dtype != np.uint16 and ids.size and (int(ids.min()) < 0 or int(ids.max()) > MAX_LABEL_ID):
+        fail(f"label ids {int(ids.min())}..{int(ids.max())} do not fit a 16-bit label PNG", path,
+             f"keep the ids within 0..{MAX_LABEL_ID}")
+    atomic_write_png(path, ids.astype(np.uint16, copy=False))
 
 
 def read_depth(path: Path, scale: float = 1e-3) -> Float[np.ndarray, "H W"]:

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Dict, List
 
 from instance_nerfacto.core.errors import fail
-from instance_nerfacto.core.files import atomic_write_json
+from instance_nerfacto.core.files import MAX_LABEL_ID, atomic_write_json
 
 FOLDER_NAME = "pseudolabels"
 LABELS_JSON = "labels.json"
-MAX_LABELS = 65535
+MAX_LABELS = MAX_LABEL_ID
 """Ids are stored in uint16 PNGs."""
 KEY_NUM_LABELS = "num_labels"
 KEY_LABELS = "labels"

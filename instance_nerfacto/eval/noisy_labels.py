@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from instance_nerfacto.core.files import atomic_write_json, atomic_write_png, read_label_png
+from instance_nerfacto.core.files import atomic_write_json, read_label_png, write_label_png
 
 
 def make_noisy_pseudolabels(gt_dir: Path, out_dir: Path, drop: float = 0.1, blocks: int = 3, block_size: int = 8,
@@ -32,6 +32,6 @@ def make_noisy_pseudolabels(gt_dir: Path, out_dir: Path, drop: float = 0.1, bloc
             y, x = rng.integers(0, max(1, height - block_size)), rng.integers(0, max(1, width - block_size))
             labels[y : y + block_size, x : x + block_size] = rng.choice(ids)
         num_labels = max(num_labels, int(gt.max()))
-        atomic_write_png(out_dir / path.name, labels.astype(np.uint16))
+        write_label_png(out_dir / path.name, labels)
     atomic_write_json(out_dir / "labels.json", {"num_labels": num_labels, "source": "gt with noise", "seed": seed})
     return num_labels

@@ -20,7 +20,7 @@ def export_selection(pipeline, run_dir: Path | str, ids: Sequence[int], out_dir:
     (default ``<run dir>/selection/<ids joined by '-'>``)."""
     import torch
 
-    from instance_nerfacto.core.files import atomic_write_json, atomic_write_png
+    from instance_nerfacto.core.files import atomic_write_json, write_label_png
     from instance_nerfacto.export.points import surface_points, write_ply
     from instance_nerfacto.render.labels import LabelRenderer
     from instance_nerfacto.render.run import TrainedRun, split_cameras
@@ -40,8 +40,8 @@ def export_selection(pipeline, run_dir: Path | str, ids: Sequence[int], out_dir:
         pixels = {}
         for stem, cameras, index in split_cameras(pipeline, "train")[:: max(every, 1)]:
             labels = renderer.render_labels(cameras, index, downscale, label_map)
-            mask = np.where(np.isin(labels, ids), labels, 0).astype(np.uint16)
-            atomic_write_png(out / "masks" / f"{stem}.png", mask)
+            mask = np.where(np.isin(labels, ids), labels, 0)
+            write_label_png(out / "masks" / f"{stem}.png", mask)
             pixels[stem] = {str(i): int((mask == i).sum()) for i in ids}
     atomic_write_json(out / "selection.json", {"ids": ids, "points": int(keep.sum()),
                                                "names": {str(i): label_map.names.get(i) for i in ids},

@@ -21,7 +21,7 @@ import tyro
 
 from instance_nerfacto.core.dataset import load_dataset
 from instance_nerfacto.core.errors import fail, run_cli
-from instance_nerfacto.core.files import atomic_write_json, atomic_write_png, read_label_png
+from instance_nerfacto.core.files import atomic_write_json, atomic_write_png, read_label_png, write_label_png
 from instance_nerfacto.core.palette import colorize
 from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES
 from instance_nerfacto.edit.edits import read_label_edits
@@ -271,7 +271,7 @@ def localize(cfg: LocConfig, run=None, registrations: Optional[Dict[str, Dict]] 
         if ids_image is None:
             ids_image = paint_regions(region_map, result["region_ids"], result["labels"])
         query_s = time.perf_counter() - start
-        atomic_write_png(cfg.output / f"{frame.stem}.png", ids_image)
+        write_label_png(cfg.output / f"{frame.stem}.png", ids_image)
         atomic_write_png(cfg.output / "color" / f"{frame.stem}.png", colorize(ids_image))
         report[frame.stem] = {"segment_s": round(segment_s[frame.stem], 4), "query_s": round(query_s, 4),
                               "mode": "dense" if "rays" in result else "regions",

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Literal, Optional
 
-import numpy as np
 import torch
 import tyro
 
@@ -54,7 +53,7 @@ class RenderConfig:
 
 def main(cfg: RenderConfig) -> Dict:
     """Render the split; returns {"frames", "seconds", "seconds_per_frame", "output"}."""
-    from instance_nerfacto.core.files import atomic_write_png
+    from instance_nerfacto.core.files import atomic_write_png, write_label_png
     from instance_nerfacto.core.palette import colorize
     from instance_nerfacto.render.labels import LabelRenderer
     from instance_nerfacto.render.run import load_run, split_cameras
@@ -80,7 +79,7 @@ def main(cfg: RenderConfig) -> Dict:
     with Progress(*columns) as progress:
         for stem, cameras, index in progress.track(frames):
             ids = renderer.render_labels(cameras, index, cfg.downscale, label_map)
-            atomic_write_png(output / f"{stem}.png", ids.astype(np.uint16))
+            write_label_png(output / f"{stem}.png", ids)
             atomic_write_png(output / "color" / f"{stem}.png", colorize(ids))
     seconds = time.perf_counter() - started
     return {"frames": len(frames), "seconds": seconds, "seconds_per_frame": seconds / len(frames),
