@@ -18,7 +18,15 @@ from typing import List, Optional, Tuple
 import numpy as np
 from jaxtyping import Float, Int
 
-from data_preprocess.pairs import View, _cam_arrays, backproject, overlap_rows, proxy_depth, select_sparse_pairs
+from data_preprocess.pairs import (
+    PACKED_DEPTH_UNIT,
+    View,
+    _cam_arrays,
+    backproject,
+    overlap_rows,
+    proxy_depth,
+    select_sparse_pairs,
+)
 from data_preprocess.rasterize import frame_labels
 from instance_nerfacto.core.camera import Lens, working_lens
 from instance_nerfacto.core.errors import fail
@@ -140,7 +148,8 @@ def _depth_at(spec: FrameSpec) -> np.ndarray:
 
 
 def _photo_depth(depth_path: Path, photo_size: Tuple[int, int]) -> np.ndarray:
-    """A depth map of the dataset (millimetre PNG) in metres, at its own size, checked against the photo's."""
+    """A depth map of the dataset in metres (millimetre PNGs: instance-map reads them at nerfstudio's default
+    depth_unit_scale_factor), at its own size, checked against the photo's."""
     depth = read_depth(depth_path)
     if not same_picture(depth.shape, photo_size):
         fail(f"depth map is {depth.shape[1]}x{depth.shape[0]}, image is {photo_size[1]}x{photo_size[0]}",
@@ -233,8 +242,8 @@ def pose_pairs_sparse(specs, min_overlap: float, top_k: int, engine,
     depth_mm = proxies = None
     if all(s.depth_path is not None for s in specs):
         depth_mm = np.zeros((len(specs), int(size[:, 0].max()), int(size[:, 1].max())), dtype=np.uint16)
-        for k, s in enumerate(specs):  # metres back to the stored millimetres, exactly (uint16 * 1e-3 in float32)
-            d = np.round(read_frame_depth(s).astype(np.float64) * 1000.0)
+        for k, s in enumerate(specs):  # metres to packed mm: exact for millimetre PNGs (uint16 * 1e-3 in float32)
+            d = np.round(read_frame_depth(s).astype(np.float64) * (1.0 / PACKED_DEPTH_UNIT))
             depth_mm[k, :s.height, :s.width] = d.astype(np.uint16)
     else:
         proxies = proxy_depth([View(s.stem, np.array(s.K), np.array(s.c2w_cv), np.zeros((1, 1), np.int16),

@@ -18,6 +18,10 @@ from jaxtyping import Bool, Float, Int, Int16
 
 from instance_nerfacto.core.camera import Lens, pinhole_backproject, pinhole_project
 
+PACKED_DEPTH_UNIT = 1e-3
+"""Metres per unit of ``depth_mm``, the uint16 stack of depth maps the pair tasks share (4x smaller than float64):
+millimetres, whatever unit the dataset stores its depth in (the maps are read in metres, then packed)."""
+
 PAIR_PRESETS = ("pose", "exhaustive", "sequential", "netvlad")
 
 
@@ -203,7 +207,7 @@ def overlap_rows(rows: Int[np.ndarray, "R"], K: Float[np.ndarray, "F 3 3"], c2w:
         block = (vv // max(1, h // 4)).clip(0, 3) * 4 + (uu // max(1, w // 4)).clip(0, 3)
         u, v, block = uu.ravel().astype(np.float64), vv.ravel().astype(np.float64), block.ravel()
         if depth_mm is not None:
-            z = (depth_mm[i][vv.ravel(), uu.ravel()].astype(np.float32) * 1e-3).astype(np.float64)
+            z = (depth_mm[i][vv.ravel(), uu.ravel()].astype(np.float32) * PACKED_DEPTH_UNIT).astype(np.float64)
         else:
             z = np.full(u.shape, proxies[i])
         valid = z > 0
@@ -261,7 +265,7 @@ def visible_counts(world: Float[np.ndarray, "P 3"], js: Int[np.ndarray, "C"], K:
         if depth_mm is not None and ok.any():
             f, p = np.nonzero(ok)
             dj = depth_mm[jc[f], np.round(pv[f, p]).astype(int), np.round(pu[f, p]).astype(int)]
-            dj = dj.astype(np.float32) * 1e-3
+            dj = dj.astype(np.float32) * PACKED_DEPTH_UNIT
             ok[f, p] = (dj > 0) & (np.abs(dj - pz[f, p]) < depth_tol * dj)
         out.append(ok.sum(1))
     return np.concatenate(out)

@@ -148,6 +148,34 @@ def test_label_png_writer_casts_refuses_wrapping_ids_and_renames_into_place(tmp_
     assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == ["a.png"]  # no temporary or partial file left
 
 
+def test_depth_reader_reads_png_and_npy_in_the_runs_unit_as_nerfstudio_does(tmp_path: Path) -> None:
+    """The one depth reader: stored units times the dataset's scale, float32, resized like nerfstudio's depth loader,
+    and a reading that is not a depth (NaN, negative) is 0 like a missing one."""
+    import torch
+    from nerfstudio.data.utils.data_utils import get_depth_image_from_path
+
+    from instance_nerfacto.core.errors import InputError
+    from instance_nerfacto.core.files import atomic_save_npy, depth_unit_scale, read_depth, write_label_png
+
+    mm = np.array([[0, 1234, 65535], [7, 500, 2]], dtype=np.uint16)
+    write_label_png(tmp_path / "d.png", mm)
+    assert depth_unit_scale({}) == 1e-3 and depth_unit_scale({"depth_unit_scale_factor": 1e-4}) == 1e-4
+    depth = read_depth(tmp_path / "d.png")
+    assert depth.dtype == np.float32 and np.array_equal(depth, mm.astype(np.float32) * 1e-3)
+    scale = 1e-4 * 0.37  # a tenth-of-a-millimetre unit, times a dataparser scale
+    for size in ((2, 3), (4, 6), (1, 2)):
+        ours = read_depth(tmp_path / "d.png", scale, size)
+        theirs = get_depth_image_from_path(tmp_path / "d.png", size[0], size[1], scale)[..., 0]
+        assert torch.equal(torch.from_numpy(ours), theirs), size
+    atomic_save_npy(tmp_path / "d.npy", np.array([[1.5, np.nan], [-2.0, 0.25]], np.float64)[..., None])
+    assert read_depth(tmp_path / "d.npy", 1.0).tolist() == [[1.5, 0.0], [0.0, 0.25]]
+    with pytest.raises(InputError, match="depth map is missing"):
+        read_depth(tmp_path / "none.png")
+    (tmp_path / "bad.npy").write_bytes(b"not an array")
+    with pytest.raises(InputError, match="cannot read depth map"):
+        read_depth(tmp_path / "bad.npy")
+
+
 def test_atomic_outputs_get_ordinary_file_permissions(tmp_path: Path) -> None:
     import os
 

@@ -7,6 +7,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from jaxtyping import Float, UInt16
@@ -81,11 +82,41 @@ def write_label_png(path: Path | str, ids: np.ndarray) -> None:
     atomic_write_png(path, ids.astype(np.uint16, copy=False))
 
 
-def read_depth(path: Path, scale: float = 1e-3) -> Float[np.ndarray, "H W"]:
-    """Depth in metres from a uint16 millimetre PNG (0 = invalid -> 0)."""
-    arr = read_label_png(path)
-    return arr.astype(np.float32) * scale
+DEFAULT_DEPTH_UNIT_SCALE = 1e-3
+"""Metres per stored depth unit unless a run says otherwise: nerfstudio's ``depth_unit_scale_factor`` default
+(millimetre PNGs, what ns-process-data and the synthetic rooms write)."""
 
+
+def depth_unit_scale(metadata: dict) -> float:
+    """Metres per stored depth unit of a run's dataset, as its dataparser recorded it (``depth_unit_scale_factor``
+    in the dataparser outputs' metadata)."""
+    return float(metadata.get("depth_unit_scale_factor", DEFAULT_DEPTH_UNIT_SCALE))
+
+
+def read_depth(path: Path | str, scale: float = DEFAULT_DEPTH_UNIT_SCALE,
+               size: Optional[tuple[int, int]] = None) -> Float[np.ndarray, "H W"]:
+    """A depth map times ``scale`` (metres per stored unit, or that times the dataparser's scale for the model's
+    units), float32, 0 = no reading: the one reader of depth maps. Formats as nerfstudio's depth loader takes them,
+    a ``.npy`` array or an 8/16-bit grey PNG (PNGs are decoded as label PNGs are, with one-line errors). With
+    ``size`` (height, width), resized with nearest neighbours as nerfstudio resizes depth for a downscaled camera."""
+    path = Path(path)
+    if not path.is_file():
+        fail("depth map is missing", path, "restore the file or remove the frames' depth_file_path entries")
+    if path.suffix.lower() == ".npy":
+        try:
+            raw = np.load(path).astype(np.float32)
+        except (OSError, ValueError) as err:
+            fail(f"cannot read depth map ({err.__class__.__name__})", path, "replace the corrupt file")
+        raw = raw[..., 0] if raw.ndim == 3 else raw
+    else:
+        raw = read_label_png(path).astype(np.float32)
+    depth = raw * scale
+    if size is not None and depth.shape != tuple(size):
+        import cv2
+
+        depth = cv2.resize(depth, (int(size[1]), int(size[0])), interpolation=cv2.INTER_NEAREST)
+    # a NaN or negative reading in a .npy map is no reading, as 0 is (every consumer masks depth > 0)
+    return np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(0.0)).astype(np.float32, copy=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from torch import Tensor
 from instance_nerfacto.core.camera import make_fisheye_rays_finite
 from instance_nerfacto.core.dataset import check_depth_listing
 from instance_nerfacto.core.errors import fail
-from instance_nerfacto.core.files import read_label_png
+from instance_nerfacto.core.files import depth_unit_scale, read_depth, read_label_png
 from instance_nerfacto.core.pseudolabels import (
     check_pseudolabels,
     default_pseudolabels_dir,
@@ -92,13 +92,10 @@ class PseudolabelDataset(InputDataset):
 
     def get_depth(self, image_idx: int) -> Float[Tensor, "H W 1"]:
         """Depth in the dataparser's scaled world units (nerfstudio's depth-nerfacto convention), 0 = no reading."""
-        from nerfstudio.data.utils.data_utils import get_depth_image_from_path
-
         assert self.depth_paths is not None
         outputs = self._dataparser_outputs
-        scale = float(outputs.metadata.get("depth_unit_scale_factor", 1e-3)) * float(outputs.dataparser_scale)
-        height, width = self._size(image_idx)
-        return get_depth_image_from_path(self.depth_paths[image_idx], height, width, scale)
+        scale = depth_unit_scale(outputs.metadata) * float(outputs.dataparser_scale)
+        return torch.from_numpy(read_depth(self.depth_paths[image_idx], scale, self._size(image_idx))[..., None])
 
     def get_pseudolabel(self, image_idx: int) -> Int[Tensor, "H W 1"]:
         path = self.label_paths[image_idx]

@@ -21,7 +21,13 @@ import tyro
 
 from instance_nerfacto.core.dataset import load_dataset
 from instance_nerfacto.core.errors import fail, run_cli
-from instance_nerfacto.core.files import atomic_write_json, atomic_write_png, read_label_png, write_label_png
+from instance_nerfacto.core.files import (
+    DEFAULT_DEPTH_UNIT_SCALE,
+    atomic_write_json,
+    atomic_write_png,
+    read_label_png,
+    write_label_png,
+)
 from instance_nerfacto.core.palette import colorize
 from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES
 from instance_nerfacto.edit.edits import read_label_edits
@@ -119,7 +125,7 @@ class LocConfig:
     """'dense' mode: one ray per stride x stride block away from label boundaries."""
     min_confidence: float = 0.7
     """'dense' mode: pixels whose field label has a lower softmax confidence take their mask's majority label."""
-    depth_unit_scale_factor: float = 1e-3
+    depth_unit_scale_factor: float = DEFAULT_DEPTH_UNIT_SCALE
     """Metres per unit of the depth maps (nerfstudio's default: millimetre PNGs)."""
     split_fraction: float = 0.25
     """Split a region whose samples hold two labels with at least this fraction each (a mask covering two objects):

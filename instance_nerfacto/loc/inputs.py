@@ -11,7 +11,7 @@ from jaxtyping import Float, Int, UInt8
 
 from instance_nerfacto.core.dataset import Dataset, Frame
 from instance_nerfacto.core.errors import fail
-from instance_nerfacto.core.files import read_image_size, read_label_png
+from instance_nerfacto.core.files import read_depth, read_image_size
 from instance_nerfacto.core.masks import load_frame_masks, masks_to_labels
 
 
@@ -95,15 +95,8 @@ def query_depth_paths(query_depth: str, frames: List[Frame], poses: Optional[Pat
 
 def load_query_depth(path: Path, frame: Frame, unit_scale: float) -> Float[np.ndarray, "H W"]:
     """Depth in metres (0 = no reading) of a query frame: a 16-bit PNG or a .npy array, as nerfstudio reads them."""
-    if path.suffix.lower() == ".npy":
-        try:
-            depth = np.load(path).astype(np.float32)
-        except (OSError, ValueError) as err:
-            fail(f"cannot read depth map ({err.__class__.__name__})", path, "replace the corrupt file")
-        depth = depth[..., 0] if depth.ndim == 3 else depth
-    else:
-        depth = read_label_png(path).astype(np.float32)
+    depth = read_depth(path, unit_scale)
     if depth.shape != (frame.height, frame.width):
         fail(f"depth map is {depth.shape[-1]}x{depth.shape[0]} but the image is {frame.width}x{frame.height}", path,
              "give depth maps at the image's resolution, or pass --query-depth off")
-    return np.where(np.isfinite(depth) & (depth > 0), depth * unit_scale, 0.0).astype(np.float32)
+    return depth

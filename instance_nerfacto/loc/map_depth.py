@@ -21,9 +21,9 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 from jaxtyping import Float
-from nerfstudio.data.utils.data_utils import get_depth_image_from_path
 
 from instance_nerfacto.core.camera import GL_TO_CV, OFF_IMAGE, CameraModel
+from instance_nerfacto.core.files import depth_unit_scale, read_depth
 
 
 def backproject_depth(depth: Float[np.ndarray, "H W"], c2w_gl: Float[np.ndarray, "3 4"], camera: CameraModel,
@@ -126,7 +126,7 @@ def training_depth_points(pipeline, stride: int = 4, stereo: bool = True
     outputs = pipeline.datamanager.train_dataparser_outputs
     paths = outputs.metadata.get("depth_filenames")
     source = "depth maps"
-    unit = float(outputs.metadata.get("depth_unit_scale_factor", 1e-3))
+    unit = depth_unit_scale(outputs.metadata)
     if not paths and stereo:
         paths, source, unit = stereo_depth_paths(pipeline), "stereo depth", 1.0
     if not paths:
@@ -136,8 +136,7 @@ def training_depth_points(pipeline, stride: int = 4, stereo: bool = True
     chunks = []
     for i, path in enumerate(paths):
         height, width = int(cameras.height[i]), int(cameras.width[i])
-        depth = get_depth_image_from_path(Path(path), height, width, unit * scale)[..., 0].numpy()
-        depth = np.where(np.isfinite(depth), depth, 0.0)
+        depth = read_depth(path, unit * scale, (height, width))
         if source == "stereo depth":
             depth = consistent_depth(depth)
         chunks.append(backproject_depth(depth, cameras.camera_to_worlds[i].cpu().numpy(),

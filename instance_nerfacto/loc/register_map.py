@@ -19,7 +19,7 @@ from jaxtyping import Float
 from instance_nerfacto.core.camera import GL_TO_CV
 from instance_nerfacto.core.dataset import Frame, load_dataset
 from instance_nerfacto.core.errors import fail
-from instance_nerfacto.core.files import read_depth
+from instance_nerfacto.core.files import depth_unit_scale, read_depth
 from instance_nerfacto.loc.register import MapFeatures, RegisterParams, lift_keypoints, map_features
 from instance_nerfacto.render.cameras import DatasetToModel
 
@@ -79,12 +79,9 @@ def run_map_features(run, frames: List[Frame], params: RegisterParams, lift: Lit
         fail("the map's training frames have no depth maps to lift keypoints with", frames[0].image_path.parent,
              "pass --register.lift auto or rendered (the trained density's surface)")
     use_depth = has_depth and lift != "rendered"
-    unit = 1e-3
+    unit = depth_unit_scale(run.pipeline.datamanager.train_dataparser_outputs.metadata)
     grid = None
-    if use_depth:
-        metadata = run.pipeline.datamanager.train_dataparser_outputs.metadata
-        unit = float(metadata.get("depth_unit_scale_factor", 1e-3))
-    else:
+    if not use_depth:
         from instance_nerfacto.render.bake import cached_density_grid
 
         device = next(run.model.parameters()).device
@@ -99,7 +96,7 @@ def run_map_features(run, frames: List[Frame], params: RegisterParams, lift: Lit
     def points(i: int, keypoints: np.ndarray) -> np.ndarray:
         frame = frames[i]
         if use_depth:
-            return lift_keypoints(keypoints, read_depth(Path(frame.depth_path), unit), frame.camera, frame.c2w)
+            return lift_keypoints(keypoints, read_depth(frame.depth_path, unit), frame.camera, frame.c2w)
         return surface_points(run, grid, frame, keypoints, num_samples)
 
     world = map_features(rgb, points, [f.c2w for f in frames], params)
