@@ -484,3 +484,33 @@ def test_instance_map_refuses_depth_listed_for_only_some_frames(tiny_scene: Path
     assert proc.returncode == 2 and "depth maps for 37 of 38 frames" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and (data / "transforms.json").read_bytes() == before
     assert not (data / "pseudolabels").exists()
+
+
+@pytest.mark.parametrize("text, needle", [("{not json", "is not valid JSON"), ("[1, 2]", "is not a JSON object"),
+                                          (b"\xff\xfe{", "is not valid JSON")])
+def test_json_inputs_get_one_line_errors(text, needle: str, tmp_path: Path) -> None:
+    """transforms.json, labels.json and the instances file are read by one reader: a broken file is one line that
+    names it, whatever is wrong with it; optional files read as absent."""
+    from instance_nerfacto.core.dataset import check_depth_listing, load_dataset
+    from instance_nerfacto.core.errors import InputError
+    from instance_nerfacto.core.files import try_read_json
+    from instance_nerfacto.core.pseudolabels import previous_frames, read_label_stats, read_labels_json
+    from instance_nerfacto.eval.metrics import load_stuff_ids
+
+    for name in ("transforms.json", "labels.json", "instances.json"):
+        path = tmp_path / name
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    readers = [(lambda: load_dataset(tmp_path), "transforms.json"), (lambda: read_labels_json(tmp_path), "labels.json"),
+               (lambda: load_stuff_ids(tmp_path / "instances.json"), "instances file")]
+    for read, what in readers:
+        if what == "instances file" and needle == "is not a JSON object":
+            needle_here = "must be a JSON object keyed by gt id"  # its own line says what the object holds
+        else:
+            needle_here = needle
+        with pytest.raises(InputError) as err:
+            read()
+        line = err.value.line()
+        assert "\n" not in line and what in line and needle_here in line, line
+    assert try_read_json(tmp_path / "labels.json") in (None, [1, 2]) and try_read_json(tmp_path / "none.json") is None
+    assert previous_frames(tmp_path) == [] and read_label_stats(tmp_path) == {}
+    check_depth_listing(tmp_path / "transforms.json")  # reported by the loaders that need it, not here

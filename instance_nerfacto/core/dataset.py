@@ -11,7 +11,6 @@ Conventions used across the project:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -21,6 +20,7 @@ from jaxtyping import Float
 
 from instance_nerfacto.core.camera import CameraModel
 from instance_nerfacto.core.errors import fail
+from instance_nerfacto.core.files import read_json, try_read_json
 
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 
@@ -151,10 +151,7 @@ def load_dataset(root: Path | str, check_files: bool = True) -> Dataset:
         tpath = root / "transforms.json"
     if not tpath.is_file():
         fail("missing transforms.json", tpath, "run ns-process-data first, or point --data at a nerfstudio dataset")
-    try:
-        meta = json.loads(tpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        fail(f"transforms.json is not valid JSON ({err})", tpath, "fix or regenerate it with ns-process-data")
+    meta = read_json(tpath, "transforms.json", "fix or regenerate it with ns-process-data")
     raw_frames = meta.get("frames")
     if not isinstance(raw_frames, list) or not raw_frames:
         fail("transforms.json lists no frames", tpath, "regenerate it with ns-process-data")
@@ -211,10 +208,10 @@ def check_depth_listing(transforms_path: Path | str) -> None:
     """nerfstudio's dataparser needs ``depth_file_path`` on every frame or on none (it stops with an assertion
     otherwise): say so in one line, with what to do, before it is reached."""
     path = Path(transforms_path)
-    try:
-        frames = json.loads(path.read_text()).get("frames", [])
-    except (OSError, ValueError, AttributeError):
+    meta = try_read_json(path)
+    if not isinstance(meta, dict):
         return  # missing or unreadable: the loaders that need it report that
+    frames = meta.get("frames", [])
     listed = sum(1 for frame in frames if isinstance(frame, dict) and "depth_file_path" in frame)
     if 0 < listed < len(frames):
         fail(f"transforms.json lists depth maps for {listed} of {len(frames)} frames; nerfstudio needs all or none",

@@ -18,6 +18,32 @@ MAX_LABEL_ID = 65535
 """The largest id a label PNG holds (uint16)."""
 
 
+def read_json(path: Path | str, what: str, fix: str, expect: Optional[type] = dict):
+    """The content of a JSON file that exists, with one-line errors naming it as ``what`` ("transforms.json", "the
+    instances file"...): unreadable, not JSON, or (with ``expect``) not of that type (a JSON object by default).
+    ``fix`` is the error's what-to-do. A missing file is the caller's to report (its fix differs per file)."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        fail(f"{what} is not valid JSON ({err})", path, fix)
+    except OSError as err:
+        fail(f"{what} cannot be read ({err.strerror})", path, fix)
+    if expect is not None and not isinstance(obj, expect):
+        kind = "a JSON object" if expect is dict else f"a JSON {expect.__name__}"
+        fail(f"{what} is not {kind}", path, fix)
+    return obj
+
+
+def try_read_json(path: Path | str):
+    """The content of a JSON file, or None when it is missing, unreadable or not JSON: for files that are optional
+    or reported by another reader."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+
+
 def read_image_size(path: Path) -> tuple[int, int]:
     """(height, width) of an image file without decoding all of it."""
     from PIL import Image

@@ -9,12 +9,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, List
 
 from instance_nerfacto.core.errors import fail
-from instance_nerfacto.core.files import MAX_LABEL_ID, atomic_write_json
+from instance_nerfacto.core.files import MAX_LABEL_ID, atomic_write_json, read_json, try_read_json
 
 FOLDER_NAME = "pseudolabels"
 LABELS_JSON = "labels.json"
@@ -47,23 +46,14 @@ def read_labels_json(folder: Path | str) -> Dict:
     if not path.is_file():
         fail("pseudolabel folder has no labels.json", path,
              "run instance-map first, or pass --pipeline.datamanager.pseudolabels-dir pointing at its output")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        fail(f"labels.json is not valid JSON ({err})", path, "re-run instance-map")
-    if not isinstance(meta, dict):
-        fail("labels.json is not a JSON object", path, "re-run instance-map")
-    return meta
+    return read_json(path, "labels.json", "re-run instance-map")
 
 
 def previous_frames(folder: Path | str) -> List[str]:
     """Stems listed by an existing ``labels.json`` (empty when there is none or it is unreadable): the PNGs a new
     run must remove when it no longer writes them."""
-    path = Path(folder) / LABELS_JSON
-    try:
-        return list(json.loads(path.read_text()).get(KEY_FRAMES, []))
-    except (OSError, ValueError, AttributeError):
-        return []
+    meta = try_read_json(Path(folder) / LABELS_JSON)
+    return list(meta.get(KEY_FRAMES, [])) if isinstance(meta, dict) else []
 
 
 def read_num_labels(folder: Path | str) -> int:
@@ -85,8 +75,9 @@ def read_num_labels(folder: Path | str) -> int:
 def read_label_stats(folder: Path | str) -> Dict[int, Dict]:
     """Per-label frame count and mean area (empty when labels.json has none): shown by the viewer's
     label-under-the-cursor report."""
+    meta = try_read_json(Path(folder) / LABELS_JSON)
     try:
-        labels = json.loads((Path(folder) / LABELS_JSON).read_text()).get(KEY_LABELS, [])
+        labels = meta.get(KEY_LABELS, [])
         return {int(item["id"]): {"frames": int(item.get("frames", 0)), "mean_area": float(item.get("mean_area", 0))}
                 for item in labels if isinstance(item, dict) and "id" in item}
     except (OSError, ValueError, TypeError, KeyError, AttributeError):

@@ -20,7 +20,6 @@ Only a sparse (gt id, pred id) -> pixel-count table is kept, so memory does not 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
@@ -28,7 +27,7 @@ import numpy as np
 from jaxtyping import Integer
 
 from instance_nerfacto.core.errors import fail
-from instance_nerfacto.core.files import read_label_png
+from instance_nerfacto.core.files import read_json, read_label_png
 
 IOU_MATCH_THRESHOLD = 0.5
 VOID_FRACTION_IGNORE = 0.5  # an unmatched prediction lying more than this much on void is not a false positive
@@ -161,10 +160,7 @@ def load_stuff_ids(path: Path | str) -> Set[int]:
     path = Path(path)
     if not path.is_file():
         fail("instances file does not exist", path, 'pass a JSON {"<gt id>": {"name": ..., "is_thing": bool}}')
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        fail(f"instances file is not valid JSON ({err})", path, "fix or regenerate it")
+    data = read_json(path, "instances file", "fix or regenerate it", expect=None)
     if not isinstance(data, dict):
         fail("instances file must be a JSON object keyed by gt id", path,
              'write {"<gt id>": {"name": ..., "is_thing": bool}}')

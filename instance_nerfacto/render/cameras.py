@@ -13,13 +13,14 @@ mistake this module exists to prevent) moves every COLMAP query camera to the wr
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 from jaxtyping import Float
+
+from instance_nerfacto.core.files import try_read_json
 
 
 @dataclass
@@ -72,10 +73,8 @@ def training_meta(pipeline) -> dict:
         return {}
     path = Path(data)
     path = path if path.suffix == ".json" else path / "transforms.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+    meta = try_read_json(path)
+    return meta if isinstance(meta, dict) else {}
 
 
 def frame_camera(frame, to_model: DatasetToModel, device):
