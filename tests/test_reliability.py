@@ -226,3 +226,26 @@ def test_interrupted_rewrite_does_not_look_complete(tiny_scene: Path, tmp_path: 
     assert changed, "the second run's parameters should change some pseudolabels"
     assert not (out / "labels.json").exists() or (out / "labels.json").read_bytes() != old_meta, \
         f"old labels.json still marks the folder complete although {changed[:3]} were rewritten"
+
+
+def test_query_depth_defaults_to_the_unit_the_run_read_its_depth_in(tmp_path: Path) -> None:
+    """instance-loc reads query depth maps in the unit ns-train read the map's depth maps in (its config), not in a
+    unit of its own; nerfstudio's default when the config does not say or is not a config."""
+    import yaml
+    from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManagerConfig
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+    from nerfstudio.engine.trainer import TrainerConfig
+    from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
+
+    from instance_nerfacto.core.runs import run_depth_unit_scale
+
+    def config(**dataparser) -> Path:
+        datamanager = VanillaDataManagerConfig(dataparser=NerfstudioDataParserConfig(**dataparser))
+        path = tmp_path / f"config{len(dataparser)}.yml"
+        path.write_text(yaml.dump(TrainerConfig(pipeline=VanillaPipelineConfig(datamanager=datamanager))))
+        return path
+
+    assert run_depth_unit_scale(config(depth_unit_scale_factor=1e-4)) == 1e-4
+    assert run_depth_unit_scale(config()) == 1e-3
+    (tmp_path / "junk.yml").write_text("# not a config\n")
+    assert run_depth_unit_scale(tmp_path / "junk.yml") == 1e-3 and run_depth_unit_scale(tmp_path / "no.yml") == 1e-3

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from instance_nerfacto.core.errors import fail
+from instance_nerfacto.core.files import DEFAULT_DEPTH_UNIT_SCALE
 
 MODELS_DIR_NAME = "nerfstudio_models"
 """The checkpoint folder of a run (nerfstudio's default ``relative_model_dir``)."""
@@ -85,6 +86,15 @@ def run_folder(config_path: Path | str, config: Optional[object] = None) -> Path
     is the folder beside config.yml unless the run was moved or copied, or ns-train ran elsewhere."""
     config = read_config(config_path) if config is None else config
     return Path(config.get_base_dir())
+
+
+def run_depth_unit_scale(config_path: Path | str) -> float:
+    """Metres per stored depth unit of the dataset a run was trained on, as ns-train's dataparser read its depth maps
+    (``--pipeline.datamanager.dataparser.depth-unit-scale-factor``; nerfstudio's default when the config does not say
+    or cannot be read, which the loaders report)."""
+    config = try_read_config(config_path) if Path(config_path).is_file() else None
+    dataparser = getattr(getattr(getattr(config, "pipeline", None), "datamanager", None), "dataparser", None)
+    return float(getattr(dataparser, "depth_unit_scale_factor", DEFAULT_DEPTH_UNIT_SCALE))
 
 
 def holds_config(run_dir: Path | str, config_path: Path | str) -> bool:

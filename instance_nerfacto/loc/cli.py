@@ -21,14 +21,9 @@ import tyro
 
 from instance_nerfacto.core.dataset import load_dataset
 from instance_nerfacto.core.errors import fail, run_cli
-from instance_nerfacto.core.files import (
-    DEFAULT_DEPTH_UNIT_SCALE,
-    atomic_write_json,
-    atomic_write_png,
-    read_label_png,
-    write_label_png,
-)
+from instance_nerfacto.core.files import atomic_write_json, atomic_write_png, read_label_png, write_label_png
 from instance_nerfacto.core.palette import colorize
+from instance_nerfacto.core.runs import run_depth_unit_scale
 from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES
 from instance_nerfacto.edit.edits import read_label_edits
 from instance_nerfacto.edit.label_map import LabelMap
@@ -125,8 +120,9 @@ class LocConfig:
     """'dense' mode: one ray per stride x stride block away from label boundaries."""
     min_confidence: float = 0.7
     """'dense' mode: pixels whose field label has a lower softmax confidence take their mask's majority label."""
-    depth_unit_scale_factor: float = DEFAULT_DEPTH_UNIT_SCALE
-    """Metres per unit of the depth maps (nerfstudio's default: millimetre PNGs)."""
+    depth_unit_scale_factor: Optional[float] = None
+    """Metres per unit of the query depth maps (default: the run's, as ns-train read its dataset's depth maps: 1e-3,
+    millimetre PNGs, unless --pipeline.datamanager.dataparser.depth-unit-scale-factor said otherwise)."""
     split_fraction: float = 0.25
     """Split a region whose samples hold two labels with at least this fraction each (a mask covering two objects):
     each pixel takes the label of its nearest sample. 0 = off."""
@@ -213,8 +209,12 @@ def localize(cfg: LocConfig, run=None, registrations: Optional[Dict[str, Dict]] 
     map_source = ""  # what the map's depth of frames without a depth map comes from ('' = none)
     if cfg.denoise is None:
         frame_of = {frame.stem: frame for frame in frames}
-        for stem, path in query_depth_paths(cfg.query_depth, frames, dataset.transforms_path).items():
-            depth_by_stem[stem] = load_query_depth(path, frame_of[stem], cfg.depth_unit_scale_factor)
+        depth_paths = query_depth_paths(cfg.query_depth, frames, dataset.transforms_path)
+        unit = cfg.depth_unit_scale_factor
+        if unit is None and depth_paths:
+            unit = run_depth_unit_scale(cfg.load_config)  # the query frames' depth is in the map's unit
+        for stem, path in depth_paths.items():
+            depth_by_stem[stem] = load_query_depth(path, frame_of[stem], unit)
     params = VoteParams(cfg.samples_per_region, cfg.min_votes, cfg.min_fraction, cfg.min_region_pixels,
                         cfg.split_fraction, cfg.fill_stride)
     edits = read_label_edits(cfg.edits) if cfg.edits is not None else []
