@@ -1,16 +1,18 @@
 """Render speed of a trained run on a CPU: the viewer's new views, ns-render and instance-render, fast (baked density
-grid, ``render/camera_outputs.py``) vs nerfstudio's full volume render, and novel-view PQ of both.
+grid, ``render/camera_outputs.py``, the default) vs nerfstudio's full volume render, and novel-view PQ of both.
 
     .venv/bin/python benchmarks/render_speed.py --load-config outputs/.../config.yml --data /tmp/scenes/demo \
-        --out /tmp/bench_render [--full-frames 30] [--full-views 1]
+        --out /tmp/bench_render [--full-frames 30] [--full-views 1] [--busy-loop]
 
 Prints: seconds per new 512x384 viewer view (model.get_outputs_for_camera, fast; full_outputs_for_camera, full);
 ns-render seconds for 30 frames at 320x240 (the real command on a 30-camera path, fast and with the run's config
 switched to ``fast_camera_outputs: false``; ``--full-frames N < 30`` renders N frames in full and scales to 30, and
-says so); instance-render seconds per 320x240 frame (render + PNG writes, model load excluded; 1 and 2 threads, label
-top-k 8 and 4) with where one frame's time goes; novel-view (val split) things PQ of the fast and the full camera
+says so); instance-render seconds per 320x240 frame (render + PNG writes, model load excluded; 1 and 2 render threads,
+label top-k 8 and 4) with where one frame's time goes; novel-view (val split) things PQ of the fast and the full camera
 outputs (instance_id, pixels with opacity < 0.5 as 0, scored by the project's instance-eval metrics).
-The 320x240 timings use the run's val cameras (the demo room's frames are 320x240).
+The 320x240 timings use the run's val cameras (the demo room's frames are 320x240). ``--busy-loop`` runs every
+measurement beside one process spinning on a core (the issue's "beside one busy loop"); without it, run it on an idle
+machine and quote the load average it prints.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ from instance_nerfacto.render.run import load_run, split_cameras  # noqa: E402
 
 BIN = Path(sys.executable).parent
 NS_RENDER_FRAMES = 30
+
+
+def busy_loop() -> subprocess.Popen:
+    """One process spinning on a core: the "beside one busy loop" condition of the speed targets."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
 def val_views(run):
@@ -92,11 +99,12 @@ def full_config(config: Path, out: Path, fast: bool = False) -> Path:
     return out
 
 
-def instance_render_seconds(run, threads: int, top_k: int, out: Path, frames: int) -> float:
-    """instance-render's loop (render, merge/edit map, two PNGs) per frame, after one warm-up frame."""
+def instance_render_seconds(run, workers: int, top_k: int, out: Path, frames: int) -> float:
+    """instance-render's loop (render, merge/edit map, two PNGs) per frame, after one warm-up frame, with ``workers``
+    render threads (render/bake.render_workers; torch itself on one thread)."""
     from instance_nerfacto.render.labels import LabelRenderer
 
-    torch.set_num_threads(threads)
+    os.environ["INSTANCE_NERFACTO_RENDER_THREADS"] = str(workers)
     renderer = LabelRenderer(run.pipeline, run.checkpoint, run.step, top_k=top_k)
     label_map = run.label_map()
     todo = split_cameras(run.pipeline, "val")[:frames]
@@ -180,12 +188,14 @@ def main() -> None:
                         help="comma-separated subset of viewer,ns-render,instance-render,pq (pq's full render is slow)")
     parser.add_argument("--full-pq-from", type=Path,
                         help="a previous run's pq_full folder: score it instead of volume rendering the views again")
+    parser.add_argument("--busy-loop", action="store_true",
+                        help="run one busy loop (a second process spinning on one core) beside every measurement")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
+    busy = busy_loop() if args.busy_loop else None
     result = {"load_average": os.getloadavg(), "torch_threads": torch.get_num_threads()}
     run = load_run(args.load_config)
-    run.pipeline.model.viewer_fast_render.value = True  # the fast path is opt-in (config or viewer checkbox)
     model = run.model
     views = val_views(run)
     stems = [stem for stem, _, _ in split_cameras(run.pipeline, "val")]
@@ -200,6 +210,9 @@ def main() -> None:
     if "pq" in parts:
         pq_part(result, model, views, stems, args)
     result["load_average_end"] = os.getloadavg()
+    result["busy_loop"] = busy is not None
+    if busy is not None:
+        busy.kill()
     atomic_write_json(args.out / "render_speed.json", result)
     print(json.dumps({"written": str(args.out / "render_speed.json"), "load_average": result["load_average"],
                       "load_average_end": result["load_average_end"]}))
@@ -234,18 +247,21 @@ def ns_render_part(result, views, args) -> None:
 
 
 def instance_render_part(result, run, args) -> None:
-    threads0 = torch.get_num_threads()
-    for threads in (1, 2):
+    workers0 = os.environ.get("INSTANCE_NERFACTO_RENDER_THREADS")
+    for workers in (1, 2):
         for top_k in (8, 4):
-            key = f"instance_render_s_per_frame_threads{threads}_topk{top_k}"
-            result[key] = instance_render_seconds(run, threads, top_k, args.out / f"ir_t{threads}_k{top_k}",
+            key = f"instance_render_s_per_frame_threads{workers}_topk{top_k}"
+            result[key] = instance_render_seconds(run, workers, top_k, args.out / f"ir_t{workers}_k{top_k}",
                                                   args.instance_render_frames)
-            print(f"instance-render, 320x240 frame (render + PNGs, load excluded), {threads} thread(s), top-k "
+            print(f"instance-render, 320x240 frame (render + PNGs, load excluded), {workers} render thread(s), top-k "
                   f"{top_k}: {result[key]:.2f} s", flush=True)
-    torch.set_num_threads(threads0)
+    if workers0 is None:
+        os.environ.pop("INSTANCE_NERFACTO_RENDER_THREADS")
+    else:
+        os.environ["INSTANCE_NERFACTO_RENDER_THREADS"] = workers0
     for top_k in (8, 4):
         result[f"instance_render_profile_topk{top_k}"] = profile = profile_frame(run, top_k, args.out / "profile")
-        print(f"one 320x240 frame, top-k {top_k}, {threads0} thread(s), seconds: {profile}", flush=True)
+        print(f"one 320x240 frame, top-k {top_k}, one thread, seconds: {profile}", flush=True)
     things, gt = args.data / "instances.json", args.data / "gt"
     for top_k in (8, 4):
         folder = args.out / f"ir_t1_k{top_k}"

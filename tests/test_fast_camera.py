@@ -39,8 +39,7 @@ def loaded(small_run: SmallRun):
     from instance_nerfacto.render.run import split_cameras
 
     pipeline = viewer_setup(small_run.config)
-    assert not pipeline.model.viewer_fast_render.value  # opt-in: the config's default is the full render
-    pipeline.model.viewer_fast_render.value = True  # what the viewer checkbox or fast_camera_outputs: true do
+    assert pipeline.model.viewer_fast_render.value  # the config's default (fast_camera_outputs: true)
     frames = split_cameras(pipeline, "val")
     cameras = [frames[i][1][frames[i][2] : frames[i][2] + 1] for i in (0, len(frames) // 2)]
     return pipeline, cameras
@@ -155,8 +154,9 @@ def ns_render_instance(config: Path, path_json: Path, out: Path) -> np.ndarray:
 
 def test_ns_render_writes_the_fast_path_picture_and_the_config_flag_switches_it(small_run: SmallRun, loaded,
                                                                                  tmp_path: Path):
-    """ns-render on a 40x30 camera path: with a copy of the run's config.yml
-    saying ``fast_camera_outputs: true`` it is the fast path's colours; with the default (false) the full render's."""
+    """ns-render on a 40x30 camera path: the run's own config.yml (fast_camera_outputs true by default) and a config
+    saved before the flag existed give the fast path's colours; a copy saying ``fast_camera_outputs: false`` gives the
+    full render's."""
     import yaml
     from nerfstudio.cameras.camera_paths import get_path_from_json
 
@@ -176,13 +176,20 @@ def test_ns_render_writes_the_fast_path_picture_and_the_config_flag_switches_it(
     def matches(image: np.ndarray, ids: np.ndarray) -> float:
         return float((np.abs(image - colorize(ids).astype(np.int64)).max(axis=-1) <= 1).mean())
 
-    config = yaml.load(small_run.config.read_text(), Loader=yaml.Loader)  # a copy names the run's checkpoints
-    config.pipeline.model.fast_camera_outputs = True
-    (tmp_path / "config.yml").write_text(yaml.dump(config))
-    image = ns_render_instance(tmp_path / "config.yml", tmp_path / "path.json", tmp_path / "fast")
+    image = ns_render_instance(small_run.config, tmp_path / "path.json", tmp_path / "default")
     assert matches(image, fast_ids) > 0.99, matches(image, fast_ids)
     assert matches(image, full_ids) < 0.99  # negative control: not the full render's picture
 
-    # the run's own config.yml (fast_camera_outputs false by default): the full render's picture
-    image = ns_render_instance(small_run.config, tmp_path / "path.json", tmp_path / "full")
+    config = yaml.load(small_run.config.read_text(), Loader=yaml.Loader)  # a copy names the run's checkpoints
+    config.pipeline.model.fast_camera_outputs = False
+    (tmp_path / "full" / "config.yml").parent.mkdir()
+    (tmp_path / "full" / "config.yml").write_text(yaml.dump(config))
+    image = ns_render_instance(tmp_path / "full" / "config.yml", tmp_path / "path.json", tmp_path / "full")
     assert matches(image, full_ids) > 0.99, matches(image, full_ids)
+
+    del config.pipeline.model.__dict__["fast_camera_outputs"]  # a run trained before the flag: the fast path
+    (tmp_path / "old" / "config.yml").parent.mkdir()
+    (tmp_path / "old" / "config.yml").write_text(yaml.dump(config))
+    assert "fast_camera_outputs" not in (tmp_path / "old" / "config.yml").read_text()
+    image = ns_render_instance(tmp_path / "old" / "config.yml", tmp_path / "path.json", tmp_path / "old")
+    assert matches(image, fast_ids) > 0.99, matches(image, fast_ids)

@@ -189,7 +189,7 @@ def test_edit_the_map_in_the_browser(tiny_run: Path, tmp_path: Path) -> None:
     the saved edit file, instance-render and the exported selection then show the viewer's ids."""
     from instance_nerfacto.edit.edits import Merge, Name, Split, read_label_edits
     from tests.browser import Browser
-    from tests.viewer_session import ViewerPage, interior_point, regions, two_far_points, wait_for
+    from tests.viewer_session import FULL_SIZE, ViewerPage, interior_point, regions, two_far_points, wait_for
 
     run_dir = tiny_run.parent
     import torch
@@ -206,6 +206,10 @@ def test_edit_the_map_in_the_browser(tiny_run: Path, tmp_path: Path) -> None:
         page.show_instance_output()
         # the instances on screen, biggest first: A and B to merge, C to split
         blobs = regions(page.wait_for_full_size())
+        # the first full-size picture of the view comes from the baked grid (the default), not the volume render
+        first = next(r for r in page.renders() if max(r[1], r[2]) >= FULL_SIZE)
+        assert first[0] == "fast", page.renders()
+        print(f"first full-size render of a new view: {first[1]}x{first[2]} px in {first[3]:.1f} s ({first[0]})")
         assert len(blobs) >= 3, f"fewer than 3 instances on screen: {sorted(blobs)}"
         order = sorted(blobs, key=lambda i: -blobs[i][0])
         a, b, c = order[:3]

@@ -86,6 +86,11 @@ class ViewerPage:
         wait_for(settled, 120, "the full-size picture on screen", every=2.0)
         return shots[-1]
 
+    def renders(self) -> List[Tuple[str, int, int, float]]:
+        """(renderer, width, height, seconds) of every real render the viewer logged, in order."""
+        return [(how, int(w), int(h), float(s)) for how, w, h, s in re.findall(
+            r"instance-nerfacto viewer render \((\w+)\): (\d+)x(\d+) px in ([0-9.]+) s", self.log_text())]
+
     def timings(self) -> List[Tuple[str, float, str, float, str]]:
         """(what, s to the first render showing it, how, s to the full-size one, how) per timed click or edit."""
         return [(what, float(first), how, float(full), full_how) for what, first, how, full, full_how in re.findall(

@@ -3,7 +3,8 @@ dataset's own frame (the frame of transforms.json's poses), and the PLY they are
 
 Points come from the baked density grid over every k-th training view (at a reduced resolution): each pixel whose
 accumulated opacity is high enough becomes a point at ``origin + direction * depth``, coloured by the training image
-and labelled with the (merged) instance id the label field gives at that surface point.
+and labelled with the (merged, edited) instance id the fast renderer shows at that pixel: the viewer, instance-render
+and the cloud agree on every id, hand splits included.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from jaxtyping import Float, UInt8, UInt16
 
 from instance_nerfacto.core.errors import fail
 from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES
-from instance_nerfacto.render.bake import cached_density_grid, logits_to_ids, march_surface
+from instance_nerfacto.render.bake import cached_density_grid, logits_to_ids, render_label_logits
 
 
 def write_ply(
@@ -50,8 +51,9 @@ def subsample(n_total: int, n_keep: int, seed: int) -> np.ndarray:
 def surface_points(run, every: int = 2, downscale: int = 2, min_opacity: float = 0.9,
                    grid_resolution: int = DEFAULT_GRID_RESOLUTION, num_samples: int = DEFAULT_NUM_SAMPLES,
                    merge: bool = True) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Surface points of the training views: depth from the baked density grid (the fast label renderer's), ids from
-    the label field at the surface, colour from the training image itself (exact, and no colour render needed)."""
+    """Surface points of the training views: depth and ids of the fast label renderer (the baked density grid's
+    heaviest sample, the label field composited at the heaviest few), colour from the training image itself (exact,
+    and no colour render needed)."""
     from PIL import Image
     from rich.progress import track
 
@@ -68,11 +70,13 @@ def surface_points(run, every: int = 2, downscale: int = 2, min_opacity: float =
         height, width = rays.origins.shape[:2]
         origins, directions = rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3)
         with torch.no_grad():
-            depth, opacity = march_surface(grid, model.field, origins, directions, num_samples,
-                                           model.config.near_plane, model.config.far_plane)
+            # the surface and ids of the fast renderer (viewer, ns-render, instance-render): a hand split's seeds,
+            # clicked in the viewer, divide these points as they divide the pixels on screen
+            logits, depth, opacity = render_label_logits(grid, model.field, origins, directions, num_samples,
+                                                         near=model.config.near_plane, far=model.config.far_plane)
             keep = opacity >= min_opacity
             points = origins[keep] + directions[keep] * depth[keep, None]
-            ids, _ = logits_to_ids(model.field.label_logits_at(points))
+            ids, _ = logits_to_ids(logits[keep])
             if label_map is not None:
                 ids = label_map.apply(ids, points)
         image = Image.open(outputs.image_filenames[index]).convert("RGB").resize((width, height), Image.BILINEAR)

@@ -67,7 +67,7 @@ class InstanceNerfactoModelConfig(DepthNerfactoModelConfig):
     """Samples per ray (the heaviest by volume-rendering weight) at which the label field is read; their class
     probabilities are averaged with those weights. Training, the full render and instance-render's fast path all
     composite this way (lift/labels.py). A value >= the samples per ray reads every sample."""
-    fast_camera_outputs: bool = False
+    fast_camera_outputs: bool = True
     """Camera outputs (what the viewer and ns-render show) from the baked density grid once the density is fixed: a
     loaded checkpoint (ns-render, ns-viewer, instance-viewer, ns-eval) or the end of training. Every output of the
     full render is there (rgb, depth, accumulation, instance, instance_id, instance_confidence, instance_logits);
@@ -144,7 +144,7 @@ class InstanceNerfactoModel(DepthNerfactoModel):
         from nerfstudio.viewer.viewer_elements import ViewerCheckbox
 
         self.viewer_merged_labels = ViewerCheckbox(name="Merged instance labels", default_value=True)
-        fast_default = bool(getattr(self.config, "fast_camera_outputs", False))  # configs saved before the flag
+        fast_default = bool(getattr(self.config, "fast_camera_outputs", True))  # configs saved before the flag
         self.viewer_fast_render = ViewerCheckbox(
             name="Fast render (baked density grid)", default_value=fast_default,
             hint="off: nerfstudio's full volume render (exact, ~10x slower on a CPU)")
