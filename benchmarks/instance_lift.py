@@ -160,11 +160,12 @@ def train(data: Path, work: Path, max_iterations: int, save_every: int, extra: O
 
 def render(config: Path, out: Path, step: Optional[int] = None, full: bool = False, every: int = 1,
            split: str = "train") -> Dict:
+    from instance_nerfacto.core.runs import RunOptions
     from instance_nerfacto.render.cli import RenderConfig, main
 
     cpu_started = time.process_time()
-    result = main(RenderConfig(load_config=config, output=out, split=split, every=every, full_render=full,
-                               load_step=step))
+    result = main(RenderConfig(run=RunOptions(load_config=config, load_step=step), output=out, split=split, every=every,
+                               full_render=full))
     result["cpu_seconds_per_frame"] = (time.process_time() - cpu_started) / result["frames"]
     return result
 

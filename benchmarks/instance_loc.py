@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from instance_nerfacto.core.dataset import load_dataset
 from instance_nerfacto.core.files import atomic_write_json, write_label_png  # noqa: E402
+from instance_nerfacto.core.runs import RunOptions  # noqa: E402
 from instance_nerfacto.eval.metrics import evaluate_dirs  # noqa: E402
 from instance_nerfacto.loc.cli import LocConfig
 from instance_nerfacto.loc.cli import main as loc_main  # noqa: E402
@@ -97,9 +98,11 @@ def main() -> None:
     masks = args.masks or args.data / "masks"
     loc_dir, plain_dir = args.out / "loc", args.out / f"plain_{args.plain}"
 
-    report = loc_main(LocConfig(data=args.data, output=loc_dir, load_config=args.load_config, split=args.split,
-                                masks=masks, samples_per_region=args.samples_per_region,
-                                renderer=args.renderer, query_depth=args.query_depth, mode=args.mode))
+    loc_cfg = LocConfig(data=args.data, output=loc_dir, run=RunOptions(load_config=args.load_config),
+                        split=args.split, masks=masks, renderer=args.renderer, query_depth=args.query_depth,
+                        mode=args.mode)
+    loc_cfg.vote.samples_per_region = args.samples_per_region
+    report = loc_main(loc_cfg)
     query_s = {stem: r["query_s"] for stem, r in report.items()}
     if args.plain == "none":
         plain_s = {}

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from instance_nerfacto.core.dataset import load_dataset  # noqa: E402
 from instance_nerfacto.core.files import read_image_size, write_label_png  # noqa: E402
+from instance_nerfacto.core.runs import RunOptions  # noqa: E402
 from instance_nerfacto.eval.metrics import evaluate_dirs  # noqa: E402
 from instance_nerfacto.loc.cli import LocConfig  # noqa: E402
 from instance_nerfacto.loc.cli import main as loc_main  # noqa: E402
@@ -115,8 +116,9 @@ def measure(config: Path, scene: Path, photos: Path, work: Path, applied: np.nda
     out_reg, out_true = work / f"{photos.name}_registered", work / f"{photos.name}_true"
     for folder in (out_reg, out_true):
         shutil.rmtree(folder, ignore_errors=True)
-    report = loc_main(LocConfig(output=out_reg, load_config=config, images=photos / "images", masks=photos / "masks"))
-    loc_main(LocConfig(output=out_true, load_config=config, data=pose_file_at_truth(photos, applied, work / "t.json"),
+    run = RunOptions(load_config=config)
+    report = loc_main(LocConfig(output=out_reg, run=run, images=photos / "images", masks=photos / "masks"))
+    loc_main(LocConfig(output=out_true, run=run, data=pose_file_at_truth(photos, applied, work / "t.json"),
                        masks=photos / "masks", split="all"))
     poses = {f.stem: f.c2w for f in load_dataset(out_reg / "poses.json").frames}
     rotation = [rotation_error_deg(poses[s], truth[s]) for s in poses]
@@ -153,7 +155,8 @@ def other_room(config: Path, other: Path, work: Path) -> Dict:
     out = work / "other_room_out"
     shutil.rmtree(out, ignore_errors=True)
     try:
-        report = loc_main(LocConfig(output=out, load_config=config, images=photos, masks=other / "masks"))
+        report = loc_main(LocConfig(output=out, run=RunOptions(load_config=config), images=photos,
+                                    masks=other / "masks"))
     except Exception as err:  # every photo refused: instance-loc stops with one line (the result we want)
         print(f"  (other room: {err})")
     report = json.loads((out / "loc.json").read_text())

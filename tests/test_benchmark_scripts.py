@@ -7,7 +7,10 @@ import dataclasses
 import importlib.util
 import subprocess
 import sys
+import typing
 from pathlib import Path
+
+import tyro
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,6 +30,20 @@ def flags(cmd) -> set:
     return {str(c)[2:].replace("-", "_") for c in cmd if str(c).startswith("--")}
 
 
+def flag_fields(config) -> set:
+    """Field names a config takes as flags: its own, and those of dataclasses nested without a prefix
+    (``Annotated[Options, tyro.conf.OmitArgPrefixes]``, e.g. the shared run options)."""
+    hints = typing.get_type_hints(config, include_extras=True)
+    names = set()
+    for f in dataclasses.fields(config):
+        hint = hints[f.name]
+        if typing.get_origin(hint) is typing.Annotated and tyro.conf.OmitArgPrefixes in typing.get_args(hint)[1:]:
+            names |= flag_fields(typing.get_args(hint)[0])
+        else:
+            names.add(f.name)
+    return names
+
+
 def test_cuda_lift_dry_run_and_flags(tmp_path: Path):
     from data_preprocess.instance_map import MapConfig
     from data_preprocess.synth.cli import PRESETS, SynthConfig
@@ -43,7 +60,7 @@ def test_cuda_lift_dry_run_and_flags(tmp_path: Path):
     for name, cmd in steps.items():
         config = known.get(name.split(" ")[0])
         if config is not None:
-            missing = flags(cmd) - {f.name for f in dataclasses.fields(config)}
+            missing = flags(cmd) - flag_fields(config)
             assert not missing, (name, missing)
     train = [str(c) for c in steps["ns-train"]]
     assert train[1] == "instance-nerfacto" and train[train.index("--max-num-iterations") + 1] == "5000"

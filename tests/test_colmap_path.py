@@ -125,6 +125,7 @@ def held_out_pose_file(data: Path, path: Path, applied_left_on: bool) -> Path:
 
 
 def test_instance_loc_on_held_out_photos_agrees_with_instance_render(colmap_run: Dict, tmp_path: Path):
+    from instance_nerfacto.core.runs import RunOptions
     from instance_nerfacto.loc.cli import LocConfig
     from instance_nerfacto.loc.cli import main as loc_main
 
@@ -134,11 +135,11 @@ def test_instance_loc_on_held_out_photos_agrees_with_instance_render(colmap_run:
     reference = render_split(config, tmp_path / "render")
     render_s = time.perf_counter() - start
     start = time.perf_counter()
-    report = loc_main(LocConfig(data=data, output=tmp_path / "loc", load_config=config, split="val",
+    report = loc_main(LocConfig(data=data, output=tmp_path / "loc", run=RunOptions(load_config=config), split="val",
                                 masks=data / "masks"))
     loc_s = time.perf_counter() - start
     wrong = held_out_pose_file(data, tmp_path / "wrong.json", applied_left_on=True)
-    loc_main(LocConfig(data=wrong, output=tmp_path / "wrong", load_config=config, masks=data / "masks"))
+    loc_main(LocConfig(data=wrong, output=tmp_path / "wrong", run=RunOptions(load_config=config), masks=data / "masks"))
     scores = {"loc": agreement(tmp_path / "loc", reference, stems),
               "wrong_convention": agreement(tmp_path / "wrong", reference, stems)}
     print(f"agreement with instance-render: {scores}; instance-render {render_s:.1f} s, instance-loc {loc_s:.1f} s")

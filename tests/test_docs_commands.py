@@ -108,10 +108,13 @@ def _help_flags(text: str) -> Set[str]:
     """Flags named in the option column of a tyro --help screen."""
     flags = set()
     for line in text.splitlines():
-        match = OPTION_LINE_RE.match(line)  # an option's first line; its description's lines are indented further
-        if match:
-            spec = re.split(r"\s{2,}", match.group(1), maxsplit=1)[0]
-            flags.update(FLAG_RE.findall(spec))
+        # a long help is laid out in two columns of boxes (a group of nested options lands in the right one): read
+        # each box's part of the line
+        for cell in line.split("│") if "│" in line else [line]:
+            match = OPTION_LINE_RE.match(cell)  # an option's first line; its description's lines are indented further
+            if match:
+                spec = re.split(r"\s{2,}", match.group(1), maxsplit=1)[0]
+                flags.update(FLAG_RE.findall(spec))
     return flags
 
 

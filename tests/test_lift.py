@@ -261,12 +261,13 @@ def test_instance_loc_gives_novel_views_the_map_ids(lift_scene: Path, trained_60
     back on most object pixels, with the measured-depth dense path and with mask voting alone, and reading the field
     at the measured depth beats voting through the rendered surface; the same views as a pose file of new photos get
     the same ids, and as photos without depth maps are read at the map's depth."""
+    from instance_nerfacto.core.runs import RunOptions
     from instance_nerfacto.loc.cli import LocConfig
     from instance_nerfacto.loc.cli import main as loc_main
 
     def localize(data: Path, out: Path, **options) -> dict:
-        return loc_main(LocConfig(data=data, output=out, load_config=trained_600, masks=lift_scene / "masks",
-                                  grid_resolution=64, **options))
+        return loc_main(LocConfig(data=data, output=out, run=RunOptions(load_config=trained_600),
+                                  masks=lift_scene / "masks", grid_resolution=64, **options))
 
     scores = {}
     for query_depth in ("auto", "off"):

@@ -93,9 +93,10 @@ def novel_photos(small_run: SmallRun, tiny_scene: Path, tmp_path_factory: pytest
 
 
 def _localize(small_run: SmallRun, out: Path, **options):
+    from instance_nerfacto.core.runs import RunOptions
     from instance_nerfacto.loc.cli import LocConfig, main
 
-    return main(LocConfig(output=out, load_config=small_run.config, **options))
+    return main(LocConfig(output=out, run=RunOptions(load_config=small_run.config), **options))
 
 
 

@@ -65,19 +65,21 @@ def write_camera_path(path: Path, c2w_model: np.ndarray, fy: float, image_height
 
 
 def render_split(config: Path, out: Path, split: str = "val", every: int = 1) -> Path:
+    from instance_nerfacto.core.runs import RunOptions
     from instance_nerfacto.render.cli import RenderConfig
     from instance_nerfacto.render.cli import main as render_main
 
-    render_main(RenderConfig(load_config=config, output=out, split=split, every=every, threads=1))
+    render_main(RenderConfig(run=RunOptions(load_config=config, threads=1), output=out, split=split, every=every))
     return out
 
 
 def localize(run: SmallRun, data: Path, out: Path, **options) -> Dict:
+    from instance_nerfacto.core.runs import RunOptions
     from instance_nerfacto.loc.cli import LocConfig
     from instance_nerfacto.loc.cli import main as loc_main
 
     options.setdefault("masks", run.scene / "masks")
-    return loc_main(LocConfig(data=data, output=out, load_config=run.config, **options))
+    return loc_main(LocConfig(data=data, output=out, run=RunOptions(load_config=run.config), **options))
 
 
 def agreement(a_dir: Path, b_dir: Path, stems) -> float:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import numpy as np
 import tyro
 
 from instance_nerfacto.core.errors import fail, run_cli
+from instance_nerfacto.core.runs import RunOptions
 from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES
 
 
@@ -24,8 +25,8 @@ from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM
 class ExportConfig:
     """Export a labelled point cloud (.ply) from a trained instance-nerfacto model."""
 
-    load_config: Path
-    """config.yml of the training run (outputs/<experiment>/instance-nerfacto*/<timestamp>/config.yml)."""
+    run: Annotated[RunOptions, tyro.conf.OmitArgPrefixes]
+    """The training run (--load-config, required), its checkpoint, merge table and torch threads."""
     output: Path = Path("scene.ply")
     """Where to write the point cloud (binary PLY with x y z, red green blue, instance)."""
     points: int = 200_000
@@ -42,23 +43,21 @@ class ExportConfig:
     """Samples per ray through the baked grid."""
     per_instance: bool = False
     """Also write one PLY per instance id beside --output (<stem>_instance_<id>.ply)."""
-    merge: bool = True
-    """Apply the merge table the run's checkpoint holds (what ns-render and the viewer show) to the ids."""
     seed: int = 0
     """Seed of the random point subset."""
 
 
 def main(cfg: ExportConfig) -> None:
-    if not cfg.load_config.is_file():
-        fail("training config not found", cfg.load_config, "pass the config.yml written by ns-train")
+    load_config = cfg.run.require_config()
     if cfg.output.suffix.lower() != ".ply":
         fail("output must be a .ply file", cfg.output, "pass --output scene.ply")
     from instance_nerfacto.export.points import subsample, surface_points, write_ply
     from instance_nerfacto.render.run import load_run
 
-    run = load_run(cfg.load_config)
+    cfg.run.set_threads()
+    run = load_run(load_config, cfg.run.load_step)
     xyz, rgb, ids = surface_points(run, cfg.every, cfg.downscale, cfg.min_opacity, cfg.grid_resolution,
-                                   cfg.num_samples, cfg.merge)
+                                   cfg.num_samples, cfg.run.merge)
     keep = subsample(len(xyz), cfg.points, cfg.seed)
     xyz, rgb, ids = xyz[keep], rgb[keep], ids[keep]
     write_ply(cfg.output, xyz, rgb, ids)

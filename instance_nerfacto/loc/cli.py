@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Literal, Optional, Tuple
+from typing import Annotated, Dict, Literal, Optional, Tuple
 
 import numpy as np
 import tyro
@@ -23,7 +23,7 @@ from instance_nerfacto.core.dataset import load_dataset
 from instance_nerfacto.core.errors import fail, run_cli
 from instance_nerfacto.core.files import atomic_write_json, atomic_write_png, read_label_png, write_label_png
 from instance_nerfacto.core.palette import colorize
-from instance_nerfacto.core.runs import run_depth_unit_scale
+from instance_nerfacto.core.runs import RunOptions, run_depth_unit_scale
 from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES
 from instance_nerfacto.edit.edits import read_label_edits
 from instance_nerfacto.edit.label_map import LabelMap
@@ -37,6 +37,12 @@ from instance_nerfacto.loc.inputs import (
 )
 from instance_nerfacto.loc.register import RegisterParams
 from instance_nerfacto.loc.voting import VoteParams, paint_regions, region_records, vote_on_label_map
+
+LOC_SPLIT_FRACTION = 0.25
+"""instance-loc's --split-fraction: a mask covering two objects is split (voting's own default leaves it whole)."""
+LOC_FILL_STRIDE = 4
+"""instance-loc's --fill-stride: pixels no mask labels take the label field's id, one ray per 4 x 4 block (the
+measured reason is in VoteParams.fill_stride, which --help shows)."""
 
 
 @dataclass
@@ -61,8 +67,9 @@ class LocConfig:
     lift: Literal["auto", "depth", "rendered"] = "auto"
     """--images: what lifts the training images' keypoints to 3D: their depth maps ('depth'; 'auto' when the map has
     them) or the trained density's surface through the baked grid ('rendered'; 'auto' otherwise)."""
-    load_config: Optional[Path] = None
-    """config.yml of the training run (required unless --denoise is given)."""
+    run: Annotated[RunOptions, tyro.conf.OmitArgPrefixes] = field(default_factory=RunOptions)
+    """The training run (--load-config, required unless --denoise is given), its checkpoint, merge table (applied
+    to the votes) and torch threads."""
     frames: Optional[str] = None
     """Glob choosing the query images, relative to --data (e.g. 'images/val_*.png') or matched against stems."""
     split: Optional[Literal["train", "val", "all"]] = None
@@ -74,14 +81,9 @@ class LocConfig:
     """Segmenter used when --masks is not given (fastsam needs --weights)."""
     weights: Optional[Path] = None
     """Local FastSAM weights file (FastSAM-s.pt / FastSAM-x.pt)."""
-    samples_per_region: int = 12
-    """Pixels sampled (rays rendered) per region."""
-    min_votes: int = 2
-    """A region needs this many samples on its winning label, or it gets 0."""
-    min_fraction: float = 0.4
-    """... and the winner must hold this fraction of the region's samples."""
-    min_region_pixels: int = 20
-    """Regions smaller than this stay 0."""
+    vote: Annotated[VoteParams, tyro.conf.OmitArgPrefixes] = field(
+        default_factory=lambda: VoteParams(split_fraction=LOC_SPLIT_FRACTION, fill_stride=LOC_FILL_STRIDE))
+    """How the regions vote: samples per region, the winner's minimum support, splitting and filling."""
     renderer: Literal["surface", "volume"] = "surface"
     """How the sampled rays are rendered: 'surface' marches a baked density grid (cached beside the checkpoint) and
     composites the label field at the heaviest samples (fast, and the same ids instance-render gives those pixels);
@@ -123,24 +125,12 @@ class LocConfig:
     depth_unit_scale_factor: Optional[float] = None
     """Metres per unit of the query depth maps (default: the run's, as ns-train read its dataset's depth maps: 1e-3,
     millimetre PNGs, unless --pipeline.datamanager.dataparser.depth-unit-scale-factor said otherwise)."""
-    split_fraction: float = 0.25
-    """Split a region whose samples hold two labels with at least this fraction each (a mask covering two objects):
-    each pixel takes the label of its nearest sample. 0 = off."""
-    fill_stride: int = 4
-    """'regions' mode: pixels no mask labels (no mask there, or a too-weak vote) take the label field's id, one ray
-    per stride x stride block (1 = every such pixel); 0 = off, they stay 0. Stride 4 keeps every image under 0.14 s
-    where masks leave large areas uncovered (stride 2 took up to 0.6 s on such images, for +0.01 PQ on average)."""
     denoise: Optional[Path] = None
     """Folder of rendered label maps (<stem>.png, e.g. from instance-render): vote over them instead of rendering."""
-    merge: bool = True
-    """Apply the run's merge table (the one its checkpoint holds, as ns-render and the viewer do) to the votes."""
     edits: Optional[Path] = None
     """Hand-edit file ('A B' per line: label A becomes label B) applied on top of the merge table."""
     seed: int = 0
     """Seed of the pixel sampling."""
-    threads: int = 1
-    """torch threads for the query: a few hundred rays are too little work to share, and on a busy machine extra
-    threads only wait on each other (measured: 1 thread ~7x faster than 2 on a loaded 2-core machine)."""
 
 
 def check_weights(cfg: LocConfig) -> None:
@@ -178,10 +168,10 @@ def main(cfg: LocConfig) -> Dict:
 def localize(cfg: LocConfig, run=None, registrations: Optional[Dict[str, Dict]] = None) -> Dict:
     """InstanceLoc of the posed frames of ``cfg.data``; ``run`` when already loaded; ``registrations`` (per photo
     stem) go into loc.json beside the registered photos' records, and the refused photos' records are added."""
-    if cfg.denoise is None and cfg.load_config is None:
+    if cfg.denoise is None and cfg.run.load_config is None:
         fail("no model given", None, "pass --load-config outputs/.../config.yml (or --denoise RENDERS)")
-    if cfg.load_config is not None and not cfg.load_config.is_file():
-        fail("training config not found", cfg.load_config, "pass the config.yml written by ns-train")
+    if cfg.run.load_config is not None:
+        cfg.run.require_config()
     if cfg.masks is not None and not cfg.masks.is_dir():
         fail("mask folder does not exist", cfg.masks, "pass --masks the folder with <stem>.png / <stem>.npz masks")
     if cfg.denoise is not None and not cfg.denoise.is_dir():
@@ -191,7 +181,7 @@ def localize(cfg: LocConfig, run=None, registrations: Optional[Dict[str, Dict]] 
         fail("--dense-stride must be at least 1", None, "pass e.g. --dense-stride 2")
     if cfg.map_depth_stride < 1:
         fail("--map-depth-stride must be at least 1", None, "pass e.g. --map-depth-stride 4")
-    if cfg.samples_per_region < 1:
+    if cfg.vote.samples_per_region < 1:
         fail("--samples-per-region must be at least 1", None, "pass e.g. --samples-per-region 12")
     dataset = load_dataset(cfg.data, check_files=False)
     frames = select_frames(dataset, cfg.frames, cfg.split)
@@ -212,26 +202,22 @@ def localize(cfg: LocConfig, run=None, registrations: Optional[Dict[str, Dict]] 
         depth_paths = query_depth_paths(cfg.query_depth, frames, dataset.transforms_path)
         unit = cfg.depth_unit_scale_factor
         if unit is None and depth_paths:
-            unit = run_depth_unit_scale(cfg.load_config)  # the query frames' depth is in the map's unit
+            unit = run_depth_unit_scale(cfg.run.load_config)  # the query frames' depth is in the map's unit
         for stem, path in depth_paths.items():
             depth_by_stem[stem] = load_query_depth(path, frame_of[stem], unit)
-    params = VoteParams(cfg.samples_per_region, cfg.min_votes, cfg.min_fraction, cfg.min_region_pixels,
-                        cfg.split_fraction, cfg.fill_stride)
+    params = cfg.vote
     edits = read_label_edits(cfg.edits) if cfg.edits is not None else []
     table = LabelMap().with_edits(edits)  # --denoise: the rendered labels carry the run's merges already
     if cfg.denoise is None:
         from instance_nerfacto.loc.query import ModelQuery
         from instance_nerfacto.render.run import load_run
 
-        run = run if run is not None else load_run(cfg.load_config)
-        if cfg.merge:
+        run = run if run is not None else load_run(cfg.run.load_config, cfg.run.load_step)
+        if cfg.run.merge:
             table = run.label_map().with_edits(edits)
         model = run.model
         device = next(model.parameters()).device
-        if cfg.threads > 0:
-            import torch
-
-            torch.set_num_threads(cfg.threads)
+        cfg.run.set_threads()
         renderer = None
         if cfg.renderer == "surface":
             from instance_nerfacto.loc.surface import SurfaceQuery

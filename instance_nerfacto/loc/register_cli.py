@@ -103,7 +103,7 @@ def poses_json(frames: List[Frame], output: Path) -> dict:
 
 
 def register_images(cfg) -> Tuple[object, object, Dict[str, Dict]]:
-    """Register ``cfg.images`` against ``cfg.load_config``'s map; returns the config to localize the registered
+    """Register ``cfg.images`` against ``cfg.run.load_config``'s map; returns the config to localize the registered
     photos with (``--data <output>/poses.json``), the loaded run, and per photo its registration record."""
     from instance_nerfacto.loc.register_map import rendered_view, run_map_features, training_frames
     from instance_nerfacto.render.bake import cached_density_grid
@@ -114,7 +114,7 @@ def register_images(cfg) -> Tuple[object, object, Dict[str, Dict]]:
              "pass --images for photos without poses, or --data for posed images, not both")
     if cfg.frames is not None or cfg.split is not None:
         fail("--frames / --split choose frames of --data", cfg.images, "leave them out with --images")
-    if cfg.load_config is None:
+    if cfg.run.load_config is None:
         fail("registration needs the trained map", None, "pass --load-config outputs/.../config.yml")
     if cfg.denoise is not None:
         fail("--denoise reads renders of posed frames", cfg.denoise, "leave it out with --images")
@@ -124,17 +124,17 @@ def register_images(cfg) -> Tuple[object, object, Dict[str, Dict]]:
             fail("--output is an input folder", cfg.output,
                  "pass another --output: <stem>.png ids would overwrite the photos or masks of the same name")
     check_intrinsics(cfg.intrinsics)
-    check_run_files(cfg.load_config)
+    check_run_files(cfg.run.load_config, cfg.run.load_step)
     if cfg.masks is not None and not cfg.masks.is_dir():
         fail("mask folder does not exist", cfg.masks, "pass --masks the folder with <stem>.png / <stem>.npz masks")
     # every photo is checked against the training camera before the slow model load, so errors come at once
-    train_json = training_transforms(cfg.load_config)
+    train_json = training_transforms(cfg.run.load_config)
     train_frames = training_frames(train_json)
     frames = photo_frames(photos, train_frames[0], cfg.intrinsics)
     if cfg.masks is not None:
         for frame in frames:
             load_given_regions(cfg.masks, frame)  # a missing or misfit mask file stops here, not after registration
-    run = load_run(cfg.load_config)
+    run = load_run(cfg.run.load_config, cfg.run.load_step)
     started = time.perf_counter()
     world, lifted_by = run_map_features(run, train_frames, cfg.register, cfg.lift, cfg.grid_resolution,
                                         cfg.num_samples)

@@ -21,6 +21,8 @@ ACCUMULATION_MIN = 0.5  # a ray whose accumulated density is below this hit noth
 
 @dataclass
 class VoteParams:
+    """How the 2D regions of a query image vote on the label field's ids."""
+
     samples_per_region: int = 12
     """Pixels sampled (and rays rendered) per region."""
     min_votes: int = 2
@@ -36,7 +38,8 @@ class VoteParams:
     fill_stride: int = 0
     """When > 0, pixels that no mask labels (no mask there, or the region's vote was too weak) take the label
     field's id, queried on a grid with this stride (1 = every such pixel). The frontend's masks miss objects; the map
-    does not. 0 leaves them 0 (pure mask voting)."""
+    does not. 0 leaves them 0 (pure mask voting). 'regions' mode of instance-loc only; its default 4 keeps every
+    image under 0.14 s where masks leave large areas uncovered (stride 2: up to 0.6 s, for +0.01 PQ on average)."""
 
 
 def interior_distance(region_map: Integer[np.ndarray, "H W"]) -> Float[np.ndarray, "H W"]:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Literal, Optional
+from typing import Annotated, Dict, Literal, Optional
 
-import torch
 import tyro
 
 from instance_nerfacto.core.errors import fail, run_cli
+from instance_nerfacto.core.runs import RunOptions
 from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES
 
 
@@ -24,8 +24,8 @@ from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM
 class RenderConfig:
     """Render instance label images of a trained instance-nerfacto run."""
 
-    load_config: Path
-    """config.yml of the training run (outputs/<data>/instance-nerfacto*/<timestamp>/config.yml)."""
+    run: Annotated[RunOptions, tyro.conf.OmitArgPrefixes]
+    """The training run (--load-config, required), its checkpoint, merge table and torch threads."""
     output: Path
     """Folder for <stem>.png (uint16 ids) and color/<stem>.png."""
     split: Literal["train", "val", "all"] = "train"
@@ -43,12 +43,6 @@ class RenderConfig:
     label_top_k: Optional[int] = None
     """Fast path: samples per ray at which the label field is read (default: RENDER_LABEL_TOP_K = 4, at most the
     model's training label_top_k; instance-loc reads the same). 8 reads as many as training, at ~2x the label cost."""
-    no_merge: bool = False
-    """Write raw labels even when the run's checkpoint holds a merge table."""
-    threads: Optional[int] = None
-    """torch threads (default: torch's choice)."""
-    load_step: Optional[int] = None
-    """Checkpoint step to render (default: the latest)."""
 
 
 def main(cfg: RenderConfig) -> Dict:
@@ -63,13 +57,13 @@ def main(cfg: RenderConfig) -> Dict:
         fail("--every and --downscale must be >= 1", None, "e.g. --every 4 --downscale 2")
     if cfg.label_top_k is not None and cfg.label_top_k < 1:
         fail("--label-top-k must be >= 1", None, "e.g. --label-top-k 8, or leave it out for the default")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    run = load_run(cfg.load_config, cfg.load_step)
-    label_map = None if cfg.no_merge else run.label_map()  # merge table + hand edits (splits need 3D points)
+    load_config = cfg.run.require_config()
+    cfg.run.set_threads()
+    run = load_run(load_config, cfg.run.load_step)
+    label_map = run.label_map() if cfg.run.merge else None  # merge table + hand edits (splits need 3D points)
     frames = split_cameras(run.pipeline, cfg.split)[:: cfg.every]
     if not frames:
-        fail(f"split '{cfg.split}' has no frames", cfg.load_config, "pick --split train|val|all")
+        fail(f"split '{cfg.split}' has no frames", load_config, "pick --split train|val|all")
     renderer = LabelRenderer(run.pipeline, run.checkpoint, run.step, cfg.full_render, cfg.grid_resolution,
                              cfg.num_samples, cfg.label_top_k)
     output = Path(cfg.output)
