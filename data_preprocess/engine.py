@@ -16,6 +16,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
+from instance_nerfacto.core.console import say
 from instance_nerfacto.core.errors import InputError, fail
 
 MAX_RETRIES = 3
@@ -156,13 +157,12 @@ a local cluster starts seven Python processes, ~14 s of its ~24 s start). Nothin
 def _note_slow_imports() -> None:
     """One line on stderr when a package of SLOW_RAY_IMPORTS is installed (never uninstalled for the user)."""
     import importlib.util
-    import sys
 
     for module, package in SLOW_RAY_IMPORTS.items():
         if importlib.util.find_spec(module) is not None:
-            print(f"instance-map: '{package}' is installed; every Ray process spends ~3 s importing it (through "
-                  f"jsonschema) and nothing here uses it: `pip uninstall {package}` starts a local cluster ~14 s "
-                  f"faster on 2 cores", file=sys.stderr)
+            say(f"instance-map: '{package}' is installed; every Ray process spends ~3 s importing it (through "
+                f"jsonschema) and nothing here uses it: `pip uninstall {package}` starts a local cluster ~14 s "
+                f"faster on 2 cores", err=True)
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

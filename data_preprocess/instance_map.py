@@ -11,7 +11,6 @@ Leiden communities with cannot-link splitting and filters (``communities.py``) -
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -38,6 +37,7 @@ from data_preprocess.pairs import exhaustive_pairs, sequential_pairs, similarity
 from data_preprocess.rasterize import order_labels
 from data_preprocess.steps import Steps, peak_rss_mb
 from data_preprocess.stereo_stage import stereo_stage
+from instance_nerfacto.core.console import say, track
 from instance_nerfacto.core.dataset import check_depth_listing, downscaled, load_dataset, training_downscale
 from instance_nerfacto.core.errors import fail, run_cli
 from instance_nerfacto.core.masks import MASK_SUFFIXES, find_mask_file
@@ -140,13 +140,11 @@ class MapConfig:
 
 def _log(cfg: MapConfig, msg: str) -> None:
     if not cfg.quiet:
-        print(msg, file=sys.stderr)
+        say(msg, err=True)
 
 
 def _progress(items, cfg: MapConfig, desc: str, total: Optional[int] = None):
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, total=total, disable=True if cfg.quiet else None, leave=False)
+    return track(items, desc, total, quiet=cfg.quiet)
 
 
 def load_frames(cfg: MapConfig, mask_dir: Path):

@@ -11,7 +11,6 @@ is written atomically; existing files of other frames are left alone.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Dict, List, Literal, Optional
 import numpy as np
 import tyro
 
+from instance_nerfacto.core.console import say, track
 from instance_nerfacto.core.dataset import downscaled, load_dataset, training_downscale
 from instance_nerfacto.core.errors import fail, run_cli
 from instance_nerfacto.core.files import atomic_save_npz, write_label_png
@@ -61,7 +61,6 @@ class SegmentConfig:
 
 def main(cfg: SegmentConfig) -> Dict:
     import cv2
-    from tqdm import tqdm
 
     start = time.perf_counter()
     ds = load_dataset(cfg.data)
@@ -74,7 +73,7 @@ def main(cfg: SegmentConfig) -> Dict:
         fail("output folder is an input folder", out, "pass --out a separate folder (default DATA/masks)")
     model = load_fastsam(cfg.weights, cfg.device, cfg.imgsz, cfg.conf) if cfg.segmenter == "fastsam" else None
     n_masks: List[int] = []
-    for fr in tqdm(frames, desc=f"segment ({cfg.segmenter})", disable=True if cfg.quiet else None, leave=False):
+    for fr in track(frames, f"segment ({cfg.segmenter})", quiet=cfg.quiet):
         image = cv2.imread(str(fr.image_path), cv2.IMREAD_COLOR)
         if image is None:
             fail("cannot decode image (corrupt or not an image)", fr.image_path, "replace the file")
@@ -93,8 +92,8 @@ def main(cfg: SegmentConfig) -> Dict:
     summary = {"frames": len(frames), "masks": int(sum(n_masks)), "segmenter": cfg.segmenter, "out": str(out),
                "seconds": round(seconds, 2)}
     if not cfg.quiet:
-        print(f"instance-segment: {len(frames)} frames, {sum(n_masks)} masks "
-              f"({np.mean(n_masks):.1f} per frame) with {cfg.segmenter} in {seconds:.1f} s -> {out}", file=sys.stderr)
+        say(f"instance-segment: {len(frames)} frames, {sum(n_masks)} masks "
+            f"({np.mean(n_masks):.1f} per frame) with {cfg.segmenter} in {seconds:.1f} s -> {out}", err=True)
     return summary
 
 

@@ -31,6 +31,7 @@ from data_preprocess.synth.cameras import Intrinsics, trajectories
 from data_preprocess.synth.frontend import FrontendNoise, draw_traits, simulate_masks
 from data_preprocess.synth.lens import photo_camera, render_canvas, warp_maps, warp_view
 from data_preprocess.synth.scene import RoomScene
+from instance_nerfacto.core.console import say
 from instance_nerfacto.core.errors import fail, run_cli
 from instance_nerfacto.core.files import write_label_png
 from instance_nerfacto.core.third_party import native_stderr_silenced
@@ -223,8 +224,8 @@ def main(cfg: SynthConfig) -> Dict:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     t = meta["timings"]
-    print(f"instance-synth: wrote {out} ({meta['n_train']} train + {meta['n_val']} val frames, "
-          f"{meta['n_things']} things + {meta['n_stuff']} stuff, {t['total_s']:.1f} s)")
+    say(f"instance-synth: wrote {out} ({meta['n_train']} train + {meta['n_val']} val frames, "
+        f"{meta['n_things']} things + {meta['n_stuff']} stuff, {t['total_s']:.1f} s)")
     return meta
 
 

@@ -54,11 +54,17 @@ def run_cli(main: Callable[[], object], argv: Optional[Sequence[str]] = None, pr
     except InputError as err:
         if verbose:
             raise
-        print(f"{name}: error: {err.line()}", file=sys.stderr)
+        _say_error(f"{name}: error: {err.line()}")
         sys.exit(2)
     except KeyboardInterrupt:
-        print(f"{name}: interrupted", file=sys.stderr)
+        _say_error(f"{name}: interrupted")
         sys.exit(130)
+
+
+def _say_error(line: str) -> None:
+    from instance_nerfacto.core.console import say  # imported when needed: every command imports this module
+
+    say(line, err=True)
 
 
 def install_excepthook() -> None:
@@ -70,7 +76,7 @@ def install_excepthook() -> None:
         from instance_nerfacto.core.third_party import verbose_requested
 
         if issubclass(exc_type, InputError) and not verbose_requested():
-            print(f"{Path(sys.argv[0]).name}: error: {exc.line()}", file=sys.stderr)
+            _say_error(f"{Path(sys.argv[0]).name}: error: {exc.line()}")
             sys.stderr.flush()
             import os
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from nerfstudio.viewer.viewer_elements import ViewerButton, ViewerCheckbox, ViewerText
 
+from instance_nerfacto.core.console import say
 from instance_nerfacto.edit.session import EditSession, selection_pixels
 
 RUN_DIR: Optional[Path] = None
@@ -196,7 +197,7 @@ class InstanceEditPanel(torch.nn.Module):
             self.f2_status.value = str(err)
         self._show_selection()
         self._pending = {"what": what, "started": started, "applied": time.perf_counter(), "first": None}
-        print(f"instance-nerfacto viewer: click -> {self.e1_selected.value}")
+        say(f"instance-nerfacto viewer: click -> {self.e1_selected.value}")
         viewer = getattr(self._model.viewer_control, "viewer", None)
         if viewer is not None:
             viewer._trigger_rerender()
@@ -217,7 +218,7 @@ class InstanceEditPanel(torch.nn.Module):
         self._show_selection()
         if timed is not None:
             self._pending = {"what": timed, "started": started, "applied": time.perf_counter(), "first": None}
-        print(f"instance-nerfacto viewer: {self.f2_status.value}")
+        say(f"instance-nerfacto viewer: {self.f2_status.value}")
 
     def _unsaved(self) -> str:
         return f"{len(self.edit_session().edits)} edits, unsaved" if self.edit_session().unsaved else "saved"
@@ -310,8 +311,8 @@ class InstanceEditPanel(torch.nn.Module):
             cache = {"view": view, "renderer": renderer, "outputs": outputs,
                      "raw": outputs["instance_logits"].argmax(-1, keepdim=True) + 1,
                      "points": (rays.origins + rays.directions * outputs["depth"].to(rays.origins.device))}
-            print(f"instance-nerfacto viewer render ({renderer}): {view.width}x{view.height} px in "
-                  f"{time.perf_counter() - started:.1f} s")
+            say(f"instance-nerfacto viewer render ({renderer}): {view.width}x{view.height} px in "
+                f"{time.perf_counter() - started:.1f} s")
         outputs = {k: resize_nearest(v, view.height, view.width) for k, v in cache["outputs"].items()}
         ids = model.final_ids(resize_nearest(cache["raw"], view.height, view.width),
                               resize_nearest(cache["points"], view.height, view.width))
@@ -338,5 +339,5 @@ class InstanceEditPanel(torch.nn.Module):
             return
         self._pending = None
         self.last_timing["click_to_full_render_s"] = now
-        print(f"instance-nerfacto viewer timing: {pending['what']} -> highlighted render {pending['first']}; "
-              f"full size {now:.3f} s ({how})")
+        say(f"instance-nerfacto viewer timing: {pending['what']} -> highlighted render {pending['first']}; "
+            f"full size {now:.3f} s ({how})")

@@ -12,6 +12,7 @@ from typing import Dict, Optional
 
 import tyro
 
+from instance_nerfacto.core.console import CONSOLE
 from instance_nerfacto.core.errors import run_cli
 from instance_nerfacto.core.files import atomic_write_json
 from instance_nerfacto.eval.metrics import evaluate_dirs
@@ -51,8 +52,6 @@ def format_table(result: Dict, title: str = "instance-eval"):
 
 
 def main(cfg: EvalConfig) -> Dict:
-    from rich.console import Console
-
     start = time.perf_counter()
     result = evaluate_dirs(cfg.pred, cfg.gt, prefix=cfg.prefix, things_json=cfg.things)
     result["seconds"] = round(time.perf_counter() - start, 3)
@@ -60,7 +59,7 @@ def main(cfg: EvalConfig) -> Dict:
     result["gt"] = str(cfg.gt)
     result["prefix"] = cfg.prefix
     result["things"] = str(cfg.things) if cfg.things is not None else None
-    Console().print(format_table(result, title=f"instance-eval: {cfg.pred}"))
+    CONSOLE.print(format_table(result, title=f"instance-eval: {cfg.pred}"), soft_wrap=False)  # a table: fit it
     if cfg.json is not None:
         atomic_write_json(cfg.json, result)
     return result

@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import numpy as np
 import tyro
 
+from instance_nerfacto.core.console import say
 from instance_nerfacto.core.errors import fail, run_cli
 from instance_nerfacto.core.runs import RunOptions
 from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES
@@ -71,8 +72,8 @@ def main(cfg: ExportConfig) -> None:
             write_ply(path, xyz[sel], rgb[sel], ids[sel])
             written.append(path)
     n_inst = len(set(np.unique(ids).tolist()) - {0})
-    print(f"instance-export: wrote {len(xyz)} points, {n_inst} instances -> {cfg.output}"
-          + (f" (+{len(written) - 1} per-instance files)" if cfg.per_instance else ""))
+    say(f"instance-export: wrote {len(xyz)} points, {n_inst} instances -> {cfg.output}"
+        + (f" (+{len(written) - 1} per-instance files)" if cfg.per_instance else ""))
 
 
 def entrypoint(argv: Optional[list] = None) -> None:

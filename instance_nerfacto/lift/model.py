@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from instance_nerfacto.core import compat
+from instance_nerfacto.core.console import say
 from instance_nerfacto.core.merge_table import MergeTable
 from instance_nerfacto.core.palette import colorize
 from instance_nerfacto.edit.label_map import LabelEditState, LabelMap
@@ -242,7 +243,7 @@ class InstanceNerfactoModel(DepthNerfactoModel):
             return False
         if obb_box is not None:
             if not self._told_crop:  # never silently slow: say why this view takes the long way
-                print("instance-nerfacto: a crop box is set, so views are volume rendered in full (slow on a CPU)")
+                say("instance-nerfacto: a crop box is set, so views are volume rendered in full (slow on a CPU)")
                 self._told_crop = True
             return False
         return True

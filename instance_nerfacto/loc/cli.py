@@ -19,6 +19,7 @@ from typing import Annotated, Dict, Literal, Optional, Tuple
 import numpy as np
 import tyro
 
+from instance_nerfacto.core.console import say
 from instance_nerfacto.core.dataset import load_dataset
 from instance_nerfacto.core.errors import fail, run_cli
 from instance_nerfacto.core.files import atomic_write_json, atomic_write_png, read_label_png, write_label_png
@@ -231,10 +232,10 @@ def localize(cfg: LocConfig, run=None, registrations: Optional[Dict[str, Dict]] 
         query = ModelQuery(model, run.to_model, device, renderer, depth_by_stem, cfg.mode, cfg.dense_stride,
                            cfg.min_confidence, map_points)
         sources = [query.depth_source(f) for f in frames]
-        print(f"instance-loc: the label field is read at the measured depth of {sources.count('measured')} query "
-              f"frames, at the map's depth (training {map_source or 'depth maps'} splatted) of "
-              f"{sources.count('map')}, at the rendered surface of {sources.count('rendered')} (--query-depth "
-              f"{cfg.query_depth}, --renderer {cfg.renderer})")
+        say(f"instance-loc: the label field is read at the measured depth of {sources.count('measured')} query "
+            f"frames, at the map's depth (training {map_source or 'depth maps'} splatted) of "
+            f"{sources.count('map')}, at the rendered surface of {sources.count('rendered')} (--query-depth "
+            f"{cfg.query_depth}, --renderer {cfg.renderer})")
         # one throw-away query of the first frame, in the mode its real query takes: the first pass through each code
         # path pays one-off allocation/dispatch costs that would otherwise land on the first image's query_s
         halves = np.ones((frames[0].height, frames[0].width), dtype=np.int32)
@@ -275,8 +276,8 @@ def localize(cfg: LocConfig, run=None, registrations: Optional[Dict[str, Dict]] 
     atomic_write_json(cfg.output / "loc.json", report)
     q = np.array([r["query_s"] for r in report.values() if "query_s" in r])
     if len(q):
-        print(f"instance-loc: {len(q)} images -> {cfg.output}; query {q.mean():.3f} s/image mean, "
-              f"{np.median(q):.3f} median, {q.max():.3f} max")
+        say(f"instance-loc: {len(q)} images -> {cfg.output}; query {q.mean():.3f} s/image mean, "
+            f"{np.median(q):.3f} median, {q.max():.3f} max")
     return report
 
 

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from instance_nerfacto.core.camera import DISTORTION_KEYS
+from instance_nerfacto.core.console import say
 from instance_nerfacto.core.dataset import Frame
 from instance_nerfacto.core.errors import fail
 from instance_nerfacto.core.files import atomic_write_json, read_image_size
@@ -164,10 +165,10 @@ def register_images(cfg) -> Tuple[object, object, Dict[str, Dict]]:
             registered.append(dataclasses.replace(frame, c2w=result.c2w))
         else:
             record["reason"] = result.reason
-            print(f"instance-loc: photo '{frame.image_path.name}' not registered: {result.reason}; it gets no ids")
+            say(f"instance-loc: photo '{frame.image_path.name}' not registered: {result.reason}; it gets no ids")
         records[frame.stem] = record
-    print(f"instance-loc: registered {len(registered)} of {len(frames)} photos against {len(train_frames)} training "
-          f"images (keypoints lifted by the {lifted_by}; map features {map_s:.1f} s)")
+    say(f"instance-loc: registered {len(registered)} of {len(frames)} photos against {len(train_frames)} training "
+        f"images (keypoints lifted by the {lifted_by}; map features {map_s:.1f} s)")
     poses = cfg.output / "poses.json"
     atomic_write_json(poses, poses_json(registered, cfg.output))
     if not registered:

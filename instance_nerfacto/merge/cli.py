@@ -21,6 +21,7 @@ from typing import Optional
 
 import tyro
 
+from instance_nerfacto.core.console import say
 from instance_nerfacto.core.errors import fail, run_cli
 from instance_nerfacto.core.merge_table import MERGE_TABLE_NAME, read_record
 from instance_nerfacto.core.runs import moved_run_note
@@ -63,7 +64,7 @@ def main(cfg: MergeConfig) -> LabelMap:
     run_dir = check_run_files(cfg.load_config)
     note = moved_run_note(run_dir, cfg.load_config)
     if note is not None:
-        print(f"instance-merge: {note}")
+        say(f"instance-merge: {note}")
     if cfg.edits is None:
         edits = read_run_edits(run_dir)
     record = read_record(run_dir)
@@ -76,9 +77,9 @@ def main(cfg: MergeConfig) -> LabelMap:
         automatic, stats = merge_labels(run.pipeline, cfg, run.checkpoint, run.step, cfg.pseudolabels)
         del run
     final = store_label_edits(run_dir, edits, automatic, **stats)
-    print(f"instance-merge: {len(automatic)} labels merged automatically, {len(edits)} hand edits, "
-          f"{len(final.merge)} labels mapped, {len(final.program)} edit stages after splits -> checkpoint and "
-          f"{run_dir / MERGE_TABLE_NAME}")
+    say(f"instance-merge: {len(automatic)} labels merged automatically, {len(edits)} hand edits, "
+        f"{len(final.merge)} labels mapped, {len(final.program)} edit stages after splits -> checkpoint and "
+        f"{run_dir / MERGE_TABLE_NAME}")
     return final
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
+from instance_nerfacto.core.console import say
 from instance_nerfacto.core.errors import InputError, fail
 from instance_nerfacto.core.merge_table import MergeTable, write_record
 from instance_nerfacto.core.runs import checkpoint_name
@@ -162,12 +163,12 @@ def merge_callback(attributes, how: MergeViews):
         try:
             automatic, stats = merge_labels(pipeline, how, checkpoint, step)
         except InputError as err:  # the checkpoint is saved already: report, and let ns-train finish normally
-            print(f"instance-merge: skipped: {err.line()} (run instance-merge --load-config later)")
+            say(f"instance-merge: skipped: {err.line()} (run instance-merge --load-config later)")
             return
         final = MergeTable(automatic)
         pipeline.model.set_merge_table(final)
         trainer.save_checkpoint(step)
         write_record(run_dir, automatic, [], final, checkpoint.name, **stats)
-        print(f"instance-merge: {len(final)} labels merged at step {step} -> {run_dir}")
+        say(f"instance-merge: {len(final)} labels merged at step {step} -> {run_dir}")
 
     return TrainingCallback(where_to_run=[TrainingCallbackLocation.AFTER_TRAIN], func=run)

@@ -20,6 +20,7 @@ from jaxtyping import Float
 from nerfstudio.field_components.activations import trunc_exp
 from torch import Tensor
 
+from instance_nerfacto.core.console import say
 from instance_nerfacto.core.files import atomic_write_bytes
 from instance_nerfacto.core.runs import checkpoint_name
 from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES, RENDER_LABEL_TOP_K
@@ -326,7 +327,7 @@ def bake_callback(attributes, resolution: int = DEFAULT_GRID_RESOLUTION):
         checkpoint = Path(trainer.checkpoint_dir) / checkpoint_name(step)
         with torch.no_grad():
             grid = cached_density_grid(pipeline.model.field, checkpoint, step, resolution)
-        print(f"instance-nerfacto: baked the {resolution}^3 density grid for fast label rendering")
+        say(f"instance-nerfacto: baked the {resolution}^3 density grid for fast label rendering")
         attach = getattr(pipeline, "attach_checkpoint", None)
         if callable(attach):  # training is over: the viewer left open after it renders from the grid too
             attach(checkpoint, step, grid)

@@ -21,6 +21,7 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor
 
+from instance_nerfacto.core.console import say
 from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES, DEFAULT_RGB_TOP_K
 from instance_nerfacto.render.bake import cache_path, cached_density_grid, render_label_logits
 
@@ -55,11 +56,11 @@ class FastCameraOutputs:
             path = cache_path(self.checkpoint, self.step, self.resolution)
             started = time.perf_counter()
             if not path.is_file():
-                print(f"instance-nerfacto: no baked density grid for step {self.step}: baking it once "
-                      f"({self.resolution}^3, ~10-60 s on a CPU) -> {path}", flush=True)
+                say(f"instance-nerfacto: no baked density grid for step {self.step}: baking it once "
+                    f"({self.resolution}^3, ~10-60 s on a CPU) -> {path}")
             self._grid = cached_density_grid(field, self.checkpoint, self.step, self.resolution)
             if not path.is_file() or time.perf_counter() - started > 5:
-                print(f"instance-nerfacto: density grid ready in {time.perf_counter() - started:.1f} s", flush=True)
+                say(f"instance-nerfacto: density grid ready in {time.perf_counter() - started:.1f} s")
         device = next(field.parameters()).device
         if self._grid.device != device:
             self._grid = self._grid.to(device)

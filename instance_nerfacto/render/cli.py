@@ -15,6 +15,7 @@ from typing import Annotated, Dict, Literal, Optional
 
 import tyro
 
+from instance_nerfacto.core.console import say
 from instance_nerfacto.core.errors import fail, run_cli
 from instance_nerfacto.core.runs import RunOptions
 from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION, DEFAULT_NUM_SAMPLES
@@ -81,4 +82,4 @@ def main(cfg: RenderConfig) -> Dict:
 
 
 def entrypoint() -> None:
-    run_cli(lambda: print(main(tyro.cli(RenderConfig))))
+    run_cli(lambda: say(str(main(tyro.cli(RenderConfig)))))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import tyro
 
+from instance_nerfacto.core.console import say
 from instance_nerfacto.core.errors import fail, run_cli
 
 
@@ -61,7 +62,7 @@ def main(cfg: ViewerCliConfig) -> None:
     edit_viewer.RUN_DIR = run_folder(cfg.load_config)
     note = moved_run_note(edit_viewer.RUN_DIR, cfg.load_config)
     if note is not None:
-        print(f"instance-viewer: {note}")
+        say(f"instance-viewer: {note}")
     viewer = ViewerConfigWithoutNumRays(websocket_host=cfg.host, websocket_port=cfg.port)
     RunViewer(load_config=cfg.load_config, viewer=viewer).main()
 
