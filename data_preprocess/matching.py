@@ -101,11 +101,18 @@ def fundamental(a: View, b: View) -> Float[np.ndarray, "3 3"]:
 
 
 def epipolar_distance(f: np.ndarray, pa: Float[np.ndarray, "N 2"], pb: Float[np.ndarray, "N 2"]) -> np.ndarray:
-    """Distance in pixels of pb from the epipolar line of pa."""
-    ha = np.concatenate([pa, np.ones((len(pa), 1))], axis=1)
-    hb = np.concatenate([pb, np.ones((len(pb), 1))], axis=1)
-    lines = ha @ f.T
-    return np.abs((lines * hb).sum(1)) / np.maximum(np.hypot(lines[:, 0], lines[:, 1]), 1e-12)
+    """Distance in pixels of pb from the epipolar line of pa (OpenCV's lines ``F x_a``, scaled to a^2 + b^2 = 1)."""
+    import cv2
+
+    if len(pa) == 0:
+        return np.zeros(0)
+    pa = np.ascontiguousarray(pa, dtype=np.float64).reshape(-1, 1, 2)
+    lines = cv2.computeCorrespondEpilines(pa, 1, np.asarray(f, dtype=np.float64)).reshape(-1, 3)
+    pb = np.asarray(pb, dtype=np.float64)
+    distance = np.abs(lines[:, 0] * pb[:, 0] + lines[:, 1] * pb[:, 1] + lines[:, 2])
+    # OpenCV leaves a line at infinity (a = b = 0: no direction to scale) as it is; no pixel lies on it
+    at_infinity = (lines[:, 0] == 0) & (lines[:, 1] == 0) & (lines[:, 2] != 0)
+    return np.where(at_infinity, np.inf, distance)
 
 
 # ---------------------------------------------------------------------------------------------------- images
