@@ -12,12 +12,11 @@ from instance_nerfacto.core.errors import InputError
 from instance_nerfacto.core.merge_table import (
     MergeTable,
     apply_edits,
-    parse_edits,
-    read_edits,
     read_record,
     resolve,
     store_merge_table,
 )
+from instance_nerfacto.edit.edits import Merge, parse_label_edits, read_label_edits
 from instance_nerfacto.merge.cooccurrence import (
     MergeParams,
     cannot_link_pairs,
@@ -150,11 +149,12 @@ def test_resolve_breaks_cycles():
 
 def test_hand_edits_apply_on_top(tmp_path):
     text = "# fix the chair\n12 4   # chair\n\n9 0\n4, 2\n"
-    assert parse_edits(text) == [(12, 4), (9, 0), (4, 2)]
-    table = apply_edits({5: 12}, parse_edits(text))
+    assert parse_label_edits(text) == [Merge(12, 4), Merge(9, 0), Merge(4, 2)]
+    pairs = [(edit.source, edit.target) for edit in parse_label_edits(text)]
+    table = apply_edits({5: 12}, pairs)
     # 5 -> 12 (merge table), then 12 becomes 4, then 4 becomes 2: the whole group ends at 2; 9 is dropped
     assert table == {5: 2, 12: 2, 4: 2, 9: 0}
-    assert MergeTable({5: 12}).with_edits(parse_edits(text)) == MergeTable(table)
+    assert MergeTable({5: 12}).with_edits(pairs) == MergeTable(table)
 
 
 @pytest.mark.parametrize("line", ["12", "12 4 7", "a b", "0 3", "3 70000", "-1 2"])
@@ -162,14 +162,14 @@ def test_bad_edit_lines_get_one_line_errors(line, tmp_path):
     path = tmp_path / "edits.txt"
     path.write_text(f"# header\n{line}\n")
     with pytest.raises(InputError) as err:
-        read_edits(path)
+        read_label_edits(path)
     msg = err.value.line()
     assert "\n" not in msg and f"{path}:2" in msg and "A B" in msg
 
 
 def test_missing_edit_file_bad_record_and_old_checkpoint(tmp_path):
     with pytest.raises(InputError, match="edit file does not exist"):
-        read_edits(tmp_path / "missing.txt")
+        read_label_edits(tmp_path / "missing.txt")
     bad = tmp_path / "merge_table.json"
     bad.write_text("{not json")
     with pytest.raises(InputError, match="not a valid record"):

@@ -9,28 +9,22 @@ config.yml::
     <run dir>/merge_table.json   {"merge": {"3": 1}, "edits": [[12, 4]], "final": {"3": 1, "12": 4}, ...}
 
 ``merge`` is what automatic merging found, ``edits`` the hand edits applied on top, ``final`` what the model holds.
-Labels not listed keep their id. The hand-edit file (the paper leaves remaining ambiguities to "sparse human
-annotation") is plain text, one ``A B`` pair per line, ``#`` starts a comment::
-
-    # label 12 is the same chair as label 4
-    12 4
-    9 0      # label 9 is noise: unlabelled
-
-"label A becomes label B": A's whole merged group joins B's group, applied after the merge table, in file order.
+Labels not listed keep their id. Hand edits (the paper leaves remaining ambiguities to "sparse human
+annotation") come from the edit file that :mod:`instance_nerfacto.edit.edits` reads and writes; its merges (``A B``:
+label A's whole merged group joins B's group) apply after the merge table, in file order (:func:`apply_edits`).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 from jaxtyping import Integer
 
 from instance_nerfacto.core.errors import fail
 from instance_nerfacto.core.files import atomic_write_bytes, atomic_write_json
-from instance_nerfacto.core.pseudolabels import MAX_LABELS
 from instance_nerfacto.core.runs import latest_checkpoint
 
 MERGE_TABLE_NAME = "merge_table.json"
@@ -50,46 +44,6 @@ def resolve(table: Mapping[int, int]) -> Dict[int, int]:
             cur = min(seen[seen.index(cur):])
         out[int(start)] = int(cur)
     return {k: v for k, v in out.items() if k != v}
-
-
-def edit_lines(text: str, path: Optional[Path] = None) -> Iterator[Tuple[int, str, str, List[str]]]:
-    """(line number, raw line, where to point an error, fields) of every non-empty line of a hand-edit file, ``#``
-    comments and commas dropped: the line reader of every edit format (this one, and ``edit/edits.py``'s)."""
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if line:
-            where = f"{path}:{lineno}" if path is not None else f"line {lineno}"
-            yield lineno, raw, where, line.replace(",", " ").split()
-
-
-def parse_edits(text: str, path: Optional[Path] = None) -> List[Tuple[int, int]]:
-    """Parse the hand-edit file: one ``A B`` pair of non-negative integer ids per line, ``#`` comments."""
-    pairs: List[Tuple[int, int]] = []
-    for lineno, raw, where, fields in edit_lines(text, path):
-        if len(fields) != 2:
-            fail(f"edit line {lineno} has {len(fields)} fields ('{raw.strip()}')", where,
-                 "write one pair per line: 'A B' means label A becomes label B")
-        try:
-            a, b = int(fields[0]), int(fields[1])
-        except ValueError:
-            fail(f"edit line {lineno} is not two integer label ids ('{raw.strip()}')", where,
-                 "write one pair per line: 'A B' means label A becomes label B")
-        if not (0 < a <= MAX_LABELS and 0 <= b <= MAX_LABELS):
-            fail(f"edit line {lineno} uses an id outside 1..{MAX_LABELS} (A) / 0..{MAX_LABELS} (B)", where,
-                 "write 'A B' with A a label id and B a label id or 0 (unlabelled)")
-        pairs.append((a, b))
-    return pairs
-
-
-def read_edits(path: Path | str) -> List[Tuple[int, int]]:
-    path = Path(path)
-    if not path.is_file():
-        fail("edit file does not exist", path, "give a text file with one 'A B' label pair per line")
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError:
-        fail("edit file is not text", path, "give a text file with one 'A B' label pair per line")
-    return parse_edits(text, path)
 
 
 def apply_edits(table: Mapping[int, int], edits: List[Tuple[int, int]]) -> Dict[int, int]:

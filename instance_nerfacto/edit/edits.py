@@ -20,11 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 from instance_nerfacto.core.errors import fail
 from instance_nerfacto.core.files import atomic_write_bytes
-from instance_nerfacto.core.merge_table import edit_lines
 from instance_nerfacto.core.pseudolabels import MAX_LABELS as MAX_LABEL
 
 EDITS_FILE_NAME = "label_edits.txt"
@@ -63,6 +62,16 @@ class Name:
 
 
 Edit = Union[Merge, Split, Name]
+
+
+def edit_lines(text: str, path: Optional[Path] = None) -> Iterator[Tuple[int, str, str, List[str]]]:
+    """(line number, raw line, where to point an error, fields) of every non-empty line of an edit file, ``#``
+    comments and commas dropped."""
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            where = f"{path}:{lineno}" if path is not None else f"line {lineno}"
+            yield lineno, raw, where, line.replace(",", " ").split()
 
 
 def _label(token: str, where: str, raw: str, allow_zero: bool = False) -> int:
