@@ -129,7 +129,8 @@ class LocConfig:
     denoise: Optional[Path] = None
     """Folder of rendered label maps (<stem>.png, e.g. from instance-render): vote over them instead of rendering."""
     edits: Optional[Path] = None
-    """Hand-edit file ('A B' per line: label A becomes label B) applied on top of the merge table."""
+    """Hand-edit file ('A B' per line: label A becomes label B; 'split ...', 'name ...' lines as the viewer saves
+    them, see instance_nerfacto/edit/edits.py) applied on top of the run's merge table and edits."""
     seed: int = 0
     """Seed of the pixel sampling."""
 
