@@ -39,6 +39,29 @@ def test_coarse_to_fine_labels_reproduce_a_full_read_with_fewer_rays():
     assert rays1 == truth.size
 
 
+def test_boundaries_refined_at_a_coarser_fine_stride_are_exact_on_its_grid_with_fewer_rays():
+    """stride 8, boundaries every 4th pixel (the rendered-surface setting): a boundary on the 4-px grid comes out
+    exact; one off it is off by less than 4 px, never more; and it costs fewer rays than refining every pixel."""
+    truth = np.ones((48, 64), np.int64)
+    truth[8:28, 12:40] = 2  # edges on the 4-px grid, off the 8-px one
+    truth[30:45, 45:61] = 3
+
+    def query(coords):
+        return truth[coords[:, 0], coords[:, 1]], np.full(len(coords), 0.9)
+
+    ids, _, rays = coarse_to_fine_labels(query, *truth.shape, stride=8, fine_stride=4)
+    np.testing.assert_array_equal(ids[:30], truth[:30])  # the 4-px aligned blob (above blob 3) is exact
+    _, _, rays_full = coarse_to_fine_labels(query, *truth.shape, stride=8, fine_stride=1)
+    assert rays < 0.4 * rays_full
+    # blob 3's edges (30, 45, 61) are off the 4-px grid: wrong pixels exist, all within 3 px of a true edge
+    wrong = np.argwhere(ids != truth)
+    assert len(wrong) > 0
+    edges_r, edges_c = np.array([30, 45]), np.array([45, 61])
+    assert all(min(abs(edges_r - r).min(), abs(edges_c - c).min()) <= 3 for r, c in wrong)
+    plain = np.repeat(np.repeat(truth[::8, ::8], 8, 0), 8, 1)  # no refinement: far more pixels wrong
+    assert (plain != truth).sum() > 2 * len(wrong)
+
+
 def test_region_majority_counts_pixels_and_ignores_label_zero():
     labels = np.array([[1, 1, 2, 0], [1, 2, 2, 0], [3, 3, 0, 0]])
     regions = np.array([[5, 5, 5, 5], [5, 5, 5, 5], [0, 0, 9, 9]])

@@ -28,13 +28,14 @@ def _upsample(coarse: np.ndarray, stride: int, height: int, width: int) -> np.nd
     return np.repeat(np.repeat(coarse, stride, axis=0), stride, axis=1)[:height, :width]
 
 
-def coarse_to_fine_labels(query: QueryFn, height: int, width: int, stride: int = 2
+def coarse_to_fine_labels(query: QueryFn, height: int, width: int, stride: int = 2, fine_stride: int = 1
                           ) -> Tuple[Int[np.ndarray, "H W"], Float[np.ndarray, "H W"], int]:
     """Labels and confidences of every pixel from ``query((row, col) pixels) -> (ids, confidence)``.
 
-    One ray per ``stride x stride`` block (its top-left pixel); then every pixel of a block whose label differs from
-    one of its 8 neighbouring blocks is queried itself, so boundaries come out at full resolution while uniform areas
-    cost one ray per block. Returns ids, confidence and the number of rays queried."""
+    One ray per ``stride x stride`` block (its top-left pixel); then every ``fine_stride``-th pixel of a block whose
+    label differs from one of its 8 neighbouring blocks is queried itself (and stands for its ``fine_stride`` square),
+    so boundaries come out at that resolution while uniform areas cost one ray per block. Returns ids, confidence and
+    the number of rays queried."""
     rows = np.arange(0, height, stride)
     cols = np.arange(0, width, stride)
     grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1).reshape(-1, 2)
@@ -43,7 +44,8 @@ def coarse_to_fine_labels(query: QueryFn, height: int, width: int, stride: int =
     coarse_conf = np.asarray(coarse_conf, dtype=np.float32).reshape(len(rows), len(cols))
     ids = _upsample(coarse_ids, stride, height, width).astype(np.int64)
     conf = _upsample(coarse_conf, stride, height, width)
-    if stride == 1:
+    fine_stride = max(1, min(int(fine_stride), stride))
+    if stride == fine_stride:
         return ids, conf, len(grid)
     padded = np.pad(coarse_ids, 1, mode="edge")
     boundary = np.zeros(coarse_ids.shape, dtype=bool)
@@ -52,11 +54,18 @@ def coarse_to_fine_labels(query: QueryFn, height: int, width: int, stride: int =
             boundary |= padded[1 + dy:1 + dy + len(rows), 1 + dx:1 + dx + len(cols)] != coarse_ids
     fine = _upsample(boundary, stride, height, width).copy()
     fine[rows[:, None], cols[None, :]] = False  # the block's own pixel is already queried
-    fine_pixels = np.argwhere(fine)
+    on_fine_grid = np.zeros_like(fine)
+    on_fine_grid[::fine_stride, ::fine_stride] = True
+    fine_pixels = np.argwhere(fine & on_fine_grid)
     if len(fine_pixels):
         fine_ids, fine_conf = query(fine_pixels)
-        ids[fine_pixels[:, 0], fine_pixels[:, 1]] = np.asarray(fine_ids)
-        conf[fine_pixels[:, 0], fine_pixels[:, 1]] = np.asarray(fine_conf, dtype=np.float32)
+        fine_ids, fine_conf = np.asarray(fine_ids), np.asarray(fine_conf, dtype=np.float32)
+        for dy in range(fine_stride):  # each queried pixel stands for its fine_stride square inside its block
+            for dx in range(fine_stride):
+                r, c = fine_pixels[:, 0] + dy, fine_pixels[:, 1] + dx
+                inside = (r < height) & (c < width)
+                ids[r[inside], c[inside]] = fine_ids[inside]
+                conf[r[inside], c[inside]] = fine_conf[inside]
     return ids, conf, len(grid) + len(fine_pixels)
 
 
@@ -112,6 +121,7 @@ def localize_dense(
     stride: int = 2,
     min_confidence: float = 0.7,
     merge_table: Optional[MergeTable] = None,
+    fine_stride: int = 1,
 ) -> Dict:
     """InstanceLoc for one image with a depth map (``renderer`` is a ``DepthQuery``): labels for every pixel, then
     the masks relabel the unsure pixels. Returns the same keys as :func:`instance_nerfacto.localize.localize_regions`
@@ -123,7 +133,7 @@ def localize_dense(
     def query(coords):
         return query_rays(model, camera, coords, renderer, merge_table)
 
-    ids, conf, rays = coarse_to_fine_labels(query, height, width, stride)
+    ids, conf, rays = coarse_to_fine_labels(query, height, width, stride, fine_stride)
     image = relabel_unsure_pixels(ids, conf, region_map, min_confidence).astype(np.uint16)
     majority, support = region_majority(image, region_map)
     region_ids = np.array(sorted(int(r) for r in np.unique(region_map) if r != 0), dtype=np.int64)

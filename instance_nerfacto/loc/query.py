@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Literal, Optional
+from typing import Dict, Literal, Optional, Tuple
 
 import numpy as np
 
@@ -18,7 +18,8 @@ from instance_nerfacto.render.cameras import DatasetToModel, frame_camera
 
 @dataclass
 class ModelQuery:
-    """InstanceLoc of one frame through a loaded model: mask voting, or a dense read at the frame's measured depth."""
+    """InstanceLoc of one frame through a loaded model: mask voting, or a dense read at a measured, splatted or rendered
+    depth."""
 
     model: object
     to_model: DatasetToModel
@@ -36,6 +37,9 @@ class ModelQuery:
     """'dense' mode: pixels whose field label is less confident take their mask's majority label."""
     map_points: Optional[np.ndarray] = None
     """Points of the training depth maps (model units), splatted into frames without a depth map."""
+    surface_strides: Tuple[int, int] = (8, 4)
+    """Dense reads through the rendered surface: (coarse, boundary) ray spacing in pixels. Each ray there marches the
+    baked grid instead of reading the field once at a known depth, so it samples more sparsely than ``dense_stride``."""
 
     def depth_source(self, frame: Frame) -> str:
         """'measured' (the frame's depth map), 'map' (the training depth maps splatted) or 'rendered'."""
@@ -61,7 +65,9 @@ class ModelQuery:
             distance = ray_distance_map(depth, frame.camera, 1.0)  # already model units
         if source != "rendered":
             renderer = DepthQuery(model.field, distance, renderer or volume)
-        if self.mode == "dense" or (self.mode == "auto" and source != "rendered"):
-            return localize_dense(model, camera, region_map, renderer or volume, self.dense_stride, self.min_confidence,
-                                  merge_table)
+        # auto: dense wherever the read is cheap enough, i.e. everywhere but through nerfstudio's volume render
+        if self.mode == "dense" or (self.mode == "auto" and renderer is not None):
+            stride, fine = (self.dense_stride, 1) if source != "rendered" else self.surface_strides
+            return localize_dense(model, camera, region_map, renderer or volume, stride, self.min_confidence,
+                                  merge_table, fine_stride=fine)
         return localize_regions(model, camera, region_map, params, rng, merge_table, renderer)
