@@ -196,6 +196,7 @@ def main() -> None:
     busy = busy_loop() if args.busy_loop else None
     result = {"load_average": os.getloadavg(), "torch_threads": torch.get_num_threads()}
     run = load_run(args.load_config)
+    run.pipeline.model.viewer_fast_render.value = True  # runs trained while it was opt-in saved false in config.yml
     model = run.model
     views = val_views(run)
     stems = [stem for stem, _, _ in split_cameras(run.pipeline, "val")]

@@ -153,6 +153,7 @@ class InstanceNerfactoModel(DepthNerfactoModel):
         # render/, above the model; None (a model built alone) always renders in full
         self.fast_camera = None
         self._told_crop = False
+        self._told_full = False
         # Click the image in the viewer: the label under the cursor, its merged id, and how the pseudolabels saw it
         # (frames, mean area), so a user can write the hand-edit file of instance-merge --edits.
         from nerfstudio.viewer.viewer_elements import ViewerControl, ViewerText
@@ -239,7 +240,14 @@ class InstanceNerfactoModel(DepthNerfactoModel):
         """Whether camera outputs come from the baked density grid now: a checkpoint is attached (the density is
         fixed), the switch (config fast_camera_outputs, viewer checkbox) is on and no crop box is asked for."""
         fast = self.fast_camera
-        if fast is None or not fast.attached or not self.viewer_fast_render.value:
+        if fast is None or not fast.attached:
+            return False
+        if not self.viewer_fast_render.value:
+            if not self._told_full:  # never silently slow: say why views take the long way, and how to switch
+                say("instance-nerfacto: fast render is off (fast_camera_outputs: false in config.yml, or the viewer's "
+                    "checkbox): views are volume rendered in full, ~20x slower on a CPU; tick \"Fast render (baked "
+                    "density grid)\" or set fast_camera_outputs: true")
+                self._told_full = True
             return False
         if obb_box is not None:
             if not self._told_crop:  # never silently slow: say why this view takes the long way
