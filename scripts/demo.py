@@ -230,12 +230,12 @@ def main() -> None:
                  "metrics": evaluate(loc_map, scene, out / "eval_loc_photos.json"),
                  "seconds": timings["instance-loc (photos)"]})
     loc_rgb = out / "loc_rgb_only"
-    run_stage("instance-loc (rendered surface)", [BIN / "instance-loc", "--load-config", config, "--data", scene,
+    run_stage("instance-loc (mask voting)", [BIN / "instance-loc", "--load-config", config, "--data", scene,
                                                 "--split", "val", "--masks", scene / "masks", "--output", loc_rgb,
                                                 "--query-depth", "off"], timings)
-    rows.append({"stage": "InstanceLoc (novel views, no depth: rendered surface)", "frames": count_png(loc_rgb),
+    rows.append({"stage": "InstanceLoc (novel views, no depth: mask voting)", "frames": count_png(loc_rgb),
                  "metrics": evaluate(loc_rgb, scene, out / "eval_loc_rgb_only.json"),
-                 "seconds": timings["instance-loc (rendered surface)"]})
+                 "seconds": timings["instance-loc (mask voting)"]})
 
     # 6. labelled point cloud
     run_stage("instance-export", [BIN / "instance-export", "--load-config", config, "--output", out / "scene.ply"],

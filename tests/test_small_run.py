@@ -288,8 +288,8 @@ def test_instance_loc_modes_agree_with_instance_render(small_run: SmallRun, tmp_
     assert {r["mode"] for r in reports["regions"].values()} == {"regions"}
     assert {(r["mode"], r["depth"]) for r in reports["dense_rendered_surface"].values()} == {("dense", "rendered")}
     assert {(r["mode"], r["depth"]) for r in reports["query_depth_on"].values()} == {("dense", "measured")}
-    # auto mode reads densely through the rendered surface too (a map without depth, a photo without depth)
-    assert {(r["mode"], r["depth"]) for r in reports["query_depth_off"].values()} == {("dense", "rendered")}
+    # the map was trained on depth maps: auto reads its rendered surface by mask voting
+    assert {(r["mode"], r["depth"]) for r in reports["query_depth_off"].values()} == {("regions", "rendered")}
     assert {(r["mode"], r["depth"]) for r in reports["map_depth"].values()} == {("dense", "map")}
     for name in ("regions", "dense_rendered_surface", "query_depth_on", "query_depth_off", "map_depth"):
         assert scores[name] > THRESHOLD, scores

@@ -37,6 +37,9 @@ class ModelQuery:
     """'dense' mode: pixels whose field label is less confident take their mask's majority label."""
     map_points: Optional[np.ndarray] = None
     """Points of the training depth maps (model units), splatted into frames without a depth map."""
+    dense_at_surface: bool = True
+    """auto mode: read frames at the rendered surface densely (a map trained without depth maps) rather than by mask
+    voting (a depth-supervised map, whose rendered surface reads better by voting: see instance-loc's --mode)."""
     surface_strides: Tuple[int, int] = (8, 4)
     """Dense reads through the rendered surface: (coarse, boundary) ray spacing in pixels. Each ray there marches the
     baked grid instead of reading the field once at a known depth, so it samples more sparsely than ``dense_stride``."""
@@ -65,8 +68,9 @@ class ModelQuery:
             distance = ray_distance_map(depth, frame.camera, 1.0)  # already model units
         if source != "rendered":
             renderer = DepthQuery(model.field, distance, renderer or volume)
-        # auto: dense wherever the read is cheap enough, i.e. everywhere but through nerfstudio's volume render
-        if self.mode == "dense" or (self.mode == "auto" and renderer is not None):
+        # auto: dense at a known depth; at the rendered surface only for maps without depth maps, through the baked grid
+        at_surface = renderer is not None and self.dense_at_surface
+        if self.mode == "dense" or (self.mode == "auto" and (source != "rendered" or at_surface)):
             stride, fine = (self.dense_stride, 1) if source != "rendered" else self.surface_strides
             return localize_dense(model, camera, region_map, renderer or volume, stride, self.min_confidence,
                                   merge_table, fine_stride=fine)
