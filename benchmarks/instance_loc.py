@@ -118,7 +118,7 @@ def main() -> None:
         "query_s_median": float(np.median(list(query_s.values()))),
         "query_s_max": float(np.max(list(query_s.values()))),
         "plain": args.plain,
-        "plain_s_per_frame": float(np.mean([plain_s[s] for s in stems if s in plain_s])),
+        "plain_s_per_frame": float(np.mean([plain_s[s] for s in stems if s in plain_s])) if plain_s else float("nan"),
         "samples_per_region": args.samples_per_region,
         "renderer": args.renderer,
         "query_depth": args.query_depth,
@@ -127,7 +127,8 @@ def main() -> None:
         "regions_per_image": float(np.mean([len(r["regions"]) for r in report.values()])),
     }
     result["speedup"] = result["plain_s_per_frame"] / result["query_s_mean"]
-    for name, folder in (("loc", loc_dir), ("plain", plain_dir)):
+    scored = (("loc", loc_dir),) + ((("plain", plain_dir),) if args.plain != "none" else ())  # none: no plain render
+    for name, folder in scored:
         result[f"{name}_things"] = summarize(evaluate_dirs(folder, args.data / "gt", things_json=things, stems=stems))
         result[f"{name}_all"] = summarize(evaluate_dirs(folder, args.data / "gt", stems=stems))
     atomic_write_json(args.out / "benchmark.json", result)
@@ -137,10 +138,13 @@ def main() -> None:
           f"{result['query_s_max']:.3f} max)")
     print(f"plain {args.plain}: {result['plain_s_per_frame']:.3f} s/frame; speedup {result['speedup']:.1f}x")
     for kind in ("things", "all"):
-        lo, pl = result[f"loc_{kind}"], result[f"plain_{kind}"]
-        print(f"{kind:6s} PQ  loc {lo['scene_pq']:.3f}  plain {pl['scene_pq']:.3f} | matched mIoU loc "
-              f"{lo['matched_miou']:.3f} ({lo['n_matched']}/{lo['n_gt']})  plain {pl['matched_miou']:.3f} "
-              f"({pl['n_matched']}/{pl['n_gt']})")
+        lo = result[f"loc_{kind}"]
+        line = (f"{kind:6s} PQ  loc {lo['scene_pq']:.3f} | matched mIoU loc {lo['matched_miou']:.3f} "
+                f"({lo['n_matched']}/{lo['n_gt']})")
+        if args.plain != "none":
+            pl = result[f"plain_{kind}"]
+            line += f" | plain PQ {pl['scene_pq']:.3f}, mIoU {pl['matched_miou']:.3f} ({pl['n_matched']}/{pl['n_gt']})"
+        print(line)
     print(json.dumps({"written": str(args.out / "benchmark.json")}))
 
 
