@@ -172,8 +172,8 @@ def march_surface(
 
 
 MIN_TRANSMITTANCE = 1e-3
-"""A ray stops marching once less than this much light passes: later samples weigh less, so they change the top-k
-composite by < 1e-6 (and the 192-sample march of a room view ends near the first wall it meets)."""
+"""A ray stops marching once less than this much light passes: each later sample would weigh < 1e-3, below the
+heaviest samples the top-k composite reads (ids, colours and depths identical to a 1e-6 stop on 6 demo val views)."""
 
 
 def march_weights(
