@@ -58,6 +58,74 @@ def test_solve_pose_recovers_a_known_pose_through_outliers_and_refuses_random_ma
     assert acceptance_failure(pose, len(inliers), len(points), error, centres, params) != ""
 
 
+def _ambiguous_map(rng: np.random.Generator, unique: int = 12):
+    """A wall of 300 points seen by a camera, and a map of them in which only the first ``unique`` are told apart by
+    their descriptors: every point is in training image 0, the first 150 again in image 1 (the same point and
+    descriptor: its copy), and points ``unique``.. have a look-alike elsewhere in the room (image 2: repeated texture,
+    behind the camera). The photo sees every point, its descriptors a little changed (another viewpoint)."""
+    from instance_nerfacto.core.camera import CameraModel
+    from instance_nerfacto.loc.register import ImageFeatures, MapFeatures
+
+    camera = CameraModel(200.0, 200.0, 160.0, 120.0, 320, 240)
+    K = camera_matrix(200.0, 200.0, 160.0, 120.0)
+    c2w = np.eye(4)
+    c2w[:3, 3] = [0.3, -0.2, 2.5]
+    points = rng.uniform([-1, -1, -1], [1, 1, 0.5], size=(300, 3))
+    look = rng.normal(size=(300, 128))
+    look /= np.linalg.norm(look, axis=1, keepdims=True)
+
+    def changed(descriptors, amount):
+        out = descriptors + rng.normal(0, amount / np.sqrt(128), size=descriptors.shape)
+        return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+    copies = slice(0, 150)
+    alike = points[unique:] * [1, 1, 0] + [0, 0, 5.0]  # behind the camera (it looks down -z from z = 2.5)
+    parts = [(points, changed(look, 0.05)), (points[copies] + 1e-3, changed(look[copies], 0.05)),
+             (alike, changed(look[unique:], 0.05))]
+    images = [ImageFeatures(np.zeros((len(x), 2), np.float32), d, x.astype(np.float32)) for x, d in parts]
+    world = MapFeatures(images, np.concatenate([d for _, d in parts]),
+                        np.concatenate([np.full(len(x), i) for i, (x, _) in enumerate(parts)]),
+                        np.array([[0.0, 0.0, 2.0], [0.5, 0.0, 2.5], [-0.5, 0.3, 2.2]]))
+    photo = ImageFeatures((_project(points, c2w, K) + rng.normal(0, 0.3, (300, 2))).astype(np.float32),
+                          changed(look, 0.4))
+    return camera, K, c2w, world, photo
+
+
+def test_map_matches_let_a_points_copies_stop_competing_and_guided_matching_finds_the_ambiguous_rest(monkeypatch):
+    """Against the whole map, a point seen in two training images has two equally near descriptors: Lowe's plain
+    ratio test drops it, the ratio test against the nearest *other* 3D point keeps it. A look-alike elsewhere in
+    the room defeats both; projected at the first pose, the look-alike lies far from the keypoint and guided
+    matching finds the point. Without guided matching the photo has too few inliers to be registered."""
+    import dataclasses
+
+    import instance_nerfacto.loc.register as register
+    from instance_nerfacto.loc.register_match import guided_matches, map_matches
+
+    rng = np.random.default_rng(3)
+    camera, K, c2w, world, photo = _ambiguous_map(rng)
+    params = RegisterParams()
+    query, train = map_matches(photo.descriptors, world, params)
+    assert set(query.tolist()) == set(range(12))  # every point told apart, no look-alike taken for it
+    assert np.allclose(world.points()[train], world.points()[query], atol=2e-3)
+    every = np.arange(len(world.images))
+    nearer = c2w.copy()
+    nearer[:3, 3] += [0.01, 0.0, 0.0]  # a first pose 1 cm off: a pixel
+    query, train = guided_matches(photo.keypoints, photo.descriptors, world, K, nearer, (320, 240), 8.0, every, params)
+    assert len(query) >= 290 and np.allclose(world.points()[train], world.points()[query], atol=2e-3)
+    elsewhere = c2w.copy()
+    elsewhere[:3, 3] += [0.5, 0.0, 0.0]  # a pose half a metre off sees other points at each keypoint: none match
+    far_off = guided_matches(photo.keypoints, photo.descriptors, world, K, elsewhere, (320, 240), 8.0, every, params)
+    assert len(far_off[0]) < 10
+
+    monkeypatch.setattr(register, "sift_features", lambda gray, params: photo)
+    rgb = np.zeros((240, 320, 3), np.uint8)
+    result = register.register_photo(rgb, camera, world, params)
+    assert result.registered and result.seed_inliers == 12 and result.inliers >= 290, result.reason
+    assert rotation_error_deg(result.c2w, c2w) < 0.1 and np.linalg.norm(result.c2w[:3, 3] - c2w[:3, 3]) < 0.005
+    unguided = register.register_photo(rgb, camera, world, dataclasses.replace(params, guided_px=()))
+    assert not unguided.registered and "too few inliers (12" in unguided.reason
+
+
 def test_appearance_agreement_is_one_for_the_same_view_whatever_the_exposure_and_low_for_another():
     rng = np.random.default_rng(1)
     view = rng.uniform(0, 1, size=(30, 40, 3)).repeat(4, axis=0).repeat(4, axis=1)  # 160x120 photo of the view
@@ -222,3 +290,42 @@ def test_bad_registration_input_gets_one_line(small_run: SmallRun, novel_photos,
     line = _error_line(small_run, out=out, images=photos, masks=no_masks)
     assert "no_masks" in line and "--masks" in line
     assert not out.exists()  # every error above comes before anything is written
+
+
+def test_a_photo_of_another_size_is_taken_with_its_exif_focal_length_and_poses_json_keeps_each_camera(tmp_path: Path):
+    """35 mm equivalent focal length (28 mm on a 320-pixel long side: 248.9 px), else focal length x focal plane
+    resolution (4 mm x 100 px/mm: 400 px); a photo of another size without either is refused with one line, and one
+    of the training size keeps the training lens. poses.json reads back with every photo's own camera."""
+    from PIL.TiffImagePlugin import IFDRational
+
+    from instance_nerfacto.core.dataset import Frame
+    from instance_nerfacto.core.errors import InputError
+    from instance_nerfacto.loc.register_cli import photo_frames, poses_json
+
+    def photo(name: str, size, tags) -> Path:
+        exif = Image.Exif()
+        exif.get_ifd(0x8769).update(tags)
+        path = tmp_path / name
+        Image.fromarray(np.zeros((size[1], size[0], 3), np.uint8)).save(path, exif=exif.tobytes())
+        return path
+
+    lens = (0.1, 0.0, 0.0, 0.0, 0.0, 0.0)
+    train = Frame("t", tmp_path / "t.png", np.eye(4), 150.0, 150.0, 80.0, 60.0, 160, 120, distortion=lens)
+    by_35mm = photo("a.jpg", (320, 240), {0xA405: 28})
+    by_sensor = photo("b.png", (240, 320), {0x920A: IFDRational(4, 1), 0xA20E: IFDRational(100, 1), 0xA210: 4})
+    same_size = photo("c.png", (160, 120), {0xA405: 50})
+    frames = photo_frames([by_35mm, by_sensor, same_size], train, None)
+    assert (frames[0].fx, frames[0].fy, frames[0].cx, frames[0].cy) == pytest.approx((248.889, 248.889, 160, 120), 1e-4)
+    assert (frames[1].fx, frames[1].cx, frames[1].cy, frames[1].width) == (400.0, 120.0, 160.0, 240)
+    assert frames[0].distortion == (0.0,) * 6  # a pinhole: EXIF records no lens distortion
+    assert frames[2].fx == 150.0 and frames[2].distortion == lens  # the training camera
+    assert photo_frames([by_35mm], train, (300.0, 300.0, 160.0, 120.0))[0].fx == 300.0  # --intrinsics first
+    with pytest.raises(InputError, match="no EXIF focal length"):
+        photo_frames([photo("d.png", (320, 240), {})], train, None)
+    for i, frame in enumerate(frames):
+        frame.c2w = np.eye(4)
+        frame.c2w[:3, 3] = i
+    (tmp_path / "poses.json").write_text(json.dumps(poses_json(frames, tmp_path)))
+    back = {f.stem: f for f in load_dataset(tmp_path / "poses.json").frames}
+    for frame in frames:
+        assert back[frame.stem].camera == frame.camera and np.array_equal(back[frame.stem].c2w, frame.c2w)

@@ -61,8 +61,9 @@ class LocConfig:
     matches with the training images, lifted to 3D, PnP), then localized at that pose. Registered poses go to
     <output>/poses.json (reusable as --data); a photo that cannot be registered gets no ids."""
     intrinsics: Optional[Tuple[float, float, float, float]] = None
-    """--images: the photos' camera as FX FY CX CY (pixels); default the training camera's. Required when the photos
-    have another size than the training images."""
+    """--images: the photos' camera as FX FY CX CY (pixels); default the training camera's. A photo of another size
+    than the training images without it is taken with a pinhole of its EXIF focal length (35 mm equivalent, or focal
+    length times focal plane resolution), and refused when it has none."""
     register: RegisterParams = field(default_factory=RegisterParams)
     """--images: retrieval, matching, PnP and acceptance parameters of registration."""
     lift: Literal["auto", "depth", "rendered"] = "auto"

@@ -1,21 +1,28 @@
-"""Registration of photos without a pose against a trained map: retrieval, SIFT matching, lifting to 3D, PnP.
+"""Registration of photos without a pose against a trained map: SIFT matching to lifted keypoints, PnP, guided matching.
 
 hloc's recipe with weight-free parts only. Every training image of the map is described once (:func:`map_features`):
 OpenCV SIFT keypoints with RootSIFT descriptors, and the 3D point of each keypoint in the training data's
 transforms.json frame, lifted by a depth of that image (its depth map when the map has them,
 otherwise the surface of the trained density, see :mod:`instance_nerfacto.loc.register_map`). A new photo is then
-registered (:func:`register_photo`):
+registered (:func:`register_photo`; the matching is in :mod:`instance_nerfacto.loc.register_match`):
 
-1. **retrieval**: the ``top_k`` training images holding the most nearest neighbours of the photo's descriptors;
-2. **matching**: SIFT with Lowe's ratio test against each of them, kept where one fundamental matrix explains them
-   (2D-3D correspondences pooled over all ``top_k``);
-3. **pose**: ``cv2.solvePnPRansac`` on the correspondences, then Levenberg-Marquardt refinement on the inliers
-   (``cv2.solvePnPRefineLM``);
+1. **matching against the whole map**: each photo descriptor's nearest map descriptors (FLANN), kept by a ratio test
+   against the nearest one on *another* 3D point (a point's copies in the training images that saw it are no rivals);
+   when these give fewer than ``min_seed_inliers`` inliers, the ``top_k`` training images holding the most nearest
+   neighbours are matched one by one instead (ratio test, one fundamental matrix per image);
+2. **pose**: ``cv2.solvePnPRansac`` on the 2D-3D correspondences, then SQPnP and Levenberg-Marquardt refinement on
+   the inliers (``cv2.solvePnPRefineLM``);
+3. **guided matching**: at that pose every photo keypoint is matched again among the map points projected within
+   ``guided_px`` of it, and the pose solved again on these matches, while that explains more keypoints. A close-up
+   from another height shares only a handful of unambiguous descriptors with the whole map (6-12 inliers on the demo
+   room's 0.9 m views), but most of its keypoints find their point among the few projected near them;
 4. **acceptance**: a pose is accepted only with at least ``min_inliers`` inliers that are at least ``min_inlier_ratio``
    of the correspondences, a small median reprojection error, its camera within the training cameras' reach, and
    (checked by the caller, who holds the trained field) the map's colour rendered at the pose looking like the photo
    (:func:`appearance_agreement`). A photo of another room still yields chance correspondences, and RANSAC always
-   finds *some* pose: these gates are what keeps such a pose from being used.
+   finds *some* pose: these gates are what keeps such a pose from being used. Guided matching at such a pose finds
+   chance matches by the dozen wherever the rooms share textures (the demo rooms do: up to 108 inliers), so for
+   them the inlier gates are no longer what refuses it; the rendered colour is.
 
 Poses are OpenGL camera-to-world matrices (nerfstudio's convention, as in transforms.json); OpenCV's PnP works in
 OpenCV's (x right, y down, z forward), converted with :data:`OPENGL_TO_OPENCV` at the boundary.
@@ -39,9 +46,11 @@ class RegisterParams:
     """Parameters of registration (see the module docstring)."""
 
     top_k: int = 10
-    """Training images retrieved per photo (their correspondences are pooled)."""
+    """Training images retrieved per photo when the matches against the whole map give too few inliers (their
+    correspondences are pooled); also how many of the training images holding the inliers loc.json lists."""
     ratio: float = 0.9
-    """Lowe's ratio test: a match is kept when its distance is below this fraction of the second best's."""
+    """Lowe's ratio test of the retrieved images' matches: a match is kept when its distance is below this fraction
+    of the second best's."""
     max_features: int = 2000
     """SIFT keypoints per image at most (the strongest)."""
     contrast_threshold: float = 0.01
@@ -64,11 +73,33 @@ class RegisterParams:
     """... with a median reprojection error (after refinement) of at most this many pixels."""
     max_distance: float = 1.0
     """... and a camera centre at most this many times the training cameras' extent away from their bounding box."""
+    map_ratio: float = 0.8
+    """Matching against the whole map: a photo descriptor's nearest map descriptor is kept when it is closer than this
+    fraction of the nearest one on another 3D point (:func:`map_matches`)."""
+    map_neighbours: int = 8
+    """Nearest map descriptors looked at per photo descriptor (the same 3D point recurs in neighbouring training
+    images: the second best on *another* point is searched among these)."""
+    distinct_point: float = 0.02
+    """Two map points closer than this fraction of the training cameras' extent count as the same 3D point."""
+    min_seed_inliers: int = 6
+    """A first pose (from the matches against the whole map) with fewer inliers than this is not refined further."""
+    guided_px: Tuple[float, ...] = (8.0, 4.0)
+    """Guided matching radii (pixels), one round each: every photo keypoint is matched again, by descriptor, among
+    the map points that the current pose projects within this radius of it (:func:`guided_matches`)."""
+    guided_images: int = 20
+    """Guided matching reads the points of at most this many training images: those that hold the most inliers of
+    the current pose."""
+    guided_ratio: float = 0.9
+    """Guided matching's ratio test: the best map descriptor in the radius must be closer than this fraction of the
+    best one on another 3D point in the radius."""
+    guided_max_distance: float = 0.7
+    """... and closer than this (RootSIFT descriptors are unit vectors: distances 0..sqrt(2))."""
     min_agreement: float = 0.6
     """Last gate: the map's colour rendered at the pose (a coarse 40x30 view) must correlate with the photo by at
-    least this much (:func:`appearance_agreement`). Measured on the demo room: 0.59-0.96 for its held-out views at
-    their found poses, at most 0.39 for photos of another room at the best pose RANSAC found for them (up to 31
-    inliers: the inlier count alone does not keep such a pose out)."""
+    least this much (:func:`appearance_agreement`). Measured on the demo rooms (seeds 5 and 7, maps with and without
+    depth): 0.74-0.97 for their held-out views at their found poses, at most 0.47 for 160 photos of another room at
+    the poses RANSAC and guided matching found for them (45 of them with 20 to 108 inliers: the inlier count alone
+    does not keep such a pose out)."""
 
 
 @dataclass
@@ -94,6 +125,17 @@ class MapFeatures:
     camera_centres: Float[np.ndarray, "M 3"]
     """Training camera centres (transforms.json frame): bounds where a registered camera may be."""
     _index: Optional[object] = None
+    _points: Optional[np.ndarray] = None
+
+    def points(self) -> Float[np.ndarray, "D 3"]:
+        """The 3D point of every stacked descriptor (NaN where its keypoint has no depth reading)."""
+        if self._points is None:
+            self._points = np.concatenate([f.points for f in self.images]) if self.images else np.zeros((0, 3))
+        return self._points
+
+    def extent(self) -> float:
+        """Diagonal of the training cameras' bounding box (the map's length scale)."""
+        return max(float(np.linalg.norm(self.camera_centres.max(axis=0) - self.camera_centres.min(axis=0))), 1e-6)
 
     def descriptor_index(self):
         """FLANN k-d tree over :attr:`descriptors`, built on first use (FLANN's k-d tree draws from C's rand(): the
@@ -121,27 +163,14 @@ class Registration:
     """Indices of the retrieved training images."""
     reason: str = ""
     """Why the photo was refused (empty when registered)."""
+    seed_inliers: int = 0
+    """Inliers of the first pose, from the pose-free matches against the whole map (before guided matching)."""
 
 
 def to_gray(rgb: UInt8[np.ndarray, "H W 3"]) -> UInt8[np.ndarray, "H W"]:
     import cv2
 
     return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
-
-
-def retrieve(photo: Float[np.ndarray, "N 128"], world: "MapFeatures", top_k: int) -> Int[np.ndarray, "K"]:
-    """The ``top_k`` training images that hold the most nearest neighbours of the photo's descriptors (each photo
-    descriptor votes for the image of its nearest training descriptor), most votes first; ties by index. Pose-free
-    and weight-free; on the demo room's held-out views it found about twice the correct matches of a small-image
-    descriptor, whose coarse colours confuse a close-up with a wide view of the same furniture. The neighbours come
-    from a FLANN k-d tree over the map's descriptors (built once per map): 5x faster than exact search over 40k
-    descriptors, and 8 of the exact top 10 images."""
-    if len(photo) == 0 or len(world.descriptors) == 0:
-        return np.zeros(0, np.int64)
-    nearest, _ = world.descriptor_index().knnSearch(np.ascontiguousarray(photo, np.float32), 1,
-                                                    params=dict(checks=64))
-    votes = np.bincount(world.owner[nearest[:, 0]], minlength=len(world.images))
-    return np.lexsort((np.arange(len(votes)), -votes))[:top_k]
 
 
 def sift_features(gray: UInt8[np.ndarray, "H W"], params: "RegisterParams") -> ImageFeatures:
@@ -156,34 +185,6 @@ def sift_features(gray: UInt8[np.ndarray, "H W"], params: "RegisterParams") -> I
     xy = np.array([kp.pt for kp in keypoints], dtype=np.float32)
     root = np.sqrt(descriptors / np.maximum(descriptors.sum(axis=1, keepdims=True), 1e-6))
     return ImageFeatures(xy, root.astype(np.float32))
-
-
-def ratio_matches(query: Float[np.ndarray, "N 128"], train: Float[np.ndarray, "M 128"], ratio: float
-                  ) -> Tuple[Int[np.ndarray, "P"], Int[np.ndarray, "P"]]:
-    """(query index, train index) of the matches that pass Lowe's ratio test."""
-    import cv2
-
-    if len(query) == 0 or len(train) < 2:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(query, train, k=2)
-    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < ratio * p[1].distance]
-    return (np.array([m.queryIdx for m in good], np.int64), np.array([m.trainIdx for m in good], np.int64))
-
-
-def epipolar_inliers(a: Float[np.ndarray, "P 2"], b: Float[np.ndarray, "P 2"], threshold_px: float
-                     ) -> Int[np.ndarray, "I"]:
-    """Indices of the matches between two images that one fundamental matrix explains (RANSAC): most wrong matches
-    of repetitive texture, and nearly all matches with a photo of another room, share no such geometry."""
-    import cv2
-
-    if len(a) < 15:
-        return np.zeros(0, np.int64)
-    cv2.setRNGSeed(0)
-    _, mask = cv2.findFundamentalMat(np.asarray(a, np.float64), np.asarray(b, np.float64), cv2.FM_RANSAC,
-                                     threshold_px, 0.999)
-    if mask is None:
-        return np.zeros(0, np.int64)
-    return np.nonzero(mask.reshape(-1))[0]
 
 
 def lift_keypoints(keypoints: Float[np.ndarray, "N 2"], depth: Float[np.ndarray, "H W"], camera: CameraModel,
@@ -248,6 +249,15 @@ def solve_pose(points: Float[np.ndarray, "P 3"], pixels: Float[np.ndarray, "P 2"
         return None, np.zeros(0, np.int64), float("inf")
     if ok:
         rvec, tvec = rvec_sq, tvec_sq
+    return refine_pose(objects, images, K, rvec, tvec, inliers, params)
+
+
+def refine_pose(objects: Float[np.ndarray, "P 3"], images: Float[np.ndarray, "P 2"], K: Float[np.ndarray, "3 3"],
+                rvec: np.ndarray, tvec: np.ndarray, inliers: Int[np.ndarray, "I"], params: RegisterParams
+                ) -> Tuple[Optional[Float[np.ndarray, "4 4"]], Int[np.ndarray, "I"], float]:
+    """LM refinement of an OpenCV pose (``rvec``, ``tvec``) on the ``inliers``, as :func:`solve_pose` returns it."""
+    import cv2
+
     # refine on RANSAC's inliers, then once more on the correspondences the refined pose explains to within
     # ``refine_px``: RANSAC's loose threshold admits near-misses that pull the pose by a degree on these rooms
     for threshold in (params.ransac_px, params.refine_px):
@@ -261,6 +271,26 @@ def solve_pose(points: Float[np.ndarray, "P 3"], pixels: Float[np.ndarray, "P 2"
     return pose_to_c2w(rvec, tvec), inliers, float(np.median(errors[inliers]))
 
 
+def refine_guided(points: Float[np.ndarray, "P 3"], pixels: Float[np.ndarray, "P 2"], K: Float[np.ndarray, "3 3"],
+                  c2w: Float[np.ndarray, "4 4"], params: RegisterParams
+                  ) -> Tuple[Optional[Float[np.ndarray, "4 4"]], Int[np.ndarray, "I"], float]:
+    """:func:`refine_pose` from the pose that guided the matches (no RANSAC: every guided match lies near its point
+    at that pose already), on the matches it explains to within ``ransac_px``."""
+    import cv2
+
+    if len(points) < 6:
+        return None, np.zeros(0, np.int64), float("inf")
+    w2c = np.linalg.inv(np.asarray(c2w, np.float64) @ OPENGL_TO_OPENCV)
+    rvec, tvec = cv2.Rodrigues(w2c[:3, :3])[0], w2c[:3, 3].reshape(3, 1).copy()
+    objects = np.ascontiguousarray(points, np.float64)
+    images = np.ascontiguousarray(pixels, np.float64)
+    projected, _ = cv2.projectPoints(objects, rvec, tvec, K, None)
+    inliers = np.nonzero(np.linalg.norm(projected.reshape(-1, 2) - images, axis=1) < params.ransac_px)[0]
+    if len(inliers) < 6:
+        return None, inliers, float("inf")
+    return refine_pose(objects, images, K, rvec, tvec, inliers, params)
+
+
 def undistorted_keypoints(keypoints: Float[np.ndarray, "N 2"], camera: CameraModel) -> Float[np.ndarray, "N 2"]:
     """Keypoints (OpenCV pixel coordinates) where an ideal pinhole with the camera's intrinsics would see them: PnP
     then needs no lens model (OpenCV's PnP has none for fisheyes)."""
@@ -270,29 +300,46 @@ def undistorted_keypoints(keypoints: Float[np.ndarray, "N 2"], camera: CameraMod
     return np.stack([camera.fx * x + camera.cx - 0.5, camera.fy * y + camera.cy - 0.5], axis=1)
 
 
+def most_common(values: Int[np.ndarray, "V"], size: int, count: int) -> Int[np.ndarray, "C"]:
+    """The at most ``count`` most frequent of ``values`` (in 0..size-1), most frequent first, ties by value."""
+    votes = np.bincount(values, minlength=size)
+    order = np.lexsort((np.arange(size), -votes))[:count]
+    return order[votes[order] > 0]
+
+
 def register_photo(rgb: UInt8[np.ndarray, "H W 3"], camera: CameraModel, world: MapFeatures,
                    params: RegisterParams) -> Registration:
-    """Register one photo (its camera model in nerfstudio's convention) against the map's training images."""
+    """Register one photo (its camera model in nerfstudio's convention) against the map's training images: a first
+    pose from matches against the whole map, then rounds of guided matching at that pose, each kept while it explains
+    more keypoints."""
+    from instance_nerfacto.loc.register_match import guided_matches, map_matches, retrieval_matches
+
     photo = sift_features(to_gray(rgb), params)
-    retrieved = retrieve(photo.descriptors, world, params.top_k)
-    points, pixels = [], []
-    for index in retrieved:
-        train = world.images[int(index)]
-        q, t = ratio_matches(photo.descriptors, train.descriptors, params.ratio)
-        keep = epipolar_inliers(photo.keypoints[q], train.keypoints[t], params.epipolar_px)
-        q, t = q[keep], t[keep]
-        lifted = train.points[t]
-        known = np.all(np.isfinite(lifted), axis=1)
-        points.append(lifted[known])
-        pixels.append(undistorted_keypoints(photo.keypoints[q[known]], camera))
-    points_all = np.concatenate(points) if points else np.zeros((0, 3))
-    pixels_all = np.concatenate(pixels) if pixels else np.zeros((0, 2))
-    retrieved_list = [int(i) for i in retrieved]
-    n = len(points_all)
-    c2w, inliers, error = solve_pose(points_all, pixels_all, camera_matrix(camera.fx, camera.fy, camera.cx, camera.cy),
-                                     params)
-    reason = acceptance_failure(c2w, len(inliers), n, error, world.camera_centres, params)
-    return Registration(not reason, c2w if not reason else None, len(inliers), n, error, retrieved_list, reason)
+    pixels = undistorted_keypoints(photo.keypoints, camera)
+    K = camera_matrix(camera.fx, camera.fy, camera.cx, camera.cy)
+    points = world.points()
+    query, train = map_matches(photo.descriptors, world, params)
+    c2w, inliers, error = solve_pose(points[train], pixels[query], K, params)
+    if len(inliers) < params.min_seed_inliers:  # too few: the retrieved training images' matches may do better
+        q, t = retrieval_matches(photo, world, params)
+        c2w_r, inliers_r, error_r = solve_pose(points[t], pixels[q], K, params)
+        if len(inliers_r) > len(inliers):
+            c2w, inliers, error, query, train = c2w_r, inliers_r, error_r, q, t
+    seed_inliers = len(inliers)
+    if c2w is not None and len(inliers) >= params.min_seed_inliers:
+        size = (rgb.shape[1], rgb.shape[0])
+        for radius in params.guided_px:
+            # covisibility, as hloc clusters retrieved images: the training images that hold the inliers so far
+            covisible = most_common(world.owner[train[inliers]], len(world.images), params.guided_images)
+            q, t = guided_matches(pixels, photo.descriptors, world, K, c2w, size, radius, covisible, params)
+            c2w_g, inliers_g, error_g = refine_guided(points[t], pixels[q], K, c2w, params)
+            if c2w_g is None or len(inliers_g) <= len(inliers):
+                break
+            c2w, inliers, error, query, train = c2w_g, inliers_g, error_g, q, t
+    seen_by = [int(i) for i in most_common(world.owner[train[inliers]], len(world.images), params.top_k)]
+    reason = acceptance_failure(c2w, len(inliers), len(query), error, world.camera_centres, params)
+    return Registration(not reason, c2w if not reason else None, len(inliers), len(query), error, seen_by, reason,
+                        seed_inliers)
 
 
 def acceptance_failure(c2w: Optional[np.ndarray], inliers: int, correspondences: int, error_px: float,

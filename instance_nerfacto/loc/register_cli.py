@@ -53,25 +53,70 @@ def check_intrinsics(intrinsics: Optional[Tuple[float, float, float, float]]) ->
              "pass --intrinsics FX FY CX CY in pixels (focal lengths > 0)")
 
 
+EXIF_IFD = 0x8769
+"""EXIF's own directory inside a photo's EXIF block (where the focal length tags are)."""
+FOCAL_LENGTH, FOCAL_LENGTH_35MM = 0x920A, 0xA405
+FOCAL_PLANE_X_RESOLUTION, FOCAL_PLANE_RESOLUTION_UNIT = 0xA20E, 0xA210
+MM_PER_RESOLUTION_UNIT = {2: 25.4, 3: 10.0, 4: 1.0, 5: 0.001}
+"""FocalPlaneResolutionUnit: inch, centimetre, millimetre, micrometre."""
+FULL_FRAME_WIDTH_MM = 36.0
+"""The long side of a 35 mm film frame, the reference of FocalLengthIn35mmFilm."""
+
+
+def exif_intrinsics(photo: Path, width: int, height: int) -> Optional[Tuple[float, float, float, float]]:
+    """FX FY CX CY (pixels, nerfstudio's convention) of a ``width`` x ``height`` photo from its EXIF focal length,
+    None when it has none: the 35 mm equivalent focal length (FocalLengthIn35mmFilm x long side / 36 mm), else the
+    focal length in mm times the sensor's pixels per mm (FocalLength x FocalPlaneXResolution). Square pixels, the
+    principal point at the image centre and no lens distortion (EXIF records none of them)."""
+    from PIL import Image
+
+    try:
+        with Image.open(photo) as image:
+            exif = image.getexif()
+            tags = {**dict(exif), **dict(exif.get_ifd(EXIF_IFD))}
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+    def number(tag: int) -> float:
+        try:
+            value = float(tags.get(tag, 0.0))
+        except (TypeError, ValueError, ZeroDivisionError):
+            return 0.0
+        return value if np.isfinite(value) and value > 0 else 0.0
+
+    focal = number(FOCAL_LENGTH_35MM) * max(width, height) / FULL_FRAME_WIDTH_MM
+    if focal <= 0:
+        unit = MM_PER_RESOLUTION_UNIT.get(int(number(FOCAL_PLANE_RESOLUTION_UNIT) or 2))
+        focal = number(FOCAL_LENGTH) * number(FOCAL_PLANE_X_RESOLUTION) / unit if unit else 0.0
+    if focal <= 0:
+        return None
+    return focal, focal, width / 2.0, height / 2.0
+
+
 def photo_frames(photos: List[Path], train: Frame, intrinsics: Optional[Tuple[float, float, float, float]]
                  ) -> List[Frame]:
     """An (unposed) frame per photo: a copy of a training frame, so every camera field the dataset carries comes
     along, with the photo's path and size and ``--intrinsics`` when given. A photo of another size than the training
-    images needs ``--intrinsics`` (the training focal length in pixels would be wrong for it)."""
+    images needs ``--intrinsics`` or a focal length in its EXIF (the training focal length in pixels would be wrong
+    for it; :func:`exif_intrinsics`)."""
     frames = []
     for photo in photos:
         height, width = read_image_size(photo)
+        camera = intrinsics
         if intrinsics is None and (height, width) != (train.height, train.width):
-            fail(f"photo is {width}x{height} but the map's camera is {train.width}x{train.height}", photo,
-                 "pass --intrinsics FX FY CX CY for the photos' camera (pixels), or resize them to the training size")
+            camera = exif_intrinsics(photo, width, height)
+            if camera is None:
+                fail(f"photo is {width}x{height} but the map's camera is {train.width}x{train.height}, and the photo "
+                     "has no EXIF focal length", photo, "pass --intrinsics FX FY CX CY for the photos' camera "
+                     "(pixels), or resize them to the training size")
         if intrinsics is not None and frames and (height, width) != (frames[0].height, frames[0].width):
             fail(f"photo is {width}x{height} but '{frames[0].image_path.name}' is "
                  f"{frames[0].width}x{frames[0].height}", photo,
                  "--intrinsics describes one camera: register photos of one size per command")
         frame = dataclasses.replace(train, stem=photo.stem, image_path=photo, c2w=np.eye(4), depth_path=None,
                                     split="val", width=width, height=height)
-        if intrinsics is not None:
-            fx, fy, cx, cy = (float(v) for v in intrinsics)
+        if camera is not None:
+            fx, fy, cx, cy = (float(v) for v in camera)
             # another camera: a pinhole with these intrinsics, not the training lens
             frame = dataclasses.replace(frame, fx=fx, fy=fy, cx=cx, cy=cy, fisheye=False, distortion=(0.0,) * 6)
         frames.append(frame)
@@ -87,19 +132,30 @@ def read_photo_rgb(frame: Frame) -> np.ndarray:
     return np.ascontiguousarray(image[..., ::-1])
 
 
+def camera_keys(frame: Frame) -> dict:
+    """A frame's camera as transforms.json's keys (nerfstudio's)."""
+    keys = {"camera_model": "OPENCV_FISHEYE" if frame.fisheye else "OPENCV", "fl_x": frame.fx, "fl_y": frame.fy,
+            "cx": frame.cx, "cy": frame.cy, "w": frame.width, "h": frame.height,
+            **dict(zip(DISTORTION_KEYS, frame.distortion))}
+    if frame.fisheye:
+        keys.pop("p1"), keys.pop("p2")
+    return keys
+
+
 def poses_json(frames: List[Frame], output: Path) -> dict:
-    """transforms.json content for the registered frames: the photos' shared camera (the training lens, or the
-    pinhole of --intrinsics) as nerfstudio's keys, paths relative to ``output``."""
-    meta: dict = {}
-    if frames:
-        first = frames[0]
-        meta.update({"camera_model": "OPENCV_FISHEYE" if first.fisheye else "OPENCV", "fl_x": first.fx,
-                     "fl_y": first.fy, "cx": first.cx, "cy": first.cy, "w": first.width, "h": first.height,
-                     **dict(zip(DISTORTION_KEYS, first.distortion))})
-        if first.fisheye:
-            meta.pop("p1"), meta.pop("p2")
-    meta["frames"] = [{"file_path": os.path.relpath(Path(f.image_path).resolve(), output.resolve()),
-                       "transform_matrix": np.asarray(f.c2w).tolist()} for f in frames]
+    """transforms.json content for the registered frames: the first photo's camera (the training lens, or the
+    pinhole of --intrinsics or of its EXIF focal length) as nerfstudio's shared keys, a photo with another camera
+    (another EXIF focal length or size) with its own per-frame keys, paths relative to ``output``."""
+    meta: dict = camera_keys(frames[0]) if frames else {}
+    meta["frames"] = []
+    for frame in frames:
+        entry = {"file_path": os.path.relpath(Path(frame.image_path).resolve(), output.resolve()),
+                 "transform_matrix": np.asarray(frame.c2w).tolist()}
+        if frame.camera != frames[0].camera:
+            own = camera_keys(frame)
+            entry.update(own)
+            entry.update({k: 0.0 for k in DISTORTION_KEYS if k not in own})  # no shared distortion for this camera
+        meta["frames"].append(entry)
     return meta
 
 
@@ -155,7 +211,7 @@ def register_images(cfg) -> Tuple[object, object, Dict[str, Dict]]:
                 result = dataclasses.replace(result, registered=False, c2w=None, reason=(
                     f"the map seen from the pose found does not look like the photo (agreement {agreement:.2f}, "
                     f"need {cfg.register.min_agreement})"))
-        record = {"registered": result.registered, "inliers": result.inliers,
+        record = {"registered": result.registered, "inliers": result.inliers, "seed_inliers": result.seed_inliers,
                   "correspondences": result.correspondences,
                   "reprojection_error_px": round(result.error_px, 3) if np.isfinite(result.error_px) else None,
                   "appearance_agreement": None if agreement is None else round(agreement, 3),
