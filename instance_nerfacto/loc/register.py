@@ -161,7 +161,7 @@ class Registration:
     error_px: float
     """Median reprojection error of the inliers after refinement (pixels; inf when no pose)."""
     retrieved: List[int]
-    """Indices of the retrieved training images."""
+    """Indices of the training images that hold the most inliers (at most ``top_k``, most first)."""
     reason: str = ""
     """Why the photo was refused (empty when registered)."""
     seed_inliers: int = 0

@@ -2,7 +2,8 @@
 
 Writes ``<output>/poses.json`` (the registered photos in transforms.json format, in the frame of the training data's
 transforms.json, reusable as ``instance-loc --data <output>/poses.json``) and, per photo in ``loc.json``, its
-registration: inliers, correspondences, median reprojection error, the retrieved training images and the time taken.
+registration: inliers (and those of the first pose, ``seed_inliers``), correspondences, median reprojection error,
+the training images holding the most inliers (``retrieved``) and the time taken.
 A photo that cannot be registered gets one line saying why, a ``registered: false`` record and no ids.
 """
 
