@@ -9,14 +9,9 @@ import numpy as np
 import pytest
 
 from instance_nerfacto.core.errors import InputError
-from instance_nerfacto.core.merge_table import (
-    MergeTable,
-    apply_edits,
-    read_record,
-    resolve,
-    store_merge_table,
-)
 from instance_nerfacto.edit.edits import Merge, parse_label_edits, read_label_edits
+from instance_nerfacto.edit.label_map import MergeTable, apply_edits, resolve
+from instance_nerfacto.edit.store import read_record, store_merge_table
 from instance_nerfacto.merge.cooccurrence import (
     MergeParams,
     cannot_link_pairs,

@@ -194,7 +194,7 @@ def test_edit_the_map_in_the_browser(tiny_run: Path, tmp_path: Path) -> None:
     run_dir = tiny_run.parent
     import torch
 
-    from instance_nerfacto.core.merge_table import latest_checkpoint
+    from instance_nerfacto.core.runs import latest_checkpoint
 
     state = torch.load(latest_checkpoint(run_dir), map_location="cpu", weights_only=False)["pipeline"]
     num_labels = len(state["_model.merge_lut"]) - 1

@@ -23,10 +23,10 @@ import tyro
 
 from instance_nerfacto.core.console import say
 from instance_nerfacto.core.errors import fail, run_cli
-from instance_nerfacto.core.merge_table import MERGE_TABLE_NAME, read_record
 from instance_nerfacto.core.runs import moved_run_note
 from instance_nerfacto.edit.edits import read_label_edits
 from instance_nerfacto.edit.label_map import LabelMap
+from instance_nerfacto.edit.store import MERGE_TABLE_NAME, read_record
 from instance_nerfacto.merge.views import MergeViews
 
 

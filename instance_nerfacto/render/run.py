@@ -14,7 +14,6 @@ from typing import List, Optional, Tuple
 
 from instance_nerfacto.core.dataset import check_depth_listing
 from instance_nerfacto.core.errors import fail
-from instance_nerfacto.core.merge_table import MergeTable
 from instance_nerfacto.core.runs import (
     checkpoint_path,
     checkpoint_step,
@@ -27,6 +26,7 @@ from instance_nerfacto.core.runs import (
     try_read_config,
 )
 from instance_nerfacto.core.third_party import nerfstudio_console_captured
+from instance_nerfacto.edit.label_map import MergeTable
 from instance_nerfacto.render.cameras import DatasetToModel
 
 
