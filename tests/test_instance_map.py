@@ -367,6 +367,38 @@ def test_pose_pairs_of_a_long_capture_rank_candidates_on_a_subsample(monkeypatch
     assert np.array_equal(pairs.select_sparse_pairs(i, j, s, n, 0.3, top_k=1), pairs.select_pairs(dense, 0.3, 1))
 
 
+def test_pose_pairs_of_a_long_capture_look_only_among_frames_near_in_pose(monkeypatch) -> None:
+    """A sweep along a wall walked there and back (each place seen twice, far apart in the capture): with a pose index
+    each frame bounds and ranks only its NEAREST_PER_PARTNER x max_partners nearest frames, and the pairs are those of
+    all frames, revisits included. Negative control: an index whose features belong to other frames loses pairs."""
+    from data_preprocess import pairs
+
+    n, h, w, f = 60, 48, 64, 50.0
+    K = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1]])
+    c2w = np.tile(np.eye(4), (n, 1, 1))
+    c2w[:, 0, 3] = np.r_[np.linspace(0.0, 12.0, n // 2), np.linspace(12.0, 0.0, n // 2) + 0.07]  # there and back
+    c2w[:, 1, 3] = 0.05 * np.sin(np.arange(n))
+    depth = np.full((h, w), 3.0)
+    views = [pairs.View(f"f{k}", K, c2w[k], np.zeros((h, w), np.int16), Path("unused"), depth) for k in range(n)]
+    expected = pairs.select_pairs(pairs.overlap_matrix(views), 0.3, 1)
+    assert any(b - a > n // 2 for a, b in expected.tolist())  # revisits are among the pairs
+    depth_mm = np.tile(np.round(depth * 1000).astype(np.uint16), (n, 1, 1))
+    args = (np.arange(n), np.tile(K, (n, 1, 1)), c2w, np.tile([h, w], (n, 1)), depth_mm, None, 0.3)
+    calls = []
+    exact_counts = pairs.visible_counts
+    monkeypatch.setattr(pairs, "visible_counts", lambda world, js, **kw: calls.append(len(js)) or exact_counts(
+        world, js, **kw))
+    monkeypatch.setattr(pairs, "NEAREST_PER_PARTNER", 8)  # 16 of the 60 frames at max_partners 2
+    near = pairs.PoseIndex.build(c2w, pairs.median_depths(depth_mm, None))
+    assert np.allclose(near.features[:, 3:] - near.features[:, :3], [0, 0, 3.0])  # the axis reaches the wall
+    i, j, s = pairs.overlap_rows(*args, max_partners=2, near=near)
+    assert calls and max(calls) <= 16
+    assert np.array_equal(pairs.select_sparse_pairs(i, j, s, n, 0.3, top_k=1), expected)
+    wrong = pairs.PoseIndex.build(c2w[np.random.default_rng(0).permutation(n)], pairs.median_depths(depth_mm, None))
+    i, j, s = pairs.overlap_rows(*args, max_partners=2, near=wrong)
+    assert not np.array_equal(pairs.select_sparse_pairs(i, j, s, n, 0.3, top_k=1), expected)
+
+
 def test_revisit_points_are_thinned_as_a_stream_whatever_the_chunking() -> None:
     """merge_revisits keeps at most max_points of a community's points, fed frame by frame: every 2^j-th point of the
     stream, the same points however the stream is cut, all of them while under the limit."""
