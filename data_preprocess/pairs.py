@@ -265,14 +265,16 @@ def overlap_rows(rows: Int[np.ndarray, "R"], K: Float[np.ndarray, "F 3 3"], c2w:
             pool = near.nearest(i, NEAREST_PER_PARTNER * max_partners)
         w2c_p, normals_p = (w2c, normals) if pool is None else (w2c[pool], normals[pool])
         # conservative bound: samples of a block whose bounding sphere misses camera j's view cone are invisible
-        bound = np.zeros(n if pool is None else len(pool))
-        for b in np.unique(blocks).tolist():
-            pts = world[blocks == b]
-            centre = pts.mean(0)
-            radius = float(np.sqrt(((pts - centre) ** 2).sum(1).max())) + 1e-6
-            c_cam = np.einsum("fij,j->fi", w2c_p[:, :3, :3], centre) + w2c_p[:, :3, 3]
-            inside = (c_cam[:, 2] > 1e-3 - radius) & (np.einsum("fpk,fk->fp", normals_p, c_cam) >= -radius).all(1)
-            bound += inside * len(pts)
+        # (all blocks at once: one call per row, not one per block)
+        _, of_block, counts = np.unique(blocks, return_inverse=True, return_counts=True)
+        centres = np.stack([np.bincount(of_block, weights=world[:, k]) for k in range(3)], 1) / counts[:, None]
+        radius = np.zeros(len(counts))
+        np.maximum.at(radius, of_block, ((world - centres[of_block]) ** 2).sum(1))
+        radius = np.sqrt(radius)[:, None] + 1e-6
+        c_cam = np.einsum("fij,bj->bfi", w2c_p[:, :3, :3], centres) + w2c_p[None, :, :3, 3]
+        inside = (c_cam[..., 2] > 1e-3 - radius) & (np.einsum("fpk,bfk->bfp", normals_p, c_cam) >= -radius[..., None]
+                                                     ).all(2)
+        bound = counts.astype(np.float64) @ inside
         cand = np.flatnonzero(bound >= min_score * len(u) - 1e-9)
         cand = cand if pool is None else pool[cand]
         cand = cand[cand != i]

@@ -306,6 +306,30 @@ def test_loftr_and_netvlad_with_random_local_weights(tiny_scene: Path, tmp_path:
     assert len(corr.fwd_src) == len(corr.fwd_dst)
 
 
+def test_depth_reprojections_batched_by_frame_equal_the_pair_by_pair_ones(tiny_scene: Path) -> None:
+    """The matching stage reprojects all of a task's pairs into each frame at once: every pair gets exactly the
+    correspondences of its own depth (and stereo) reprojection, in both directions, whatever the order of the pairs.
+    Negative control: the pair read the other way round has other correspondences."""
+    from data_preprocess.frames import cached_view
+    from data_preprocess.instance_map import load_frames
+    from data_preprocess.matching import depth_correspondences, depth_correspondences_many, stereo_correspondences
+
+    _, _, specs = load_frames(MapConfig(data=tiny_scene), tiny_scene / "masks")
+    views = {k: cached_view(s) for k, s in enumerate(specs)}
+    pairs = [(i, j) for i in range(len(specs)) for j in range(i + 1, min(len(specs), i + 6))]
+    keys = ("fwd_src", "fwd_dst", "bwd_src", "bwd_dst")
+    for name, one in (("depth", depth_correspondences), ("stereo", stereo_correspondences)):
+        order = np.random.default_rng(0).permutation(len(pairs))
+        batched = depth_correspondences_many(views, [pairs[k] for k in order], name)
+        for k, got in zip(order, batched):
+            want = one(views[pairs[k][0]], views[pairs[k][1]])
+            assert len(want.fwd_src) > 100 and all(np.array_equal(getattr(got, a), getattr(want, a)) for a in keys)
+    i, j = pairs[0]
+    forward, backward = depth_correspondences_many(views, [(i, j), (j, i)])
+    assert not np.array_equal(forward.fwd_src, backward.fwd_src)
+    assert np.array_equal(forward.fwd_src, backward.bwd_src) and np.array_equal(forward.bwd_dst, backward.fwd_dst)
+
+
 def test_pose_pairs_keep_a_bounded_number_of_partners_and_the_same_selection() -> None:
     """Sparse pose overlaps equal the dense definition; keeping each frame's best few directed overlaps bounds the
     entries per frame and, on a sweep where each frame overlaps ~20 others, still selects the same pairs."""
