@@ -158,6 +158,30 @@ def test_sift_matcher_runs_and_helps(tiny_scene: Path, tmp_path: Path) -> None:
     assert m["scene_pq"] > 0.2, m
 
 
+def test_leiden_at_resolution_zero_gives_leidens_communities_as_connected_components() -> None:
+    """At resolution 0 the communities come from connected components: the same partition Leiden (leidenalg) finds,
+    numbered by decreasing size. A positive resolution still runs Leiden, which splits a component (control)."""
+    import igraph as ig
+    import leidenalg
+
+    rng = np.random.default_rng(0)
+    n = 400
+    edges = rng.integers(0, n, size=(300, 2))
+    edges = edges[edges[:, 0] != edges[:, 1]]
+    weights = rng.uniform(0.3, 1.0, len(edges))
+    graph = ig.Graph(n=n, edges=edges.tolist())
+    graph.es["weight"] = weights.tolist()
+    ref = np.asarray(leidenalg.find_partition(graph, leidenalg.CPMVertexPartition, weights="weight",
+                                              resolution_parameter=0.0, seed=0, n_iterations=-1).membership)
+    got = comm.leiden(n, edges, weights, 0.0, seed=0)
+    assert len(np.unique(ref)) == len(np.unique(got)) == len(np.unique(np.stack([ref, got], 1), axis=0))
+    sizes = np.bincount(got)
+    assert sizes.max() > 10 and np.all(np.diff(sizes) <= 0)  # numbered by decreasing size
+    chain = np.array([[k, k + 1] for k in range(9)])
+    assert len(np.unique(comm.leiden(10, chain, np.full(9, 0.5), 0.0, 0))) == 1
+    assert len(np.unique(comm.leiden(10, chain, np.full(9, 0.5), 0.3, 0))) > 1
+
+
 def test_split_cannot_link_cuts_the_wrong_edge() -> None:
     """Two objects seen in frames 0..2 joined by one wrong edge end as two labels; touching pieces stay together."""
     # nodes: object A in frames 0,1,2 -> 0,1,2; object B -> 3,4,5; node 6 = a touching piece of A in frame 0
