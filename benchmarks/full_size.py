@@ -18,11 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from instance_nerfacto.core.files import read_depth, read_label_png  # noqa: E402
+from instance_nerfacto.core.files import read_depth, read_label_png, write_depth_png, write_label_png  # noqa: E402
 from instance_nerfacto.eval.metrics import PanopticAccumulator, load_stuff_ids  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -49,13 +47,12 @@ def blow_up(scene: Path, out: Path, width: int, height: int, with_depth: bool) -
             small = cv2.resize(big, (width // factor, height // factor), interpolation=cv2.INTER_AREA)
             cv2.imwrite(str(out / f"images_{factor}" / f"{stem}.jpg"), small, [cv2.IMWRITE_JPEG_QUALITY, 92])
         masks = read_label_png(scene / "masks" / f"{stem}.png")
-        cv2.imwrite(str(out / "masks" / f"{stem}.png"), cv2.resize(masks, (width, height),
-                                                                     interpolation=cv2.INTER_NEAREST))
+        write_label_png(out / "masks" / f"{stem}.png", cv2.resize(masks, (width, height),
+                                                                   interpolation=cv2.INTER_NEAREST))
         entry = {"file_path": f"images/{stem}.jpg", "transform_matrix": frame["transform_matrix"]}
         if with_depth:
-            depth = np.round(read_depth(scene / frame["depth_file_path"]) * 1000).astype(np.uint16)
-            cv2.imwrite(str(out / "depth" / f"{stem}.png"), cv2.resize(depth, (width, height),
-                                                                         interpolation=cv2.INTER_NEAREST))
+            depth = read_depth(scene / frame["depth_file_path"], size=(height, width))  # nearest, as nerfstudio
+            write_depth_png(out / "depth" / f"{stem}.png", depth)  # millimetres again
             entry["depth_file_path"] = f"depth/{stem}.png"
         frames.append(entry)
     transforms = {k: meta[k] for k in ("camera_model", "k1", "k2", "p1", "p2") if k in meta}

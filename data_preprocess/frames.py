@@ -20,9 +20,11 @@ from jaxtyping import Float, Int
 
 from data_preprocess.pairs import (
     PACKED_DEPTH_UNIT,
+    PoseIndex,
     View,
     _cam_arrays,
     backproject,
+    median_depths,
     overlap_rows,
     proxy_depth,
     select_sparse_pairs,
@@ -230,7 +232,7 @@ them exactly was most of the pair stage's time (32 x top_k: 0.46 s per frame of 
 
 def _rows_task(rows: np.ndarray, cams: dict, min_score: float, max_partners: int) -> tuple:
     return overlap_rows(rows, cams["K"], cams["c2w"], cams["size"], cams["depth_mm"], cams["proxies"], min_score,
-                        max_partners=max_partners)
+                        max_partners=max_partners, w2c=cams["w2c"], near=cams["near"])
 
 
 def pose_pairs_sparse(specs, min_overlap: float, top_k: int, engine,
@@ -250,7 +252,8 @@ def pose_pairs_sparse(specs, min_overlap: float, top_k: int, engine,
                                     s.image_path) for s in specs])
     n = len(specs)
     blocks = [(np.arange(a, min(a + rows_per_task, n)),) for a in range(0, n, rows_per_task)]
-    cams = {"K": K, "c2w": c2w, "size": size, "depth_mm": depth_mm, "proxies": proxies}
+    cams = {"K": K, "c2w": c2w, "w2c": np.linalg.inv(c2w), "size": size, "depth_mm": depth_mm, "proxies": proxies,
+            "near": PoseIndex.build(c2w, median_depths(depth_mm, proxies))}
     common = {"cams": cams, "min_score": min_overlap, "max_partners": PARTNERS_PER_TOP_K * top_k}
     parts = list(engine.map(_rows_task, blocks, common=common))
     i, j, s = (np.concatenate([p[k] for p in parts]) for k in range(3))

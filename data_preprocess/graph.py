@@ -115,6 +115,10 @@ def _matcher(name: str, weights: Optional[str]):
     return make_matcher(name, Path(weights) if weights is not None else None)
 
 
+BATCH_PAIRS = 128
+"""Pairs whose depth reprojections are batched by destination frame (:func:`depth_correspondences_many`): along a
+sorted capture 128 pairs hold a few frames with all their partners, and their correspondences (~20 MB at 160x120)."""
+
 _last_run: List[str] = []
 
 
@@ -137,15 +141,22 @@ def match_pairs(specs: Dict[int, "FrameSpec"], pairs: Int[np.ndarray, "P 2"], ma
     ``specs``, which holds the frames they use). Returns the concatenated :class:`OverlapRecords` arrays and, for
     matchers without depth (``want_tri``), the matches triangulated with the known poses (frame, flat pixel, depth)."""
     from data_preprocess.frames import cached_view
-    from data_preprocess.matching import triangulate
+    from data_preprocess.matching import DEPTH_MATCHERS, depth_correspondences_many, triangulate
 
     _fresh_caches(run)
-    match = _matcher(matcher, weights)
+    pair_list = [tuple(p) for p in pairs.tolist()]
+    if matcher in DEPTH_MATCHERS:  # the reprojections into one frame at once, BATCH_PAIRS pairs at a time
+        views = {f: cached_view(s) for f, s in specs.items()}
+        corrs = (c for start in range(0, len(pair_list), BATCH_PAIRS)
+                 for c in depth_correspondences_many(views, pair_list[start:start + BATCH_PAIRS], matcher))
+    else:
+        match = _matcher(matcher, weights)
+        corrs = (match(cached_view(specs[i]), cached_view(specs[j])) for i, j in pair_list)
     recs, tri = [], []
-    for i, j in pairs.tolist():
+    for i, j in pair_list:
         a, b = specs[i], specs[j]
         va, vb = cached_view(a), cached_view(b)
-        corr = match(va, vb)
+        corr = next(corrs)
         recs.append(pair_overlaps(va, vb, a.n_masks, b.n_masks, corr, a.offset, b.offset))
         if want_tri:
             pa, za, pb, zb = triangulate(va, vb, corr)

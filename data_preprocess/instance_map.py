@@ -355,8 +355,12 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     # labels.json is written last and marks a complete output: remove the old one before any PNG changes, so an
     # interrupted run never leaves a labels.json beside a mix of old and new PNGs.
     (output / LABELS_JSON).unlink(missing_ok=True)
-    for k, spec in enumerate(_progress(specs, cfg, "writing")):
-        write_labels(spec, node_label[offsets[k]:offsets[k + 1]], output)
+    # on this machine's threads even with a Ray cluster: the output folder is this machine's
+    writer = engine if engine.name == "local" else LocalEngine(cfg.workers)
+    written = writer.map(write_labels, ((spec, node_label[offsets[k]:offsets[k + 1]], output)
+                                        for k, spec in enumerate(specs)), chunk=16)
+    for _ in _progress(written, cfg, "writing", len(specs)):
+        pass
     for stem in sorted(stale - set(stems)):
         (output / f"{stem}.png").unlink(missing_ok=True)
     timings["write"] = time.perf_counter() - t

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 from jaxtyping import Float, Int
@@ -42,22 +42,28 @@ def _flat(u: np.ndarray, v: np.ndarray, width: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------------ depth
 
 
-def reproject(src: View, dst: View, stride: int = 2, depth_tol: float = 0.05,
-              unknown_visible: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Flat indices of ``src`` pixels (every ``stride``-th) visible in ``dst`` and where they land there.
-
-    ``unknown_visible``: a point landing where ``dst`` has no depth (a hole of estimated depth) counts as visible.
-    """
+def _samples(src: View, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixels (u, v) of every ``stride``-th pixel with depth and their world points (back-projected once per frame,
+    not once per pair)."""
     key = ("reproject", stride)
-    if key not in src.memo:  # back-project each frame once, not once per pair
+    if key not in src.memo:
         vv, uu = np.mgrid[0:src.height:stride, 0:src.width:stride]
         u, v = uu.ravel(), vv.ravel()
         z = src.depth[v, u].astype(np.float64)
         keep = z > 0
         u, v, z = u[keep], v[keep], z[keep]
         src.memo[key] = (u, v, backproject(src, u.astype(np.float64), v.astype(np.float64), z))
-    u, v, world = src.memo[key]
-    pu, pv, pz = project(dst, world)
+    return src.memo[key]
+
+
+def reproject_to(dst: View, srcs: List[View], stride: int = 2, depth_tol: float = 0.05,
+                 unknown_visible: bool = False) -> List[tuple[np.ndarray, np.ndarray]]:
+    """:func:`reproject` of several source frames into one destination, in one projection: a frame of a long
+    capture is matched with tens of others, and one small projection per pair cost more in numpy calls (and in the
+    interpreter lock the matching threads share) than in arithmetic."""
+    parts = [_samples(s, stride) for s in srcs]
+    bounds = np.cumsum([0] + [len(p[0]) for p in parts])
+    pu, pv, pz = project(dst, np.concatenate([p[2] for p in parts]) if parts else np.zeros((0, 3)))
     ok = (pz > 1e-3) & (pu > -0.5) & (pu < dst.width - 0.5) & (pv > -0.5) & (pv < dst.height - 0.5)
     iu, iv = np.round(pu[ok]).astype(np.int64), np.round(pv[ok]).astype(np.int64)
     dz = dst.depth[iv, iu]
@@ -65,8 +71,23 @@ def reproject(src: View, dst: View, stride: int = 2, depth_tol: float = 0.05,
     vis = (dz > 0) & (np.abs(dz - pz[ok]) < depth_tol * dz)
     if unknown_visible:
         vis |= dz <= 0
-    src_flat = (v[ok] * src.width + u[ok])[vis]
-    return src_flat.astype(np.int64), (iv * dst.width + iu)[vis]
+    seen = np.flatnonzero(ok)[vis]  # indices into the concatenated samples, in order
+    dst_flat = (iv * dst.width + iu)[vis]
+    cut = np.searchsorted(seen, bounds)
+    out = []
+    for k, (src, (u, v, _)) in enumerate(zip(srcs, parts)):
+        idx = seen[cut[k]:cut[k + 1]] - bounds[k]
+        out.append(((v[idx] * src.width + u[idx]).astype(np.int64), dst_flat[cut[k]:cut[k + 1]]))
+    return out
+
+
+def reproject(src: View, dst: View, stride: int = 2, depth_tol: float = 0.05,
+              unknown_visible: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices of ``src`` pixels (every ``stride``-th) visible in ``dst`` and where they land there.
+
+    ``unknown_visible``: a point landing where ``dst`` has no depth (a hole of estimated depth) counts as visible.
+    """
+    return reproject_to(dst, [src], stride, depth_tol, unknown_visible)[0]
 
 
 def depth_correspondences(a: View, b: View, stride: int = 2, depth_tol: float = 0.05,
@@ -87,6 +108,29 @@ STEREO_UNKNOWN_VISIBLE = True
 def stereo_correspondences(a: View, b: View) -> Correspondences:
     """Reprojection on the depth maps that ``stereo.stereo_depths`` estimated from the images and poses."""
     return depth_correspondences(a, b, 2, STEREO_DEPTH_TOL, STEREO_UNKNOWN_VISIBLE)
+
+
+DEPTH_MATCHERS = {"depth": (2, 0.05, False), "stereo": (2, STEREO_DEPTH_TOL, STEREO_UNKNOWN_VISIBLE)}
+"""Matchers that reproject through depth maps: (stride, depth tolerance, unknown visible), as their per-pair forms."""
+
+
+def depth_correspondences_many(views: Dict[int, View], pairs: List[tuple[int, int]],
+                               matcher: str = "depth") -> List[Correspondences]:
+    """``depth_correspondences`` (or ``stereo_correspondences``) of many frame pairs, the same result as pair by pair:
+    every reprojection into one frame is done in one projection (:func:`reproject_to`)."""
+    stride, tol, unknown = DEPTH_MATCHERS[matcher]
+    if any(views[f].depth is None for pair in pairs for f in pair):
+        a, b = next((views[i], views[j]) for i, j in pairs if views[i].depth is None or views[j].depth is None)
+        depth_correspondences(a, b)  # the one error
+    into: Dict[int, List[tuple[int, int]]] = {}  # destination frame -> (pair index, source frame)
+    for p, (i, j) in enumerate(pairs):
+        into.setdefault(j, []).append((p, i))
+        into.setdefault(i, []).append((p, j))
+    got: Dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # (pair index, destination) -> (src, dst)
+    for dst, reqs in into.items():
+        for (p, src), res in zip(reqs, reproject_to(views[dst], [views[s] for _, s in reqs], stride, tol, unknown)):
+            got[p, dst] = res
+    return [Correspondences(*got[p, j], *got[p, i]) for p, (i, j) in enumerate(pairs)]
 
 
 # ------------------------------------------------------------------------------------------------ epipolar

@@ -1,4 +1,5 @@
-"""Every command line in the README's and docs' ```bash blocks uses flags its program has.
+"""Every command line in the README's and docs' ```bash blocks, and every command written inline in their prose
+(`instance-loc --edits FILE`), uses flags its program has.
 
 The project's commands (pyproject's [project.scripts], or ``python -c "from M import entrypoint; entrypoint()"``) are
 checked against their tyro ``--help``, run once per program. ``ns-train <method>`` is checked against the method's
@@ -24,9 +25,7 @@ import tomllib
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-SCRIPTS: Dict[str, str] = {
-    name: target.split(":")[0] for name, target in PYPROJECT["project"]["scripts"].items()
-}
+SCRIPTS: Dict[str, str] = {name: target.split(":")[0] for name, target in PYPROJECT["project"]["scripts"].items()}
 METHODS: Dict[str, str] = dict(PYPROJECT["project"]["entry-points"]["nerfstudio.method_configs"])
 GLOBAL_FLAGS = {"--help", "--verbose"}  # --verbose is read by every command's error wrapper, not by tyro
 ENTRYPOINT_RE = re.compile(r"from\s+([\w.]+)\s+import\s+entrypoint")
@@ -50,9 +49,41 @@ def bash_commands(path: Path) -> List[str]:
     return commands
 
 
+FENCE_RE = re.compile(r"^\s*```.*?^\s*```[^\n]*$", re.S | re.M)
+SPAN_RE = re.compile(r"(?<!`)`([^`]+)`(?!`)")
+
+
+def inline_commands(path: Path) -> List[str]:
+    """Code spans of a Markdown file's prose (outside fenced blocks; a span may run over a line break) whose first
+    word is a program this test checks: the project's commands, ns-train, make and python."""
+    prose = FENCE_RE.sub("", path.read_text())
+    spans = [" ".join(m.group(1).split()) for m in SPAN_RE.finditer(prose)]
+    checked = set(SCRIPTS) | {"ns-train", "make"}
+    return [s for s in spans if s.split() and (s.split()[0] in checked or s.split()[0].startswith("python"))]
+
+
+def fenced_blocks(path: Path) -> List[Tuple[str, List[str]]]:
+    """(language, lines) of every fenced block of a Markdown file."""
+    blocks, lang, lines = [], None, []
+    for line in path.read_text().splitlines():
+        if line.strip().startswith("```"):
+            if lang is None:
+                lang, lines = line.strip()[3:].strip(), []
+            else:
+                blocks.append((lang, lines))
+                lang = None
+            continue
+        if lang is not None:
+            lines.append(line)
+    return blocks
+
+
 def segments(command: str) -> List[List[str]]:
     """The simple commands of one line (split at && ; |), environment assignments removed."""
-    tokens = shlex.split(command, comments=True)
+    try:
+        tokens = shlex.split(command, comments=True)
+    except ValueError:  # prose with an unpaired quote: its words are still the command's
+        tokens = command.split()
     out, current = [], []
     for tok in tokens:
         if tok in ("&&", "||", ";", "|"):
@@ -97,11 +128,12 @@ def classify(seg: List[str]) -> Tuple[str, str, List[str]]:
 
 CASES = []
 for doc in DOCS:
-    for line in bash_commands(doc):
-        for seg in segments(line):
-            kind, target, flags = classify(seg)
-            if kind != "skip":
-                CASES.append(pytest.param(kind, target, flags, id=f"{doc.name}:{' '.join(seg)[:70]}"))
+    for where, lines in (("", bash_commands(doc)), ("inline ", inline_commands(doc))):
+        for line in lines:
+            for seg in segments(line):
+                kind, target, flags = classify(seg)
+                if kind != "skip":
+                    CASES.append(pytest.param(kind, target, flags, id=f"{doc.name}:{where}{' '.join(seg)[:70]}"))
 
 
 def _help_flags(text: str) -> Set[str]:
@@ -126,8 +158,12 @@ def _help_procs() -> Dict[str, subprocess.Popen]:
     code = "import sys; from {} import entrypoint; sys.argv[0] = 'prog'; entrypoint()"
     return {
         m: subprocess.Popen(
-            [sys.executable, "-c", code.format(m), "--help"], cwd=ROOT, env=env, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [sys.executable, "-c", code.format(m), "--help"],
+            cwd=ROOT,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         for m in modules
     }
@@ -172,11 +208,15 @@ print("RESULT" + json.dumps(out))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-c", code, json.dumps(METHODS), json.dumps(wanted)],
-        cwd=ROOT, env=env, text=True, capture_output=True, timeout=180,
+        cwd=ROOT,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=180,
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    return json.loads(lines[-1][len("RESULT"):])
+    return json.loads(lines[-1][len("RESULT") :])
 
 
 def make_targets() -> Set[str]:
@@ -187,6 +227,37 @@ def make_targets() -> Set[str]:
 def test_docs_have_commands():
     kinds = {c.values[0] for c in CASES}
     assert {"module", "ns-train", "make"} <= kinds, kinds
+    inline = [c for c in CASES if ":inline " in c.id]
+    assert {c.id.split(":")[0] for c in inline} >= {"benchmarks.md", "development.md"}, [c.id for c in inline]
+
+
+def test_commands_are_in_bash_blocks():
+    """A command in a fenced block of another kind (```, ```sh, ```console) would not be checked: commands go in
+    ```bash blocks."""
+    misplaced = []
+    for doc in DOCS:
+        for lang, lines in fenced_blocks(doc):
+            if lang == "bash":
+                continue
+            for line in lines:
+                words = line.split()
+                if words and words[0].lstrip("$").strip() in set(SCRIPTS) | {"ns-train"}:
+                    misplaced.append(f"{doc.name} ```{lang}: {line.strip()}")
+    assert not misplaced, misplaced
+
+
+def test_inline_commands_are_read_from_prose_only():
+    import tempfile
+
+    text = (
+        "Run `instance-loc --edits FILE` or `instance-synth\n--preset demo` (a span over a line break); `ls -l` is\n"
+        "not checked.\n\n```\ninstance-render --in-a-plain-block\n```\n"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        doc = Path(tmp) / "doc.md"
+        doc.write_text(text)
+        assert inline_commands(doc) == ["instance-loc --edits FILE", "instance-synth --preset demo"]
+        assert fenced_blocks(doc) == [("", ["instance-render --in-a-plain-block"])]
 
 
 @pytest.mark.parametrize("kind,target,flags", CASES)

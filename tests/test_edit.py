@@ -12,12 +12,11 @@ import pytest
 import torch
 
 from instance_nerfacto.core.errors import InputError
-from instance_nerfacto.core.merge_table import MergeTable, read_record
 from instance_nerfacto.core.palette import colorize
 from instance_nerfacto.edit.edits import Merge, Name, Split, format_label_edits, parse_label_edits
-from instance_nerfacto.edit.label_map import LabelEditState, LabelMap
+from instance_nerfacto.edit.label_map import LabelEditState, LabelMap, MergeTable
 from instance_nerfacto.edit.session import EditSession
-from instance_nerfacto.edit.store import STATE_KEY, read_run_edits, store_label_edits
+from instance_nerfacto.edit.store import STATE_KEY, read_record, read_run_edits, store_label_edits
 
 SPLIT = Split(7, ((7, (0.0, 0.0, 0.0)), (31, (1.0, 0.0, 0.0))))
 

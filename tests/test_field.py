@@ -7,7 +7,7 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 
 from instance_nerfacto.config import instance_nerfacto_small_trainer
-from instance_nerfacto.core.merge_table import MergeTable
+from instance_nerfacto.edit.label_map import MergeTable
 from instance_nerfacto.lift.model import PSEUDOLABEL_KEY, InstanceNerfactoModel
 
 

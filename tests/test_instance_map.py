@@ -158,6 +158,30 @@ def test_sift_matcher_runs_and_helps(tiny_scene: Path, tmp_path: Path) -> None:
     assert m["scene_pq"] > 0.2, m
 
 
+def test_leiden_at_resolution_zero_gives_leidens_communities_as_connected_components() -> None:
+    """At resolution 0 the communities come from connected components: the same partition Leiden (leidenalg) finds,
+    numbered by decreasing size. A positive resolution still runs Leiden, which splits a component (control)."""
+    import igraph as ig
+    import leidenalg
+
+    rng = np.random.default_rng(0)
+    n = 400
+    edges = rng.integers(0, n, size=(300, 2))
+    edges = edges[edges[:, 0] != edges[:, 1]]
+    weights = rng.uniform(0.3, 1.0, len(edges))
+    graph = ig.Graph(n=n, edges=edges.tolist())
+    graph.es["weight"] = weights.tolist()
+    ref = np.asarray(leidenalg.find_partition(graph, leidenalg.CPMVertexPartition, weights="weight",
+                                              resolution_parameter=0.0, seed=0, n_iterations=-1).membership)
+    got = comm.leiden(n, edges, weights, 0.0, seed=0)
+    assert len(np.unique(ref)) == len(np.unique(got)) == len(np.unique(np.stack([ref, got], 1), axis=0))
+    sizes = np.bincount(got)
+    assert sizes.max() > 10 and np.all(np.diff(sizes) <= 0)  # numbered by decreasing size
+    chain = np.array([[k, k + 1] for k in range(9)])
+    assert len(np.unique(comm.leiden(10, chain, np.full(9, 0.5), 0.0, 0))) == 1
+    assert len(np.unique(comm.leiden(10, chain, np.full(9, 0.5), 0.3, 0))) > 1
+
+
 def test_split_cannot_link_cuts_the_wrong_edge() -> None:
     """Two objects seen in frames 0..2 joined by one wrong edge end as two labels; touching pieces stay together."""
     # nodes: object A in frames 0,1,2 -> 0,1,2; object B -> 3,4,5; node 6 = a touching piece of A in frame 0
@@ -306,6 +330,30 @@ def test_loftr_and_netvlad_with_random_local_weights(tiny_scene: Path, tmp_path:
     assert len(corr.fwd_src) == len(corr.fwd_dst)
 
 
+def test_depth_reprojections_batched_by_frame_equal_the_pair_by_pair_ones(tiny_scene: Path) -> None:
+    """The matching stage reprojects all of a task's pairs into each frame at once: every pair gets exactly the
+    correspondences of its own depth (and stereo) reprojection, in both directions, whatever the order of the pairs.
+    Negative control: the pair read the other way round has other correspondences."""
+    from data_preprocess.frames import cached_view
+    from data_preprocess.instance_map import load_frames
+    from data_preprocess.matching import depth_correspondences, depth_correspondences_many, stereo_correspondences
+
+    _, _, specs = load_frames(MapConfig(data=tiny_scene), tiny_scene / "masks")
+    views = {k: cached_view(s) for k, s in enumerate(specs)}
+    pairs = [(i, j) for i in range(len(specs)) for j in range(i + 1, min(len(specs), i + 6))]
+    keys = ("fwd_src", "fwd_dst", "bwd_src", "bwd_dst")
+    for name, one in (("depth", depth_correspondences), ("stereo", stereo_correspondences)):
+        order = np.random.default_rng(0).permutation(len(pairs))
+        batched = depth_correspondences_many(views, [pairs[k] for k in order], name)
+        for k, got in zip(order, batched):
+            want = one(views[pairs[k][0]], views[pairs[k][1]])
+            assert len(want.fwd_src) > 100 and all(np.array_equal(getattr(got, a), getattr(want, a)) for a in keys)
+    i, j = pairs[0]
+    forward, backward = depth_correspondences_many(views, [(i, j), (j, i)])
+    assert not np.array_equal(forward.fwd_src, backward.fwd_src)
+    assert np.array_equal(forward.fwd_src, backward.bwd_src) and np.array_equal(forward.bwd_dst, backward.fwd_dst)
+
+
 def test_pose_pairs_keep_a_bounded_number_of_partners_and_the_same_selection() -> None:
     """Sparse pose overlaps equal the dense definition; keeping each frame's best few directed overlaps bounds the
     entries per frame and, on a sweep where each frame overlaps ~20 others, still selects the same pairs."""
@@ -365,6 +413,38 @@ def test_pose_pairs_of_a_long_capture_rank_candidates_on_a_subsample(monkeypatch
     for row in range(n):
         assert sorted(s[i == row].tolist()) == pytest.approx(sorted(np.sort(dense[row])[-2:].tolist()))
     assert np.array_equal(pairs.select_sparse_pairs(i, j, s, n, 0.3, top_k=1), pairs.select_pairs(dense, 0.3, 1))
+
+
+def test_pose_pairs_of_a_long_capture_look_only_among_frames_near_in_pose(monkeypatch) -> None:
+    """A sweep along a wall walked there and back (each place seen twice, far apart in the capture): with a pose index
+    each frame bounds and ranks only its NEAREST_PER_PARTNER x max_partners nearest frames, and the pairs are those of
+    all frames, revisits included. Negative control: an index whose features belong to other frames loses pairs."""
+    from data_preprocess import pairs
+
+    n, h, w, f = 60, 48, 64, 50.0
+    K = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1]])
+    c2w = np.tile(np.eye(4), (n, 1, 1))
+    c2w[:, 0, 3] = np.r_[np.linspace(0.0, 12.0, n // 2), np.linspace(12.0, 0.0, n // 2) + 0.07]  # there and back
+    c2w[:, 1, 3] = 0.05 * np.sin(np.arange(n))
+    depth = np.full((h, w), 3.0)
+    views = [pairs.View(f"f{k}", K, c2w[k], np.zeros((h, w), np.int16), Path("unused"), depth) for k in range(n)]
+    expected = pairs.select_pairs(pairs.overlap_matrix(views), 0.3, 1)
+    assert any(b - a > n // 2 for a, b in expected.tolist())  # revisits are among the pairs
+    depth_mm = np.tile(np.round(depth * 1000).astype(np.uint16), (n, 1, 1))
+    args = (np.arange(n), np.tile(K, (n, 1, 1)), c2w, np.tile([h, w], (n, 1)), depth_mm, None, 0.3)
+    calls = []
+    exact_counts = pairs.visible_counts
+    monkeypatch.setattr(pairs, "visible_counts", lambda world, js, **kw: calls.append(len(js)) or exact_counts(
+        world, js, **kw))
+    monkeypatch.setattr(pairs, "NEAREST_PER_PARTNER", 8)  # 16 of the 60 frames at max_partners 2
+    near = pairs.PoseIndex.build(c2w, pairs.median_depths(depth_mm, None))
+    assert np.allclose(near.features[:, 3:] - near.features[:, :3], [0, 0, 3.0])  # the axis reaches the wall
+    i, j, s = pairs.overlap_rows(*args, max_partners=2, near=near)
+    assert calls and max(calls) <= 16
+    assert np.array_equal(pairs.select_sparse_pairs(i, j, s, n, 0.3, top_k=1), expected)
+    wrong = pairs.PoseIndex.build(c2w[np.random.default_rng(0).permutation(n)], pairs.median_depths(depth_mm, None))
+    i, j, s = pairs.overlap_rows(*args, max_partners=2, near=wrong)
+    assert not np.array_equal(pairs.select_sparse_pairs(i, j, s, n, 0.3, top_k=1), expected)
 
 
 def test_revisit_points_are_thinned_as_a_stream_whatever_the_chunking() -> None:

@@ -163,7 +163,7 @@ def test_train_checkpoint_loads_and_instance_render_writes_labels(lift_scene: Pa
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert "loaded 29 InstanceNerfactoModel" in loaded.stdout
 
-    from instance_nerfacto.core.merge_table import store_merge_table
+    from instance_nerfacto.edit.store import store_merge_table
 
     store_merge_table(config.parent, {k: 1 for k in range(2, 200)}, [])  # into the checkpoint, as instance-merge does
     result = render(config, tmp_path / "labels", "--split", "val", "--every", "2", "--grid-resolution", "32")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from instance_nerfacto.core.merge_table import MergeTable
+from instance_nerfacto.edit.label_map import MergeTable
 from instance_nerfacto.loc.voting import (
     VoteParams,
     interior_distance,

@@ -9,14 +9,9 @@ import numpy as np
 import pytest
 
 from instance_nerfacto.core.errors import InputError
-from instance_nerfacto.core.merge_table import (
-    MergeTable,
-    apply_edits,
-    read_record,
-    resolve,
-    store_merge_table,
-)
 from instance_nerfacto.edit.edits import Merge, parse_label_edits, read_label_edits
+from instance_nerfacto.edit.label_map import MergeTable, apply_edits, resolve
+from instance_nerfacto.edit.store import read_record, store_merge_table
 from instance_nerfacto.merge.cooccurrence import (
     MergeParams,
     cannot_link_pairs,
@@ -278,7 +273,7 @@ def test_merge_of_a_copied_run_folder_writes_the_checkpoint_nerfstudio_loads(tmp
     every loader here) loads the original's checkpoint: instance-merge edits that one, not the copy's."""
     import shutil
 
-    from instance_nerfacto.core.runs import run_folder
+    from instance_nerfacto.core.runs import RunChoice, run_folder
     from instance_nerfacto.merge.cli import MergeConfig, main
 
     config = trained_run_folder(tmp_path)
@@ -288,7 +283,7 @@ def test_merge_of_a_copied_run_folder_writes_the_checkpoint_nerfstudio_loads(tmp
     assert run_folder(copy / "config.yml") == original
     edits = tmp_path / "fixes.txt"
     edits.write_text("5 2\n")
-    main(MergeConfig(load_config=copy / "config.yml", edits=edits))
+    main(MergeConfig(run=RunChoice(load_config=copy / "config.yml"), edits=edits))
     lut = stored_lut(original)
     assert lut[3] == 1 and lut[5] == 2
     assert stored_lut(copy)[5] == 5 and not (copy / "label_edits.txt").exists()  # the copy is left as it was
@@ -301,8 +296,8 @@ def test_a_moved_run_folder_is_one_line_error(tmp_path: Path) -> None:
     loading anything, and nothing is written."""
     import shutil
 
+    from instance_nerfacto.core.runs import RunChoice, check_run_files
     from instance_nerfacto.merge.cli import MergeConfig, main
-    from instance_nerfacto.render.run import check_run_files
 
     config = trained_run_folder(tmp_path)
     assert check_run_files(config) == config.parent
@@ -311,5 +306,5 @@ def test_a_moved_run_folder_is_one_line_error(tmp_path: Path) -> None:
         check_run_files(moved / "config.yml")
     assert "output_dir" in err.value.line() and "\n" not in err.value.line()
     with pytest.raises(InputError, match="run folder was moved"):
-        main(MergeConfig(load_config=moved / "config.yml"))
+        main(MergeConfig(run=RunChoice(load_config=moved / "config.yml")))
     assert sorted(p.name for p in moved.iterdir()) == ["config.yml", "nerfstudio_models"]

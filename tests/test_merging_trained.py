@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from instance_nerfacto.core.files import atomic_write_json, atomic_write_png, read_label_png
-from instance_nerfacto.core.merge_table import MergeTable, read_record
+from instance_nerfacto.edit.label_map import MergeTable
+from instance_nerfacto.edit.store import read_record
 from instance_nerfacto.eval.noisy_labels import make_noisy_pseudolabels
 from tests.test_lift import train
 

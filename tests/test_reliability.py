@@ -176,6 +176,32 @@ def test_depth_reader_reads_png_and_npy_in_the_runs_unit_as_nerfstudio_does(tmp_
         read_depth(tmp_path / "bad.npy")
 
 
+def test_depth_writer_is_the_readers_inverse_and_writes_the_synthetic_rooms_bytes(tmp_path: Path) -> None:
+    """The one depth writer: metres -> the 16-bit PNG read_depth reads back to the nearest stored unit; no reading
+    (0, negative, NaN, beyond 65.535 m) is 0; the file is renamed into place, so no temporary name is left; and the
+    bytes are those instance-synth wrote before it used this writer (rounded millimetres, cv2's PNG encoder)."""
+    import cv2
+
+    from instance_nerfacto.core.files import read_depth, write_depth_png
+
+    depth = np.array([[0.0, 1.2344, 65.535, 70.0], [-1.0, np.nan, 0.0004, 2.5006]], np.float32)
+    write_depth_png(tmp_path / "depth" / "d.png", depth)
+    assert sorted(p.name for p in (tmp_path / "depth").iterdir()) == ["d.png"]
+    expected = [[0.0, 1.234, 65.535, 0.0], [0.0, 0.0, 0.0, 2.501]]
+    assert np.allclose(read_depth(tmp_path / "depth" / "d.png"), expected, rtol=0, atol=1e-5)
+    write_depth_png(tmp_path / "tenths.png", depth, scale=1e-4)
+    assert read_depth(tmp_path / "tenths.png", 1e-4)[0, 1] == pytest.approx(1.2344, abs=1e-6)
+    rng = np.random.default_rng(0)
+    rendered = rng.uniform(0.0, 9.0, (24, 32)).astype(np.float32)
+    old = np.round(rendered * 1000.0)
+    old[(old <= 0) | (old > 65535)] = 0
+    assert cv2.imwrite(str(tmp_path / "old.png"), old.astype(np.uint16))
+    write_depth_png(tmp_path / "new.png", rendered)
+    assert (tmp_path / "new.png").read_bytes() == (tmp_path / "old.png").read_bytes()
+    with pytest.raises(TypeError, match="2D"):
+        write_depth_png(tmp_path / "rgb.png", np.zeros((2, 2, 3), np.float32))
+
+
 def test_atomic_outputs_get_ordinary_file_permissions(tmp_path: Path) -> None:
     import os
 

@@ -24,8 +24,10 @@ import torch
 from PIL import Image
 
 from instance_nerfacto.core.files import read_label_png
-from instance_nerfacto.core.merge_table import MERGE_TABLE_NAME, MergeTable, latest_checkpoint
 from instance_nerfacto.core.palette import colorize
+from instance_nerfacto.core.runs import latest_checkpoint
+from instance_nerfacto.edit.label_map import MergeTable
+from instance_nerfacto.edit.store import MERGE_TABLE_NAME
 from tests.fake_fastsam import random_fastsam_weights
 from tests.small_run import SmallRun
 
@@ -211,7 +213,7 @@ def test_end_of_training_merge_is_in_the_checkpoint_and_keeps_things_apart(small
     Whether it joins the split label at this size is not asserted: over three view seeds, the split pair scored 0.33,
     0.33 and 0.60 against the 0.5 threshold after 300 iterations (the slow test in test_merging_trained.py trains 600
     iterations for that)."""
-    from instance_nerfacto.core.merge_table import read_record
+    from instance_nerfacto.edit.store import read_record
 
     run = small_run
     record = read_record(run.config.parent)

@@ -134,11 +134,12 @@ def test_busy_port_is_one_clear_error(tmp_path: Path) -> None:
 def test_training_viewer_binds_localhost_by_default() -> None:
     """ns-train instance-nerfacto* starts its viewer on 127.0.0.1 (nerfstudio's default is 0.0.0.0)."""
     from instance_nerfacto.config import instance_nerfacto, instance_nerfacto_small
+    from instance_nerfacto.core.runs import RunChoice
     from instance_nerfacto.render.viewer_cli import ViewerCliConfig
 
     for spec in (instance_nerfacto, instance_nerfacto_small):
         assert spec.config.viewer.websocket_host == "127.0.0.1"
-    assert ViewerCliConfig(load_config=Path("x")).host == "127.0.0.1"
+    assert ViewerCliConfig(run=RunChoice(load_config=Path("x"))).host == "127.0.0.1"
 
 
 def _start_viewer(config: Path, port: int, log_path: Path) -> subprocess.Popen:
@@ -194,7 +195,7 @@ def test_edit_the_map_in_the_browser(tiny_run: Path, tmp_path: Path) -> None:
     run_dir = tiny_run.parent
     import torch
 
-    from instance_nerfacto.core.merge_table import latest_checkpoint
+    from instance_nerfacto.core.runs import latest_checkpoint
 
     state = torch.load(latest_checkpoint(run_dir), map_location="cpu", weights_only=False)["pipeline"]
     num_labels = len(state["_model.merge_lut"]) - 1

@@ -14,7 +14,6 @@ Output folder (written to a temporary sibling folder, renamed into place when co
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import math
 import os
 import platform
@@ -33,7 +32,7 @@ from data_preprocess.synth.lens import photo_camera, render_canvas, warp_maps, w
 from data_preprocess.synth.scene import RoomScene
 from instance_nerfacto.core.console import say
 from instance_nerfacto.core.errors import fail, run_cli
-from instance_nerfacto.core.files import write_label_png
+from instance_nerfacto.core.files import atomic_write_json, atomic_write_png, write_depth_png, write_label_png
 from instance_nerfacto.core.third_party import native_stderr_silenced
 
 SYNTH_VERSION = 2  # 2: fixed share of hard objects, graded small-object misses, smaller boundary warp
@@ -84,21 +83,6 @@ class SynthConfig:
     """Replace an existing output folder."""
 
 
-def _depth_mm(depth_m: np.ndarray) -> np.ndarray:
-    mm = np.round(depth_m * 1000.0)
-    mm[(mm <= 0) | (mm > 65535)] = 0  # out of range is as unknown as nothing rendered
-    return mm.astype(np.uint16)
-
-
-def _write_png(path: Path, image: np.ndarray) -> None:
-    import cv2
-
-    if image.ndim == 3:
-        image = image[..., ::-1]
-    if not cv2.imwrite(str(path), np.ascontiguousarray(image)):
-        raise RuntimeError(f"could not write {path}")
-
-
 def generate(out: Path, preset_name: str, seed: int, n_train: Optional[int] = None, lens: str = "pinhole") -> Dict:
     """Render the scene into ``out`` (an empty or new folder); returns the synth.json metadata."""
     import cv2
@@ -142,8 +126,8 @@ def generate(out: Path, preset_name: str, seed: int, n_train: Optional[int] = No
             masks_per_frame.append(len(np.unique(masks)) - int((masks == 0).any()))
             render_s += t1 - t0
             frontend_s += t2 - t1
-            _write_png(out / "images" / f"{stem}.png", rgb)
-            _write_png(out / "depth" / f"{stem}.png", _depth_mm(depth))
+            atomic_write_png(out / "images" / f"{stem}.png", rgb)
+            write_depth_png(out / "depth" / f"{stem}.png", depth)  # millimetres, synth.json's depth_unit
             write_label_png(out / "gt" / f"{stem}.png", gt)
             write_label_png(out / "masks" / f"{stem}.png", masks)
             image_path = f"images/{stem}.png"
@@ -162,9 +146,9 @@ def generate(out: Path, preset_name: str, seed: int, n_train: Optional[int] = No
             "train_filenames": train_files,
             "val_filenames": val_files,
         }
-        (out / "transforms.json").write_text(json.dumps(transforms, indent=2) + "\n")
+        atomic_write_json(out / "transforms.json", transforms)
         instances = scene.instances_json()
-        (out / "instances.json").write_text(json.dumps(instances, indent=2) + "\n")
+        atomic_write_json(out / "instances.json", instances)
         names = [v["name"] for v in instances.values() if v["is_thing"]]
         timings.update(render_s=render_s, frontend_s=frontend_s, total_s=time.perf_counter() - start)
         meta = {
@@ -192,7 +176,7 @@ def generate(out: Path, preset_name: str, seed: int, n_train: Optional[int] = No
                          "pybullet": importlib.metadata.version("pybullet"), "pybullet_api": pybullet.getAPIVersion()},
             "timings": {k: round(v, 3) for k, v in timings.items()},
         }
-        (out / "synth.json").write_text(json.dumps(meta, indent=2) + "\n")
+        atomic_write_json(out / "synth.json", meta)
         return meta
     finally:
         scene.close()

@@ -42,13 +42,18 @@ def render_views(scene: Path, poses: List[Pose], out: Path, prefix: str = "view"
                  size: Optional[Tuple[int, int]] = None) -> Path:
     """Render ``poses`` of the room ``scene`` (its synth.json gives preset and seed) into ``out`` as a posed dataset
     at the room's resolution (or ``size`` = (width, height), same field of view). Returns ``out``."""
-    import cv2
 
     from data_preprocess.synth.cameras import Intrinsics
-    from data_preprocess.synth.cli import PRESETS, _depth_mm
+    from data_preprocess.synth.cli import PRESETS
     from data_preprocess.synth.frontend import FrontendNoise, draw_traits, simulate_masks
     from data_preprocess.synth.scene import RoomScene
-    from instance_nerfacto.core.files import write_label_png
+    from instance_nerfacto.core.files import (
+        atomic_write_bytes,
+        atomic_write_json,
+        atomic_write_png,
+        write_depth_png,
+        write_label_png,
+    )
 
     synth = json.loads((scene / "synth.json").read_text())
     preset = PRESETS[synth["preset"]]
@@ -64,9 +69,8 @@ def render_views(scene: Path, poses: List[Pose], out: Path, prefix: str = "view"
             stem = f"{prefix}_{index:05d}"
             rgb, depth, gt, c2w = room.render(eye, target, width, height, intr.fov_y_deg)
             masks = simulate_masks(gt, traits, np.random.default_rng([seed, 7, index]), noise)
-            for sub, image in (("images", rgb[..., ::-1]), ("depth", _depth_mm(depth))):
-                (out / sub).mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(out / sub / f"{stem}.png"), np.ascontiguousarray(image))
+            atomic_write_png(out / "images" / f"{stem}.png", rgb)
+            write_depth_png(out / "depth" / f"{stem}.png", depth)  # millimetres, as instance-synth writes them
             write_label_png(out / "gt" / f"{stem}.png", gt)
             write_label_png(out / "masks" / f"{stem}.png", masks)
             frames.append({"file_path": f"images/{stem}.png", "depth_file_path": f"depth/{stem}.png",
@@ -76,7 +80,7 @@ def render_views(scene: Path, poses: List[Pose], out: Path, prefix: str = "view"
         room.close()
     transforms = {"camera_model": "OPENCV", "fl_x": intr.fx, "fl_y": intr.fy, "cx": intr.cx, "cy": intr.cy,
                   "w": width, "h": height, "frames": frames, "train_filenames": [], "val_filenames": names}
-    (out / "transforms.json").write_text(json.dumps(transforms, indent=2) + "\n")
+    atomic_write_json(out / "transforms.json", transforms)
     if (scene / "instances.json").is_file():
-        (out / "instances.json").write_text((scene / "instances.json").read_text())
+        atomic_write_bytes(out / "instances.json", (scene / "instances.json").read_bytes())
     return out

@@ -145,6 +145,23 @@ def read_depth(path: Path | str, scale: float = DEFAULT_DEPTH_UNIT_SCALE,
     return np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(0.0)).astype(np.float32, copy=False)
 
 
+MAX_DEPTH_UNITS = 65535
+"""The largest reading a 16-bit depth PNG holds (65.535 m in millimetres)."""
+
+
+def write_depth_png(path: Path | str, depth: np.ndarray, scale: float = DEFAULT_DEPTH_UNIT_SCALE) -> None:
+    """Write a depth map in metres as the 16-bit grey PNG :func:`read_depth` reads back with the same ``scale``
+    (metres per stored unit; millimetres by default, as ns-process-data writes them): the one writer of depth maps.
+    Readings that round to 0 or below, beyond 16 bits or are not finite are stored as 0 (no reading). Written to a
+    temporary name and renamed."""
+    depth = np.asarray(depth)
+    if depth.ndim != 2:
+        raise TypeError(f"a depth map is a 2D array, got {depth.shape} for {path}")
+    units = np.round(depth * (1.0 / scale))
+    units[~np.isfinite(units) | (units <= 0) | (units > MAX_DEPTH_UNITS)] = 0  # out of range is no reading
+    atomic_write_png(path, units.astype(np.uint16))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # atomic outputs: write to a temporary name in the same folder, then rename into place
 

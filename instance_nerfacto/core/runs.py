@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from instance_nerfacto.core.console import say
 from instance_nerfacto.core.errors import fail
 from instance_nerfacto.core.files import DEFAULT_DEPTH_UNIT_SCALE
 
@@ -113,15 +114,75 @@ def moved_run_note(run_dir: Path | str, config_path: Path | str) -> Optional[str
     )
 
 
+def check_run_files(config_path: Path | str, load_step: Optional[int] = None) -> Path:
+    """The run folder of a config.yml (:func:`run_folder`: where nerfstudio loads its checkpoints from), after
+    checking that the config and the wanted checkpoint exist."""
+    config_path = Path(config_path)
+    if not config_path.is_file():
+        fail("training config not found", config_path, "pass the config.yml that ns-train printed at the end")
+    config = try_read_config(config_path)
+    # a file that is no config is reported after the checkpoint check: a run folder without checkpoints is the
+    # likelier mistake, and that message names the folder to look at
+    run_dir = run_folder(config_path, config) if config is not None else config_path.parent
+    if not has_checkpoint(run_dir):
+        if not holds_config(run_dir, config_path) and has_checkpoint(config_path.parent):
+            fail(
+                f"run folder was moved: config.yml still names {run_dir}",
+                models_dir(run_dir),
+                "set output_dir in config.yml to the folder above <experiment>/<method>/<timestamp> now "
+                "(nerfstudio loads the checkpoints from there), or run from the folder ns-train ran in",
+            )
+        fail(
+            "training run has no checkpoint",
+            models_dir(run_dir),
+            "train longer than one save interval, or check the path",
+        )
+    if load_step is not None and not checkpoint_path(run_dir, load_step).is_file():
+        fail(
+            f"no checkpoint for step {load_step}",
+            models_dir(run_dir),
+            "pick a step-*.ckpt that exists, or omit --load-step",
+        )
+    if config is None:
+        read_config(config_path)  # the one-line error for a file that is not a training config
+    return run_dir
+
+
 @dataclass
-class RunOptions:
-    """Which trained run a command reads and how: the options instance-render, instance-export and instance-loc share
-    (nested in each command's config without a prefix, so the flags read --load-config, --load-step, --merge /
-    --no-merge and --threads everywhere)."""
+class RunChoice:
+    """Which trained run a command reads: the --load-config flag of every command that opens a run (nested in each
+    command's config without a prefix). :meth:`run_dir` finds the run's folder as nerfstudio does, so a command
+    that writes into the run (instance-merge, the viewer's edit panel) writes the checkpoint every reader loads."""
 
     load_config: Optional[Path] = None
     """config.yml of the training run (outputs/<experiment>/instance-nerfacto*/<timestamp>/config.yml); required,
     except by instance-loc --denoise, which reads rendered label maps instead of a model."""
+
+    def require_config(self) -> Path:
+        """``load_config``, after a one-line error when it is not given or does not exist."""
+        if self.load_config is None:
+            fail("no training run given", None, "pass --load-config outputs/.../config.yml")
+        if not Path(self.load_config).is_file():
+            fail("training config not found", self.load_config, "pass the config.yml written by ns-train")
+        return Path(self.load_config)
+
+    def run_dir(self, command: str, load_step: Optional[int] = None) -> Path:
+        """The folder nerfstudio loads the run's checkpoints from (:func:`check_run_files`), after
+        :meth:`require_config`; says so when it is not the folder of config.yml (a moved or copied run)."""
+        config_path = self.require_config()
+        run_dir = check_run_files(config_path, load_step)
+        note = moved_run_note(run_dir, config_path)
+        if note is not None:
+            say(f"{command}: {note}")
+        return run_dir
+
+
+@dataclass
+class RunOptions(RunChoice):
+    """Which trained run a command reads and how: the options instance-render, instance-export and instance-loc share
+    (nested in each command's config without a prefix, so the flags read --load-config, --load-step, --merge /
+    --no-merge and --threads everywhere)."""
+
     load_step: Optional[int] = None
     """Checkpoint step to load (default: the latest)."""
     merge: bool = True
@@ -132,14 +193,6 @@ class RunOptions:
     already run their chunks on one thread per core (render/bake.render_workers), and a query of a few hundred rays
     is too little work to share; on a busy machine extra torch threads only wait on each other (measured with
     instance-loc: 1 thread ~7x faster than 2 on a loaded 2-core machine)."""
-
-    def require_config(self) -> Path:
-        """``load_config``, after a one-line error when it is not given or does not exist."""
-        if self.load_config is None:
-            fail("no training run given", None, "pass --load-config outputs/.../config.yml")
-        if not Path(self.load_config).is_file():
-            fail("training config not found", self.load_config, "pass the config.yml written by ns-train")
-        return Path(self.load_config)
 
     def set_threads(self) -> None:
         """Give torch ``threads`` intra-op threads (0 leaves its setting)."""

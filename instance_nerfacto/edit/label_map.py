@@ -1,4 +1,9 @@
-"""Raw label ids (and the 3D points they were read at) -> the ids every command shows: the one owner of edits.
+"""Raw label ids (and the 3D points they were read at) -> the ids every command shows: the one owner of the merge
+table and of the label map built on it from hand edits.
+
+A :class:`MergeTable` (label -> merged label) is what automatic merging finds; hand edits' merges (``A B``: label A's
+whole merged group joins B's group) apply on top of it, in file order (:func:`apply_edits`). Labels not listed keep
+their id.
 
 A :class:`LabelMap` is the run's merge table followed by the hand edits that cannot be a table: after the first split,
 edits are kept as an ordered program of stages, a merge stage (a table over the ids of that stage) or a split stage
@@ -8,7 +13,8 @@ merge table, as before.
 Where it lives: in the trained model. The merge table is the ``merge_lut`` buffer; the program and the names are the
 extra state of :class:`LabelEditState` (``label_edits`` in the checkpoint). ``ns-render`` and the viewer (the model's
 own outputs), ``instance-render``, ``instance-loc`` and ``instance-export`` all call ``model.label_map().apply(ids,
-points)`` with the surface point of each ray, so a split shows the same everywhere.
+points)`` with the surface point of each ray, so a split shows the same everywhere. :mod:`instance_nerfacto.edit.store`
+writes both into the checkpoint.
 """
 
 from __future__ import annotations
@@ -17,12 +23,108 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from jaxtyping import Integer
 
 from instance_nerfacto.core.errors import fail
-from instance_nerfacto.core.merge_table import MergeTable, apply_edits
 from instance_nerfacto.edit.edits import Edit, Merge, Name, Split
 
 STATE_VERSION = 1
+
+
+def resolve(table: Mapping[int, int]) -> Dict[int, int]:
+    """Follow chains (3 -> 5, 5 -> 1 gives 3 -> 1) so every label maps to its final id in one step; cycles are
+    broken by mapping the whole cycle to its smallest id."""
+    out: Dict[int, int] = {}
+    for start in table:
+        seen: List[int] = []
+        cur = start
+        while cur in table and table[cur] != cur and cur not in seen:
+            seen.append(cur)
+            cur = table[cur]
+        if cur in seen:  # a cycle: everything on it becomes its smallest member
+            cur = min(seen[seen.index(cur) :])
+        out[int(start)] = int(cur)
+    return {k: v for k, v in out.items() if k != v}
+
+
+def apply_edits(table: Mapping[int, int], edits: List[Tuple[int, int]]) -> Dict[int, int]:
+    """Apply hand edits on top of a merge table: for each ``A B``, every label now ending at A's final id moves to
+    B's final id (so edits can name either raw or already-merged ids)."""
+    final = resolve(table)
+    for a, b in edits:
+        fa = final.get(a, a)
+        fb = final.get(b, b)
+        if fa == fb:
+            continue
+        for k, v in list(final.items()):
+            if v == fa:
+                final[k] = fb
+        final[a] = fb
+        if fa != a:
+            final[fa] = fb
+    return {k: v for k, v in final.items() if k != v}
+
+
+def lookup_table(table: Mapping[int, int], max_id: int) -> np.ndarray:
+    """int64 LUT of size ``max_id + 1`` with lut[i] = merged id of i (0 stays 0)."""
+    lut = np.arange(max_id + 1, dtype=np.int64)
+    for k, v in table.items():
+        if 0 < k <= max_id:
+            lut[k] = v
+    return lut
+
+
+class MergeTable:
+    """A merge table (automatic merges and hand edits, resolved): ``apply`` maps ids of numpy arrays and torch
+    tensors."""
+
+    def __init__(self, table: Optional[Mapping[int, int]] = None) -> None:
+        self.table: Dict[int, int] = resolve({int(k): int(v) for k, v in (table or {}).items()})
+
+    def __bool__(self) -> bool:
+        return bool(self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, MergeTable) and self.table == other.table
+
+    def __repr__(self) -> str:
+        return f"MergeTable({self.table})"
+
+    @classmethod
+    def from_lut(cls, lut: Integer[np.ndarray, "K1"]) -> "MergeTable":
+        """From the model's ``merge_lut`` buffer (lut[i] = merged id of label i)."""
+        lut = np.asarray(lut).astype(np.int64)
+        return cls({i: int(v) for i, v in enumerate(lut.tolist()) if i != v and i > 0})
+
+    def lut(self, num_labels: int) -> Integer[np.ndarray, "K1"]:
+        """The lookup table of labels 0..num_labels, as the model stores it."""
+        return lookup_table(self.table, num_labels)
+
+    def with_edits(self, edits: List[Tuple[int, int]]) -> "MergeTable":
+        """This table with hand edits applied on top."""
+        return MergeTable(apply_edits(self.table, edits))
+
+    def apply(self, ids, points=None):
+        """Merged ids, same type, shape and dtype as ``ids`` (numpy array or torch tensor). ``points`` is ignored (a
+        merge table does not depend on where an id was read; it is accepted so that a table and a
+        :class:`LabelMap` are called alike)."""
+        if not self.table:
+            return ids.clone() if hasattr(ids, "clone") else np.array(ids, copy=True)
+        if hasattr(ids, "numel"):
+            import torch
+
+            if ids.numel() == 0:
+                return ids.clone()
+            lut = torch.from_numpy(lookup_table(self.table, max(int(ids.max()), max(self.table)))).to(ids.device)
+            return lut[ids.long()].to(ids.dtype)
+        ids = np.asarray(ids)
+        if ids.size == 0:
+            return ids.copy()
+        lut = lookup_table(self.table, max(int(ids.max()), max(self.table)))
+        return lut[ids.astype(np.int64)].astype(ids.dtype)
 
 
 def _merge_stage(table: Mapping[int, int]) -> Dict:
@@ -32,8 +134,12 @@ def _merge_stage(table: Mapping[int, int]) -> Dict:
 class LabelMap:
     """The merge table, then the program of edits after the first split, and the names of ids."""
 
-    def __init__(self, merge: Optional[MergeTable] = None, program: Sequence[Dict] = (),
-                 names: Optional[Mapping[int, str]] = None) -> None:
+    def __init__(
+        self,
+        merge: Optional[MergeTable] = None,
+        program: Sequence[Dict] = (),
+        names: Optional[Mapping[int, str]] = None,
+    ) -> None:
         self.merge = merge if merge is not None else MergeTable()
         self.program: List[Dict] = [dict(stage) for stage in program]
         self.names: Dict[int, str] = {int(k): str(v) for k, v in (names or {}).items()}
@@ -74,8 +180,9 @@ class LabelMap:
                 else:
                     out.program.append(_merge_stage({a: b}))
             elif isinstance(edit, Split):
-                out.program.append({"split": out.resolve(edit.label),
-                                    "seeds": [[int(i), *map(float, p)] for i, p in edit.seeds]})
+                out.program.append(
+                    {"split": out.resolve(edit.label), "seeds": [[int(i), *map(float, p)] for i, p in edit.seeds]}
+                )
             elif isinstance(edit, Name):
                 out.names[int(edit.label)] = edit.name
         return out
@@ -94,8 +201,11 @@ class LabelMap:
             return ids
         if points is None:
             if self.has_splits:
-                fail("the run's label edits hold a split, which needs the 3D point of every pixel", None,
-                     "use a command that reads the model (instance-render, instance-loc, instance-export)")
+                fail(
+                    "the run's label edits hold a split, which needs the 3D point of every pixel",
+                    None,
+                    "use a command that reads the model (instance-render, instance-loc, instance-export)",
+                )
         is_numpy = not isinstance(ids, torch.Tensor)
         flat = torch.as_tensor(np.asarray(ids) if is_numpy else ids).reshape(-1).long().clone()
         pts = None if points is None else torch.as_tensor(points).reshape(-1, 3).to(flat.device).float()
@@ -116,20 +226,29 @@ class LabelMap:
 
     def state(self) -> Dict:
         """The program and the names as plain lists and strings (the checkpoint's ``label_edits`` extra state)."""
-        program = [{"merge": [[k, v] for k, v in sorted(s["merge"].items())]} if "merge" in s
-                   else {"split": int(s["split"]), "seeds": [list(map(float, seed)) for seed in s["seeds"]]}
-                   for s in self.program]
-        return {"version": STATE_VERSION, "program": program,
-                "names": [[int(k), v] for k, v in sorted(self.names.items())]}
+        program = [
+            {"merge": [[k, v] for k, v in sorted(s["merge"].items())]}
+            if "merge" in s
+            else {"split": int(s["split"]), "seeds": [list(map(float, seed)) for seed in s["seeds"]]}
+            for s in self.program
+        ]
+        return {
+            "version": STATE_VERSION,
+            "program": program,
+            "names": [[int(k), v] for k, v in sorted(self.names.items())],
+        }
 
     @classmethod
     def from_parts(cls, merge_lut, state: Optional[Mapping]) -> "LabelMap":
         """From the model's ``merge_lut`` buffer and ``label_edits`` state."""
         lut = merge_lut.cpu().numpy() if isinstance(merge_lut, torch.Tensor) else np.asarray(merge_lut)
         state = state or {}
-        program = [{"merge": {int(k): int(v) for k, v in s["merge"]}} if "merge" in s
-                   else {"split": int(s["split"]), "seeds": [list(seed) for seed in s["seeds"]]}
-                   for s in state.get("program", [])]
+        program = [
+            {"merge": {int(k): int(v) for k, v in s["merge"]}}
+            if "merge" in s
+            else {"split": int(s["split"]), "seeds": [list(seed) for seed in s["seeds"]]}
+            for s in state.get("program", [])
+        ]
         return cls(MergeTable.from_lut(lut), program, {int(k): v for k, v in state.get("names", [])})
 
 
@@ -150,5 +269,9 @@ class LabelEditState(torch.nn.Module):
 
 def seeds_of(label_map: LabelMap) -> List[Tuple[int, int, Tuple[float, float, float]]]:
     """(split label, seed id, point) of every seed of a map, for drawing."""
-    return [(int(s["split"]), int(seed[0]), tuple(seed[1:])) for s in label_map.program if "split" in s
-            for seed in s["seeds"]]
+    return [
+        (int(s["split"]), int(seed[0]), tuple(seed[1:]))
+        for s in label_map.program
+        if "split" in s
+        for seed in s["seeds"]
+    ]

@@ -21,9 +21,8 @@ from torch.nn import Parameter
 
 from instance_nerfacto.core import compat
 from instance_nerfacto.core.console import say
-from instance_nerfacto.core.merge_table import MergeTable
 from instance_nerfacto.core.palette import colorize
-from instance_nerfacto.edit.label_map import LabelEditState, LabelMap
+from instance_nerfacto.edit.label_map import LabelEditState, LabelMap, MergeTable
 from instance_nerfacto.lift.field import InstanceNerfactoField
 from instance_nerfacto.lift.labels import DEFAULT_LABEL_TOP_K
 

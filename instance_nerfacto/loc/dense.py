@@ -19,7 +19,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 from jaxtyping import Float, Int, Integer
 
-from instance_nerfacto.core.merge_table import MergeTable
+from instance_nerfacto.edit.label_map import MergeTable
 
 QueryFn = Callable[[Int[np.ndarray, "N 2"]], Tuple[Int[np.ndarray, "N"], Float[np.ndarray, "N"]]]
 

@@ -8,7 +8,7 @@ from typing import Dict, Literal, Optional, Tuple
 import numpy as np
 
 from instance_nerfacto.core.dataset import Frame
-from instance_nerfacto.core.merge_table import MergeTable
+from instance_nerfacto.edit.label_map import MergeTable
 from instance_nerfacto.loc.dense import localize_dense
 from instance_nerfacto.loc.map_depth import fill_small_holes, splat_depth
 from instance_nerfacto.loc.surface import DepthQuery, ray_distance_map

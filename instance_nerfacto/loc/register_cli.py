@@ -163,9 +163,10 @@ def poses_json(frames: List[Frame], output: Path) -> dict:
 def register_images(cfg) -> Tuple[object, object, Dict[str, Dict]]:
     """Register ``cfg.images`` against ``cfg.run.load_config``'s map; returns the config to localize the registered
     photos with (``--data <output>/poses.json``), the loaded run, and per photo its registration record."""
+    from instance_nerfacto.core.runs import check_run_files
     from instance_nerfacto.loc.register_map import rendered_view, run_map_features, training_frames
     from instance_nerfacto.render.bake import cached_density_grid
-    from instance_nerfacto.render.run import check_run_files, load_run, training_transforms
+    from instance_nerfacto.render.run import load_run, training_transforms
 
     if cfg.data is not None:
         fail("--images and --data both given", cfg.images,

@@ -14,7 +14,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import numpy as np
 from jaxtyping import Float, Int, Integer, UInt16
 
-from instance_nerfacto.core.merge_table import MergeTable
+from instance_nerfacto.edit.label_map import MergeTable
 
 ACCUMULATION_MIN = 0.5  # a ray whose accumulated density is below this hit nothing: its vote is 0
 

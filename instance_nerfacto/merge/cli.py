@@ -15,18 +15,18 @@ there is one) is applied on top of the new automatic merges, so re-merging keeps
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import tyro
 
 from instance_nerfacto.core.console import say
 from instance_nerfacto.core.errors import fail, run_cli
-from instance_nerfacto.core.merge_table import MERGE_TABLE_NAME, read_record
-from instance_nerfacto.core.runs import moved_run_note
+from instance_nerfacto.core.runs import RunChoice
 from instance_nerfacto.edit.edits import read_label_edits
 from instance_nerfacto.edit.label_map import LabelMap
+from instance_nerfacto.edit.store import MERGE_TABLE_NAME, read_record, read_run_edits, store_label_edits
 from instance_nerfacto.merge.views import MergeViews
 
 
@@ -34,8 +34,8 @@ from instance_nerfacto.merge.views import MergeViews
 class MergeConfig(MergeViews):
     """Merge labels of a trained instance-nerfacto run that are one object (stored in its checkpoint)."""
 
-    load_config: Path
-    """config.yml of the training run."""
+    run: Annotated[RunChoice, tyro.conf.OmitArgPrefixes] = field(default_factory=RunChoice)
+    """The training run (--load-config)."""
     edits: Optional[Path] = None
     """Hand-edit file ('A B' per line: label A becomes label B; 'split ...', 'name ...' lines as the viewer saves
     them), applied on top of the automatic merges; default: the run's label_edits.txt when it has one."""
@@ -46,10 +46,9 @@ class MergeConfig(MergeViews):
 
 
 def main(cfg: MergeConfig) -> LabelMap:
-    from instance_nerfacto.render.run import check_run_files, load_run
+    from instance_nerfacto.render.run import load_run
 
-    if not cfg.load_config.is_file():
-        fail("training config not found", cfg.load_config, "pass the config.yml that ns-train printed at the end")
+    config_path = cfg.run.require_config()
     if cfg.views < 1:
         fail("--views must be at least 1", None, "pass e.g. --views 8")
     if cfg.segmenter == "fastsam" and (cfg.weights is None or not cfg.weights.is_file()):
@@ -57,14 +56,9 @@ def main(cfg: MergeConfig) -> LabelMap:
              "pass --weights a local FastSAM .pt file, or use --segmenter felzenszwalb")
     if cfg.pseudolabels is not None and not cfg.pseudolabels.is_dir():
         fail("pseudolabel folder does not exist", cfg.pseudolabels, "pass the folder the run was trained on")
-    from instance_nerfacto.edit.store import read_run_edits, store_label_edits
-
     edits = read_label_edits(cfg.edits) if cfg.edits is not None else []  # a bad edit file fails before the model
     # the folder nerfstudio loads the checkpoints from: the one ns-render and the viewer read, so the one to write
-    run_dir = check_run_files(cfg.load_config)
-    note = moved_run_note(run_dir, cfg.load_config)
-    if note is not None:
-        say(f"instance-merge: {note}")
+    run_dir = cfg.run.run_dir("instance-merge")
     if cfg.edits is None:
         edits = read_run_edits(run_dir)
     record = read_record(run_dir)
@@ -73,7 +67,7 @@ def main(cfg: MergeConfig) -> LabelMap:
     else:
         from instance_nerfacto.merge.views import merge_labels
 
-        run = load_run(cfg.load_config)
+        run = load_run(config_path)
         automatic, stats = merge_labels(run.pipeline, cfg, run.checkpoint, run.step, cfg.pseudolabels)
         del run
     final = store_label_edits(run_dir, edits, automatic, **stats)

@@ -21,8 +21,9 @@ from scipy.spatial.transform import Rotation
 
 from instance_nerfacto.core.console import say
 from instance_nerfacto.core.errors import InputError, fail
-from instance_nerfacto.core.merge_table import MergeTable, write_record
 from instance_nerfacto.core.runs import checkpoint_name
+from instance_nerfacto.edit.label_map import MergeTable
+from instance_nerfacto.edit.store import write_record
 from instance_nerfacto.merge.cooccurrence import MergeParams, compute_merge_table, load_cannot_link
 
 

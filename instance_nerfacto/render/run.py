@@ -14,19 +14,9 @@ from typing import List, Optional, Tuple
 
 from instance_nerfacto.core.dataset import check_depth_listing
 from instance_nerfacto.core.errors import fail
-from instance_nerfacto.core.merge_table import MergeTable
-from instance_nerfacto.core.runs import (
-    checkpoint_path,
-    checkpoint_step,
-    has_checkpoint,
-    holds_config,
-    latest_checkpoint,
-    models_dir,
-    read_config,
-    run_folder,
-    try_read_config,
-)
+from instance_nerfacto.core.runs import check_run_files, checkpoint_step, latest_checkpoint, read_config
 from instance_nerfacto.core.third_party import nerfstudio_console_captured
+from instance_nerfacto.edit.label_map import MergeTable
 from instance_nerfacto.render.cameras import DatasetToModel
 
 
@@ -73,31 +63,6 @@ class TrainedRun:
         """The merge table and hand edits the model carries: ``apply(ids, points)`` gives the ids every command
         shows (a split needs the surface point of each id)."""
         return self.model.label_map()
-
-
-def check_run_files(config_path: Path, load_step: Optional[int] = None) -> Path:
-    """The run folder of a config.yml (:func:`~instance_nerfacto.core.runs.run_folder`: where nerfstudio loads its
-    checkpoints from), after checking that the config and the wanted checkpoint exist."""
-    config_path = Path(config_path)
-    if not config_path.is_file():
-        fail("training config not found", config_path, "pass the config.yml that ns-train printed at the end")
-    config = try_read_config(config_path)
-    # a file that is no config is reported after the checkpoint check: a run folder without checkpoints is the
-    # likelier mistake, and that message names the folder to look at
-    run_dir = run_folder(config_path, config) if config is not None else config_path.parent
-    if not has_checkpoint(run_dir):
-        if not holds_config(run_dir, config_path) and has_checkpoint(config_path.parent):
-            fail(f"run folder was moved: config.yml still names {run_dir}", models_dir(run_dir),
-                 "set output_dir in config.yml to the folder above <experiment>/<method>/<timestamp> now "
-                 "(nerfstudio loads the checkpoints from there), or run from the folder ns-train ran in")
-        fail("training run has no checkpoint", models_dir(run_dir),
-             "train longer than one save interval, or check the path")
-    if load_step is not None and not checkpoint_path(run_dir, load_step).is_file():
-        fail(f"no checkpoint for step {load_step}", models_dir(run_dir),
-             "pick a step-*.ckpt that exists, or omit --load-step")
-    if config is None:
-        read_config(config_path)  # the one-line error for a file that is not a training config
-    return run_dir
 
 
 def load_run(config_path: Path | str, load_step: Optional[int] = None) -> TrainedRun:

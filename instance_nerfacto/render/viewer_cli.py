@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import errno
 import socket
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Annotated
 
 import tyro
 
-from instance_nerfacto.core.console import say
 from instance_nerfacto.core.errors import fail, run_cli
+from instance_nerfacto.core.runs import RunChoice
 
 
 @dataclass
 class ViewerCliConfig:
     """Open a trained instance-nerfacto run in nerfstudio's web viewer."""
 
-    load_config: Path
-    """config.yml of the training run."""
+    run: Annotated[RunChoice, tyro.conf.OmitArgPrefixes] = field(default_factory=RunChoice)
+    """The training run (--load-config)."""
     port: int = 7007
     """Port of the viewer's web server."""
     host: str = "127.0.0.1"
@@ -47,24 +47,20 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def main(cfg: ViewerCliConfig) -> None:
-    if not cfg.load_config.is_file():
-        fail("training config not found", cfg.load_config, "pass the config.yml written by ns-train")
+    config_path = cfg.run.require_config()
     check_port_free(cfg.host, cfg.port)
     from nerfstudio.scripts.viewer.run_viewer import RunViewer, ViewerConfigWithoutNumRays
 
     from instance_nerfacto.core import compat
 
     compat.apply()
-    from instance_nerfacto.core.runs import moved_run_note, run_folder
     from instance_nerfacto.edit import viewer as edit_viewer
 
     # the edit panel saves label_edits.txt and the checkpoint into the folder the viewer loads the checkpoint from
-    edit_viewer.RUN_DIR = run_folder(cfg.load_config)
-    note = moved_run_note(edit_viewer.RUN_DIR, cfg.load_config)
-    if note is not None:
-        say(f"instance-viewer: {note}")
+    # (instance-merge's, found the same way: a moved run is one line here, a copied one names the original)
+    edit_viewer.RUN_DIR = cfg.run.run_dir("instance-viewer")
     viewer = ViewerConfigWithoutNumRays(websocket_host=cfg.host, websocket_port=cfg.port)
-    RunViewer(load_config=cfg.load_config, viewer=viewer).main()
+    RunViewer(load_config=config_path, viewer=viewer).main()
 
 
 def entrypoint() -> None:
