@@ -33,6 +33,7 @@ from data_preprocess.frames import (
     write_labels,
 )
 from data_preprocess.graph import match_stage, mutual_best_edges, split_by_frame
+from data_preprocess.matching import depth_tolerance
 from data_preprocess.pairs import exhaustive_pairs, sequential_pairs, similarity_pairs
 from data_preprocess.rasterize import order_labels
 from data_preprocess.steps import Steps, peak_rss_mb
@@ -338,7 +339,7 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
             points = support.support_points(revisits.collect_points(
                 membership, frame_of, offsets, lambda fs: frame_points(fs, None), 1)[0], membership, membership)
         rates = support.detection_rates(points, membership, offsets, support.check_frames(len(specs)),
-                                        lambda f: cached_view(specs[f]))
+                                        lambda f: cached_view(specs[f]), depth_tol=depth_tolerance(matcher_name))
         membership = support.drop_unsupported(membership, rates, cfg.min_detection_rate)
         n_supported = len(np.unique(membership[membership >= 0]))
     step("support")

@@ -114,6 +114,13 @@ DEPTH_MATCHERS = {"depth": (2, 0.05, False), "stereo": (2, STEREO_DEPTH_TOL, STE
 """Matchers that reproject through depth maps: (stride, depth tolerance, unknown visible), as their per-pair forms."""
 
 
+def depth_tolerance(matcher: str) -> float:
+    """Relative tolerance of a depth test on the depth maps a matcher reads: the stereo matcher's for depth
+    estimated by stereo (noisier than a sensor's), the sensor's otherwise (the sparse matchers' triangulated depth
+    never reaches a dense test)."""
+    return DEPTH_MATCHERS.get(matcher, DEPTH_MATCHERS["depth"])[1]
+
+
 def depth_correspondences_many(views: Dict[int, View], pairs: List[tuple[int, int]],
                                matcher: str = "depth") -> List[Correspondences]:
     """``depth_correspondences`` (or ``stereo_correspondences``) of many frame pairs, the same result as pair by pair:

@@ -105,3 +105,29 @@ def test_a_capture_and_its_every_5th_subsample_label_the_shared_frames_alike(tmp
         assert agreement < 0.95
     else:
         assert agreement >= 0.95
+
+
+def test_detection_rate_on_estimated_depth_uses_the_stereo_tolerance() -> None:
+    """Depth estimated by stereo is off by several centimetres: here every check frame's depth map reads the plane 7%
+    too deep (3.21 m for 3 m). With a sensor's tolerance (5% + 2 cm = 17 cm) no frame sees the square, so the
+    community found in only 2 of the 10 frames is kept unjudged; with the tolerance the stereo matcher uses for that
+    depth, all 10 see it and it is dropped, while the community found in all of them stays."""
+    from data_preprocess.matching import STEREO_DEPTH_TOL, depth_tolerance
+
+    assert depth_tolerance("depth") == 0.05 and depth_tolerance("stereo") == STEREO_DEPTH_TOL > 0.07 + 0.02 / 3
+    assert depth_tolerance("sift") == 0.05
+    views = [_facing_plane(0.1 * (k - 4), np.full((120, 160), 3.21)) for k in range(10)]
+    g = np.linspace(-0.2, 0.2, 10)
+    square = np.array([[x, y, 0.0] for x in g for y in g])
+    points = {0: square, 1: square[::2]}
+    frame_nodes = [[0, 1] if f in (3, 6) else [0] for f in range(10)]
+    membership = np.array([c for nodes in frame_nodes for c in nodes])
+    offsets = np.r_[0, np.cumsum([len(n) for n in frame_nodes])]
+    sensor = support.detection_rates(points, membership, offsets, range(10), lambda f: views[f],
+                                     depth_tol=depth_tolerance("depth"))
+    assert sensor == {0: (0, 0), 1: (0, 0)}
+    assert np.array_equal(support.drop_unsupported(membership, sensor, 0.35), membership)
+    stereo = support.detection_rates(points, membership, offsets, range(10), lambda f: views[f],
+                                     depth_tol=depth_tolerance("stereo"))
+    assert stereo == {0: (10, 10), 1: (10, 2)}
+    assert np.array_equal(support.drop_unsupported(membership, stereo, 0.35) == -1, membership == 1)

@@ -186,3 +186,23 @@ def test_no_depth_dataset_defaults_to_stereo(no_depth_tiny: Path, tiny_scene: Pa
     assert meta["matcher"] == "stereo" and "stereo" in meta["timings_s"]
     ours = evaluate_dirs(out, tiny_scene / "gt", things_json=tiny_scene / "instances.json")
     assert ours["scene_pq"] > 0.3, ours
+
+
+def test_detection_rate_of_a_stereo_run_tests_depth_with_the_stereo_tolerance(
+        no_depth_tiny: Path, tiny_scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """instance-map judges communities on stereo depth with the stereo matcher's tolerance, on depth maps with the
+    sensor's: the rate's depth test must not reject views for the centimetres stereo is off."""
+    from data_preprocess import instance_map, support
+    from data_preprocess.matching import STEREO_DEPTH_TOL
+
+    seen = []
+    real = support.detection_rates
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("depth_tol"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(support, "detection_rates", spy)
+    for data, out in ((no_depth_tiny, tmp_path / "stereo"), (tiny_scene, tmp_path / "depth")):
+        instance_map.main(instance_map.MapConfig(data=data, output=out, quiet=True, cache=False))
+    assert seen == [STEREO_DEPTH_TOL, 0.05]
