@@ -32,7 +32,7 @@ from data_preprocess.pairs import (
 from data_preprocess.rasterize import frame_labels
 from instance_nerfacto.core.camera import Lens, working_lens
 from instance_nerfacto.core.errors import fail
-from instance_nerfacto.core.files import read_depth, read_image_size, write_label_png
+from instance_nerfacto.core.files import DEFAULT_DEPTH_UNIT_SCALE, read_depth, read_image_size, write_label_png
 from instance_nerfacto.core.masks import read_mask_owner, same_picture
 
 VIEW_CACHE_SIZE = 160
@@ -66,6 +66,8 @@ class FrameSpec:
     nerfstudio trains on). None: the photo's own grid is the working grid."""
     depth_on_photo: bool = True
     """``depth_path`` is on the photo's grid (the dataset's depth maps), not on the pinhole grid (stereo's)."""
+    depth_unit: float = DEFAULT_DEPTH_UNIT_SCALE
+    """Metres per stored unit of the dataset's depth maps (nerfstudio's ``depth_unit_scale_factor``)."""
 
     @property
     def photo_size(self) -> Tuple[int, int]:
@@ -73,14 +75,16 @@ class FrameSpec:
         return (self.height, self.width) if self.lens is None else (self.lens.photo.height, self.lens.photo.width)
 
 
-def make_spec(index: int, frame, mask_path: Path, depth: bool, max_size: int = 1 << 30) -> FrameSpec:
+def make_spec(index: int, frame, mask_path: Path, depth: bool, max_size: int = 1 << 30,
+              depth_unit: float = DEFAULT_DEPTH_UNIT_SCALE) -> FrameSpec:
     depth_path = frame.depth_path if depth else None
     stamp = tuple((st.st_size, st.st_mtime_ns) for st in (Path(p).stat() for p in (mask_path, depth_path) if p))
     lens = working_lens(frame.camera, max_size)
     K, height, width = (frame.K, frame.height, frame.width) if lens is None else \
         (lens.K, lens.pinhole.height, lens.pinhole.width)
     return FrameSpec(index, frame.stem, tuple(map(tuple, K.tolist())), tuple(map(tuple, frame.c2w_cv.tolist())),
-                     height, width, mask_path, frame.image_path, depth_path, stamp=stamp, lens=lens)
+                     height, width, mask_path, frame.image_path, depth_path, stamp=stamp, lens=lens,
+                     depth_unit=depth_unit)
 
 
 def read_owner(spec: FrameSpec, allow_empty: bool = True, on_photo: bool = False) -> Tuple[np.ndarray, int]:
@@ -132,13 +136,14 @@ def read_frame_depth(spec: FrameSpec) -> Optional[np.ndarray]:
     if spec.depth_path is None:
         return None
     if spec.lens is not None and spec.depth_on_photo:
-        return _resampled_depth(spec.depth_path, spec.photo_size, spec.lens, spec.stamp)
+        return _resampled_depth(spec.depth_path, spec.photo_size, spec.lens, spec.stamp, spec.depth_unit)
     return _depth_at(spec)
 
 
 @lru_cache(maxsize=VIEW_CACHE_SIZE)
-def _resampled_depth(depth_path: Path, photo_size: Tuple[int, int], lens: Lens, stamp: tuple) -> np.ndarray:
-    depth = _photo_depth(depth_path, photo_size)
+def _resampled_depth(depth_path: Path, photo_size: Tuple[int, int], lens: Lens, stamp: tuple,
+                     depth_unit: float) -> np.ndarray:
+    depth = _photo_depth(depth_path, photo_size, depth_unit)
     # z-depth is the same for a point on both grids: resampled, not rescaled
     return lens.for_size(depth.shape[1], depth.shape[0]).to_pinhole(depth, nearest=True)
 
@@ -146,13 +151,13 @@ def _resampled_depth(depth_path: Path, photo_size: Tuple[int, int], lens: Lens, 
 def _depth_at(spec: FrameSpec) -> np.ndarray:
     if not spec.depth_on_photo:  # estimated by the stereo stage (.npy, metres), on the working grid
         return np.load(spec.depth_path)
-    return resize_nearest(_photo_depth(spec.depth_path, spec.photo_size), spec.height, spec.width)
+    return resize_nearest(_photo_depth(spec.depth_path, spec.photo_size, spec.depth_unit), spec.height, spec.width)
 
 
-def _photo_depth(depth_path: Path, photo_size: Tuple[int, int]) -> np.ndarray:
-    """A depth map of the dataset in metres (millimetre PNGs: instance-map reads them at nerfstudio's default
-    depth_unit_scale_factor), at its own size, checked against the photo's."""
-    depth = read_depth(depth_path)
+def _photo_depth(depth_path: Path, photo_size: Tuple[int, int], depth_unit: float) -> np.ndarray:
+    """A depth map of the dataset in metres (``depth_unit`` metres per stored unit), at its own size, checked against
+    the photo's."""
+    depth = read_depth(depth_path, depth_unit)
     if not same_picture(depth.shape, photo_size):
         fail(f"depth map is {depth.shape[1]}x{depth.shape[0]}, image is {photo_size[1]}x{photo_size[0]}",
              depth_path, "write depth at the image resolution (or a scaled copy of it)")

@@ -78,6 +78,9 @@ class MapConfig:
     max_size: int = 640
     """Longest side of the grid the association runs on: larger photos (and every photo with lens distortion) are
     resampled onto a pinhole grid of at most this size; pseudolabels are still written at the photo's resolution."""
+    depth_unit_scale_factor: float = 1e-3
+    """Metres per stored unit of the dataset's depth maps, as nerfstudio's dataparser option of the same name (1e-3:
+    millimetres, what RGB-D recorders write); give the value ns-train gets."""
     stereo_neighbours: int = 4
     """Stereo: neighbour frames whose flow is triangulated into each frame's depth map."""
     stereo_min_agree: int = 1
@@ -175,7 +178,7 @@ def load_frames(cfg: MapConfig, mask_dir: Path):
         if path is None:
             fail(f"frame '{fr.stem}' has no mask file", mask_dir / f"{fr.stem}.png",
                  "run instance-segment for every frame, or pass --split / --masks")
-        specs.append(make_spec(k, fr, path, use_depth, cfg.max_size))
+        specs.append(make_spec(k, fr, path, use_depth, cfg.max_size, cfg.depth_unit_scale_factor))
     return ds, frames, specs
 
 
@@ -252,7 +255,7 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     cache = StageCache(output if cfg.cache else None)
     stems = [s.stem for s in specs]
     inputs = file_fingerprint([cfg.data / "transforms.json"] + [s.mask_path for s in specs] +
-                              [f.depth_path for f in frames])
+                              [f.depth_path for f in frames]) + [["depth unit", cfg.depth_unit_scale_factor]]
     image_inputs = file_fingerprint([s.image_path for s in specs]) \
         if matcher_name in ("stereo", "flow", "sift", "loftr") else []
     if matcher_name == "stereo":

@@ -150,6 +150,24 @@ def test_deterministic_and_cached(tiny_scene: Path, tmp_path: Path, mapped: Path
         assert p.read_bytes() == (out_b / p.name).read_bytes() == (mapped / p.name).read_bytes()
 
 
+def test_depth_in_other_units_is_read_with_the_dataparsers_factor(tiny_scene: Path, tmp_path: Path,
+                                                                   mapped: Path) -> None:
+    """Depth maps stored in tenths of a millimetre, read with --depth-unit-scale-factor 1e-4 (as ns-train would be
+    told), give the pseudolabels of the millimetre maps; read at the default 1e-3 (ten times too far) they do not,
+    and the cached stages are not reused across the two factors."""
+    from instance_nerfacto.core.files import read_depth, write_depth_png
+
+    scene = _copy(tiny_scene, tmp_path)
+    for png in (scene / "depth").glob("*.png"):
+        write_depth_png(png, read_depth(png), scale=1e-4)
+    out = tmp_path / "out"
+    main(MapConfig(data=scene, output=out, quiet=True, depth_unit_scale_factor=1e-4))
+    pngs = sorted(mapped.glob("*.png"))
+    assert pngs and all(p.read_bytes() == (out / p.name).read_bytes() for p in pngs)
+    main(MapConfig(data=scene, output=out, quiet=True))  # the same output folder and its cache, default factor
+    assert any(p.read_bytes() != (out / p.name).read_bytes() for p in pngs)
+
+
 def test_sift_matcher_runs_and_helps(tiny_scene: Path, tmp_path: Path) -> None:
     out = tmp_path / "sift"
     result = main(MapConfig(data=tiny_scene, output=out, matcher="sift", quiet=True))

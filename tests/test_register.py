@@ -64,7 +64,7 @@ def _ambiguous_map(rng: np.random.Generator, unique: int = 12):
     descriptor: its copy), and points ``unique``.. have a look-alike elsewhere in the room (image 2: repeated texture,
     behind the camera). The photo sees every point, its descriptors a little changed (another viewpoint)."""
     from instance_nerfacto.core.camera import CameraModel
-    from instance_nerfacto.loc.register import ImageFeatures, MapFeatures
+    from instance_nerfacto.loc.register_features import ImageFeatures, MapFeatures
 
     camera = CameraModel(200.0, 200.0, 160.0, 120.0, 320, 240)
     K = camera_matrix(200.0, 200.0, 160.0, 120.0)

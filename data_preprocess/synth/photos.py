@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Dict
 
+from instance_nerfacto.core.files import atomic_write_json
+
 
 def colmap_dataset(scene: Path, dest: Path, camera_type: str = "perspective") -> Dict[str, str]:
     """Pose the scene's photos with COLMAP through ns-process-data; copy masks and gt under the new names; list the
@@ -41,7 +43,7 @@ def colmap_dataset(scene: Path, dest: Path, camera_type: str = "perspective") ->
     val_originals = {Path(f).stem for f in json.loads((scene / "transforms.json").read_text()).get("val_filenames", [])}
     meta["val_filenames"] = [f"images/{s}.png" for s in registered if original_of[s] in val_originals]
     meta["train_filenames"] = [f"images/{s}.png" for s in registered if original_of[s] not in val_originals]
-    (dest / "transforms.json").write_text(json.dumps(meta, indent=2))
+    atomic_write_json(dest / "transforms.json", meta)
     for folder in ("masks", "gt"):
         (dest / folder).mkdir(exist_ok=True)
         for stem in registered:

@@ -36,7 +36,7 @@ from instance_nerfacto.loc.inputs import (
     read_query_rgb,
     select_frames,
 )
-from instance_nerfacto.loc.register import RegisterParams
+from instance_nerfacto.loc.register_features import RegisterParams
 from instance_nerfacto.loc.voting import VoteParams, paint_regions, region_records, vote_on_label_map
 
 LOC_SPLIT_FRACTION = 0.25

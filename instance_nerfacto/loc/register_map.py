@@ -20,7 +20,8 @@ from instance_nerfacto.core.camera import GL_TO_CV
 from instance_nerfacto.core.dataset import Frame, load_dataset
 from instance_nerfacto.core.errors import fail
 from instance_nerfacto.core.files import depth_unit_scale, read_depth
-from instance_nerfacto.loc.register import MapFeatures, RegisterParams, lift_keypoints, map_features
+from instance_nerfacto.loc.register import lift_keypoints, map_features
+from instance_nerfacto.loc.register_features import MapFeatures, RegisterParams
 from instance_nerfacto.render.cameras import DatasetToModel
 
 MIN_OPACITY = 0.5

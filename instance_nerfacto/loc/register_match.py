@@ -17,7 +17,8 @@ from typing import Tuple
 import numpy as np
 from jaxtyping import Float, Int
 
-from instance_nerfacto.loc.register import OPENGL_TO_OPENCV, ImageFeatures, MapFeatures, RegisterParams
+from instance_nerfacto.core.dataset import OPENGL_TO_OPENCV
+from instance_nerfacto.loc.register_features import ImageFeatures, MapFeatures, RegisterParams
 
 
 def retrieve(photo: Float[np.ndarray, "N 128"], world: "MapFeatures", top_k: int) -> Int[np.ndarray, "K"]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import errno
 import socket
 from dataclasses import dataclass, field
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import tyro
 
@@ -29,6 +30,9 @@ class ViewerCliConfig:
     """Port of the viewer's web server."""
     host: str = "127.0.0.1"
     """Interface to bind; 0.0.0.0 exposes the viewer to the network."""
+    photos: Optional[Path] = None
+    """A pose file in transforms.json's format, e.g. the poses.json of ``instance-loc --images``: its photos are drawn
+    as orange camera frusta where they were registered (click one to look through it)."""
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -48,7 +52,12 @@ def check_port_free(host: str, port: int) -> None:
 
 def main(cfg: ViewerCliConfig) -> None:
     config_path = cfg.run.require_config()
+    if cfg.photos is not None:
+        from instance_nerfacto.core.dataset import load_dataset
+
+        load_dataset(cfg.photos, check_files=False)  # a bad pose file is one line now, not after the model loads
     check_port_free(cfg.host, cfg.port)
+    from nerfstudio.scripts.viewer import run_viewer
     from nerfstudio.scripts.viewer.run_viewer import RunViewer, ViewerConfigWithoutNumRays
 
     from instance_nerfacto.core import compat
@@ -59,6 +68,10 @@ def main(cfg: ViewerCliConfig) -> None:
     # the edit panel saves label_edits.txt and the checkpoint into the folder the viewer loads the checkpoint from
     # (instance-merge's, found the same way: a moved run is one line here, a copied one names the original)
     edit_viewer.RUN_DIR = cfg.run.run_dir("instance-viewer")
+    if cfg.photos is not None:  # nerfstudio's viewer draws its scene in ViewerState.init_scene: draw ours after it
+        from instance_nerfacto.render.photo_frusta import viewer_state_with_photos
+
+        run_viewer.ViewerState = viewer_state_with_photos(run_viewer.ViewerState, cfg.photos)
     viewer = ViewerConfigWithoutNumRays(websocket_host=cfg.host, websocket_port=cfg.port)
     RunViewer(load_config=config_path, viewer=viewer).main()
 
