@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
@@ -85,7 +85,31 @@ def instance_nerfacto_small_trainer() -> TrainerConfig:
     camera optimizer off: rendered / depth-sensor poses are exact, and on COLMAP poses of a rendered room it did better
     off (held-out things PQ 0.711 against 0.614 with ``--pipeline.model.camera-optimizer.mode SO3xR3``,
     benchmarks/colmap_path.py)."""
-    return TrainerConfig(
+    full = instance_nerfacto_trainer()  # what is not set here is the paper config's
+    model = replace(
+        full.pipeline.model,
+        eval_num_rays_per_chunk=1 << 13,
+        num_levels=8,
+        max_res=512,
+        log2_hashmap_size=17,
+        hidden_dim=32,
+        hidden_dim_color=32,
+        appearance_embed_dim=8,
+        num_proposal_samples_per_ray=(64, 32),
+        num_nerf_samples_per_ray=24,
+        proposal_net_args_list=[
+            {"hidden_dim": 16, "log2_hashmap_size": 15, "num_levels": 5, "max_res": 64, "use_linear": False},
+            {"hidden_dim": 16, "log2_hashmap_size": 15, "num_levels": 5, "max_res": 128, "use_linear": False},
+        ],
+        label_num_levels=8,
+        label_max_res=256,
+        label_log2_hashmap_size=16,
+        label_hidden_dim=32,
+        camera_optimizer=CameraOptimizerConfig(mode="off"),
+    )
+    datamanager = replace(full.pipeline.datamanager, train_num_rays_per_batch=512, eval_num_rays_per_batch=512)
+    return replace(
+        full,
         method_name="instance-nerfacto-small",
         steps_per_eval_batch=250,
         steps_per_eval_image=100000,  # a full-image volume render is ~20 s on 2 CPU cores
@@ -93,37 +117,9 @@ def instance_nerfacto_small_trainer() -> TrainerConfig:
         steps_per_save=500,
         max_num_iterations=2000,
         mixed_precision=False,
-        pipeline=InstancePipelineConfig(
-            datamanager=InstanceDataManagerConfig(
-                dataparser=NerfstudioDataParserConfig(),
-                train_num_rays_per_batch=512,
-                eval_num_rays_per_batch=512,
-            ),
-            model=InstanceNerfactoModelConfig(
-                eval_num_rays_per_chunk=1 << 13,
-                average_init_density=0.01,
-                num_levels=8,
-                max_res=512,
-                log2_hashmap_size=17,
-                hidden_dim=32,
-                hidden_dim_color=32,
-                appearance_embed_dim=8,
-                num_proposal_samples_per_ray=(64, 32),
-                num_nerf_samples_per_ray=24,
-                proposal_net_args_list=[
-                    {"hidden_dim": 16, "log2_hashmap_size": 15, "num_levels": 5, "max_res": 64, "use_linear": False},
-                    {"hidden_dim": 16, "log2_hashmap_size": 15, "num_levels": 5, "max_res": 128, "use_linear": False},
-                ],
-                label_num_levels=8,
-                label_max_res=256,
-                label_log2_hashmap_size=16,
-                label_hidden_dim=32,
-                camera_optimizer=CameraOptimizerConfig(mode="off"),
-            ),
-        ),
+        pipeline=replace(full.pipeline, datamanager=datamanager, model=model),
         optimizers=_optimizers(max_steps=20000, camera_steps=2000),
-        viewer=ViewerConfig(num_rays_per_chunk=1 << 13, websocket_host="127.0.0.1"),
-        vis="viewer",
+        viewer=replace(full.viewer, num_rays_per_chunk=1 << 13),
     )
 
 
