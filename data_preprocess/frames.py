@@ -19,6 +19,7 @@ import numpy as np
 from jaxtyping import Float, Int
 
 from data_preprocess.pairs import (
+    NEAREST_PER_PARTNER,
     PACKED_DEPTH_UNIT,
     PoseIndex,
     View,
@@ -257,9 +258,12 @@ def pose_pairs_sparse(specs, min_overlap: float, top_k: int, engine,
                                     s.image_path) for s in specs])
     n = len(specs)
     blocks = [(np.arange(a, min(a + rows_per_task, n)),) for a in range(0, n, rows_per_task)]
+    max_partners = PARTNERS_PER_TOP_K * top_k
+    # the pose index serves only captures longer than the frames a row may consider (a median per depth map to build)
+    near = PoseIndex.build(c2w, median_depths(depth_mm, proxies)) if n > NEAREST_PER_PARTNER * max_partners else None
     cams = {"K": K, "c2w": c2w, "w2c": np.linalg.inv(c2w), "size": size, "depth_mm": depth_mm, "proxies": proxies,
-            "near": PoseIndex.build(c2w, median_depths(depth_mm, proxies))}
-    common = {"cams": cams, "min_score": min_overlap, "max_partners": PARTNERS_PER_TOP_K * top_k}
+            "near": near}
+    common = {"cams": cams, "min_score": min_overlap, "max_partners": max_partners}
     parts = list(engine.map(_rows_task, blocks, common=common))
     i, j, s = (np.concatenate([p[k] for p in parts]) for k in range(3))
     return select_sparse_pairs(i, j, s, n, min_overlap, top_k)
