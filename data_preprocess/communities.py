@@ -28,6 +28,53 @@ def touching_pairs(owner: Int16[np.ndarray, "H W"], offset: int) -> Set[Tuple[in
     return pairs
 
 
+def oversegmented_pairs(touching: Set[Tuple[int, int]], frame_of: Int[np.ndarray, "N"], node_a: Int[np.ndarray, "R"],
+                        node_b: Int[np.ndarray, "R"], shared: Float[np.ndarray, "R"], total_a: Float[np.ndarray, "R"],
+                        total_b: Float[np.ndarray, "R"], min_containment: float = 0.5) -> Set[Tuple[int, int]]:
+    """The touching pairs that the other views do not show as two objects: those that may share a community.
+
+    Touching masks of one frame are exempt from the cannot-link rule because a frontend over-segments an object now
+    and then. Two objects that touch (a book on a teddy) touch in every frame, and one wrong edge between them then
+    fuses them for good: with estimated depth, small objects' correspondences land on their neighbour often enough.
+    The other views tell the two cases apart: in a frame g where most of a's correspondences land in one mask and
+    most of b's in one mask, it is the same mask of g for the parts of one over-segmented object (g sees it whole)
+    and two masks for two objects. A pair loses the exemption when the frames showing two masks outnumber those
+    showing one (ties, and pairs no frame decides, keep it). Array code: a long capture has millions of records.
+    """
+    if not touching:
+        return set()
+    pairs = np.array(sorted(touching), dtype=np.int64).reshape(-1, 2)
+    n_frames = int(frame_of.max()) + 1
+    in_pair = np.zeros(len(frame_of), dtype=bool)
+    in_pair[pairs.ravel()] = True
+    src, dst, frac = [], [], []
+    for x, y, total in ((node_a, node_b, total_a), (node_b, node_a, total_b)):  # both directions of each record
+        keep = in_pair[x]
+        src.append(x[keep])
+        dst.append(y[keep])
+        frac.append(shared[keep] / np.maximum(total[keep], 1e-9))  # share of x's correspondences into y's frame
+    src, dst, frac = np.concatenate(src), np.concatenate(dst), np.concatenate(frac)
+    # per (mask, other frame): the mask of that frame receiving most of its correspondences, if most land in it
+    key = src * n_frames + frame_of[dst]
+    order = np.lexsort((dst, -frac, key))
+    first = order[np.r_[True, key[order][1:] != key[order][:-1]]] if len(order) else order
+    first = first[frac[first] >= min_containment]
+    key, dst = key[first], dst[first]  # sorted by key: by mask, then by frame
+    # for both masks of each pair, their (other frame -> destination) entries, matched on the other frame
+    starts = np.searchsorted(key, pairs * n_frames)
+    ends = np.searchsorted(key, pairs * n_frames + n_frames)
+    count_a = ends[:, 0] - starts[:, 0]
+    rows = np.repeat(np.arange(len(pairs)), count_a)
+    entry_a = np.repeat(starts[:, 0] - np.r_[0, np.cumsum(count_a)[:-1]], count_a) + np.arange(count_a.sum())
+    frame_a = key[entry_a] % n_frames
+    probe = pairs[rows, 1] * n_frames + frame_a
+    entry_b = np.searchsorted(key, probe).clip(0, max(len(key) - 1, 0))
+    both = (key[entry_b] == probe) if len(key) else np.zeros(0, dtype=bool)
+    one = np.bincount(rows[both], weights=(dst[entry_a] == dst[entry_b])[both], minlength=len(pairs))
+    two = np.bincount(rows[both], minlength=len(pairs)) - one
+    return {(int(a), int(b)) for (a, b), k in zip(pairs.tolist(), (two <= one).tolist()) if k}
+
+
 def leiden(n_nodes: int, edges: Int[np.ndarray, "E 2"], weights: Float[np.ndarray, "E"], resolution: float,
            seed: int) -> Int[np.ndarray, "N"]:
     """Community index per node (Leiden, CPM quality, edge weights), numbered by decreasing size.
@@ -78,6 +125,21 @@ class _Groups:
                     return False
         return True
 
+    def union_dropping(self, a: int, b: int, max_conflicts: float) -> List[int]:
+        """Join two groups that break the cannot-link rule in at most ``max_conflicts`` of the smaller one's frames:
+        the smaller one's masks of those frames leave it (returned, to be unlabelled); else join nothing, []."""
+        ra, rb = self.sets[a], self.sets[b]
+        small, big = (self.frames[ra], self.frames[rb])
+        if len(small) > len(big):
+            small, big = big, small
+        bad = sorted({f for f, nodes in small.items() for m in big.get(f, ())
+                      if any((min(m, n), max(m, n)) not in self.touching for n in nodes)})
+        if not bad or len(bad) > max_conflicts * len(small):
+            return []
+        dropped = [n for f in bad for n in small.pop(f)]  # out of the group's frames: the rule no longer sees them
+        self.union(a, b)
+        return dropped
+
     def union(self, a: int, b: int) -> bool:
         ra, rb = self.sets[a], self.sets[b]
         if ra == rb:
@@ -94,11 +156,12 @@ class _Groups:
 
 def split_cannot_link(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "N"],
                       edges: Int[np.ndarray, "E 2"], weights: Float[np.ndarray, "E"],
-                      touching: Set[Tuple[int, int]]) -> Int[np.ndarray, "N"]:
+                      touching: Set[Tuple[int, int]], refine: bool = False) -> Int[np.ndarray, "N"]:
     """Split every community that holds two non-touching masks of one frame; returns new community ids.
 
     Inside such a community the edges are replayed strongest first (Kruskal), joining two parts only when the result
-    still holds no two disjoint masks of one frame; so each wrong edge costs a split, not a fused object.
+    still holds no two disjoint masks of one frame; so each wrong edge costs a split, not a fused object. ``refine``:
+    then move masks to the part that holds most of their edge weight (:func:`_move_nodes`).
     """
     out = membership.copy()
     next_id = int(membership.max()) + 1 if len(membership) else 0
@@ -114,26 +177,66 @@ def split_cannot_link(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray
         if len(nodes) == 0 or len(np.unique(frame_of[nodes])) == len(nodes):
             continue  # at most one mask per frame: nothing to split
         groups = _Groups(nodes.tolist(), frame_of, touching)
-        for e in by_comm.get(int(membership[nodes[0]]), []):
+        inside = by_comm.get(int(membership[nodes[0]]), [])
+        for e in inside:
             groups.union(int(edges[e, 0]), int(edges[e, 1]))
-        roots = sorted({groups.find(int(n)) for n in nodes})
+        part = {int(n): groups.find(int(n)) for n in nodes}
+        if refine and len(set(part.values())) > 1:
+            _move_nodes(part, edges[inside], weights[inside], frame_of, touching)
+        roots = sorted(set(part.values()))
         for r in roots[1:]:
-            members = [n for n in nodes.tolist() if groups.find(n) == r]
+            members = [n for n in nodes.tolist() if part[n] == r]
             out[members] = next_id
             next_id += 1
     return out
 
 
+def _move_nodes(part: Dict[int, int], edges: Int[np.ndarray, "E 2"], weights: Float[np.ndarray, "E"],
+                frame_of: Int[np.ndarray, "N"], touching: Set[Tuple[int, int]], sweeps: int = 3) -> None:
+    """Refine a greedy split in place: move each mask to the part holding most of its edge weight when the
+    cannot-link rule allows it (Leiden's local moving, with the constraint). Kruskal commits to the first strong
+    edges; one wrong edge early on leaves masks of one object stranded in the part of its neighbour."""
+    neighbours: Dict[int, List[Tuple[int, float]]] = {}
+    for (a, b), w in zip(edges.tolist(), weights.tolist()):
+        neighbours.setdefault(a, []).append((b, w))
+        neighbours.setdefault(b, []).append((a, w))
+    members: Dict[Tuple[int, int], List[int]] = {}
+    for n, p in part.items():
+        members.setdefault((p, int(frame_of[n])), []).append(n)
+    for _ in range(sweeps):
+        moved = False
+        for n in sorted(part):
+            pull: Dict[int, float] = {}
+            for m, w in neighbours.get(n, ()):
+                pull[part[m]] = pull.get(part[m], 0.0) + w
+            if not pull:
+                continue
+            best = min(pull, key=lambda p: (-pull[p], p))
+            cur, f = part[n], int(frame_of[n])
+            if best == cur or pull[best] <= pull.get(cur, 0.0):
+                continue
+            if any((min(m, n), max(m, n)) not in touching for m in members.get((best, f), ())):
+                continue
+            members[(cur, f)].remove(n)
+            members.setdefault((best, f), []).append(n)
+            part[n], moved = best, True
+        if not moved:
+            break
+
+
 def merge_fragments(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "N"],
                     node_a: Int[np.ndarray, "R"], node_b: Int[np.ndarray, "R"], score: Float[np.ndarray, "R"],
                     pairs: Int[np.ndarray, "P 2"], touching: Set[Tuple[int, int]], min_score: float,
-                    min_affinity: float = 0.5, min_support: int = 2) -> Int[np.ndarray, "N"]:
+                    min_affinity: float = 0.5, min_support: int = 2,
+                    max_conflicts: float = 0.0) -> Int[np.ndarray, "N"]:
     """Join communities that are fragments of one object (ids -1 are ignored).
 
     Affinity of two communities = the fraction of matched frame pairs seeing both in which some mask of one overlaps
     some mask of the other with correspondence IoU >= ``min_score`` (mutual best or not). Evidence summed over many
     frames is far harder to fool than one edge, so this recovers what mutual-best pruning cut without reopening the
-    door to chains of wrong edges; the cannot-link rule still applies.
+    door to chains of wrong edges; the cannot-link rule still applies, except in up to ``max_conflicts`` of the
+    smaller community's frames, whose masks are then unlabelled (-1): a stretch of poorly matched frames leaves
+    stray masks of an object in a second community, which would otherwise keep its two halves apart for good.
     """
     out = membership.copy()
     ca, cb = membership[node_a], membership[node_b]
@@ -164,10 +267,13 @@ def merge_fragments(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, 
             groups.union(first[c], n)  # members of one community are compatible by construction
         else:
             first[c] = n
+    ejected: List[int] = []
     for _, _, x, y in sorted(scored):
-        groups.union(first[x], first[y])
+        if not groups.union(first[x], first[y]) and max_conflicts > 0:
+            ejected += groups.union_dropping(first[x], first[y], max_conflicts)
     for c, n in first.items():
         out[membership == c] = membership[groups.find(n)]
+    out[ejected] = -1
     return out
 
 

@@ -107,6 +107,10 @@ class MapConfig:
     """Fragment merging: correspondence IoU that counts as evidence that two communities overlap in a frame pair."""
     merge_affinity: float = 0.3
     """Fragment merging: join two communities when at least this fraction of their co-visible frame pairs agree."""
+    merge_conflicts: Optional[float] = None
+    """Fragment merging: two communities that pass the affinity may still share this fraction of the smaller one's
+    frames with disjoint masks; the smaller one's masks there are dropped (stray masks of a poorly matched stretch).
+    Default 0.05 with estimated depth (stereo, flow, sift, loftr without depth maps), 0 with depth maps."""
     revisit_agreement: Optional[float] = None
     """Join two never co-visible communities when this fraction of each one's 3D points falls inside the other's
     masks (an object revisited from another side; > 1 = off). Default 0.5 with depth maps, 0.25 with estimated depth
@@ -304,11 +308,18 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     membership = comm.leiden(n_nodes, edges, weights, cfg.resolution, cfg.seed)
     n_communities = len(np.unique(membership))
     step("leiden")
-    membership = comm.split_cannot_link(membership, frame_of, edges, weights, touching)
+    # Estimated depth (no depth maps) sends a small object's correspondences onto the object it touches often enough
+    # for single wrong edges: there the split keeps the touching exemption only where the other views support it
+    # (merging and absorbing below sum evidence over many frames and keep every touching pair), and its greedy parts
+    # are refined, as the revoked exemptions cut more communities. With depth maps neither changed PQ for the better.
+    separable = touching if dense_depth else comm.oversegmented_pairs(
+        touching, frame_of, records.node_a, records.node_b, records.shared, records.total_a, records.total_b)
+    membership = comm.split_cannot_link(membership, frame_of, edges, weights, separable, refine=not dense_depth)
     n_split = len(np.unique(membership))
     step("split")
+    conflicts = cfg.merge_conflicts if cfg.merge_conflicts is not None else (0.0 if dense_depth else 0.05)
     membership = comm.merge_fragments(membership, frame_of, records.node_a, records.node_b, records.score, pairs,
-                                      touching, cfg.merge_min_score, cfg.merge_affinity)
+                                      touching, cfg.merge_min_score, cfg.merge_affinity, max_conflicts=conflicts)
     n_merged = len(np.unique(membership))
     step("merge")
     if cfg.absorb_vote < 1.0:

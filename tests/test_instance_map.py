@@ -214,6 +214,71 @@ def test_split_cannot_link_cuts_the_wrong_edge() -> None:
     assert out[0] != out[3]
 
 
+def test_touching_masks_lose_the_exemption_where_other_views_show_two_objects() -> None:
+    """A touching pair stays exempt from cannot-link when the other frames mostly see one mask where both land
+    (an over-segmented object), and loses it when they mostly see two (two objects that touch)."""
+    # frame: 0 -> nodes 0, 1 (pair A); 1 -> 2; 2 -> 3; 3 -> 4, 5; 4 -> 6, 7 (pair B); 5 -> 8, 9; 6 -> 10, 11;
+    # 7 -> 12; 8 -> 13; 9 -> 14, 15 (pair C, no record)
+    frame_of = np.array([0, 0, 1, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 8, 9, 9])
+    rec = [  # (node_a, node_b, shared, total_a, total_b)
+        (0, 2, 8, 10, 20), (1, 2, 9, 10, 20),  # frame 1 sees A whole
+        (3, 0, 7, 20, 10), (3, 1, 8, 20, 10),  # frame 2 too (records the other way round)
+        (0, 4, 9, 10, 10), (1, 5, 9, 10, 10), (0, 5, 1, 10, 10),  # frame 3 splits it the same way: once
+        (6, 8, 9, 10, 10), (7, 9, 9, 10, 10),  # B: two masks in frames 5 and 6, one in frame 7
+        (6, 10, 9, 10, 10), (7, 11, 8, 10, 10), (12, 6, 9, 15, 10), (12, 7, 6, 15, 10),
+        (6, 13, 3, 10, 20), (7, 13, 3, 10, 20),  # 30% of each into one mask: not most, decides nothing
+    ]
+    a, b, shared, ta, tb = (np.array(c) for c in zip(*rec))
+    touching = {(0, 1), (6, 7), (14, 15)}
+    kept = comm.oversegmented_pairs(touching, frame_of, a, b, shared.astype(float), ta.astype(float),
+                                    tb.astype(float))
+    assert kept == {(0, 1), (14, 15)}
+    # negative control: without frame 7's one mask and with frame 8 at 60%, B is two masks twice, one mask once
+    rec_b = [r for r in rec if 12 not in r[:2] and 13 not in r[:2]] + [(6, 13, 6, 10, 20), (7, 13, 6, 10, 20)]
+    a, b, shared, ta, tb = (np.array(c, dtype=float) for c in zip(*rec_b))
+    kept = comm.oversegmented_pairs(touching, frame_of, a.astype(int), b.astype(int), shared, ta, tb)
+    assert kept == {(0, 1), (14, 15)}
+    rec_c = rec_b + [(6, 14, 9, 10, 10), (7, 14, 9, 10, 10)]  # one more one-mask frame: a tie keeps the exemption
+    a, b, shared, ta, tb = (np.array(c, dtype=float) for c in zip(*rec_c))
+    kept = comm.oversegmented_pairs(touching, frame_of, a.astype(int), b.astype(int), shared, ta, tb)
+    assert kept == {(0, 1), (6, 7), (14, 15)}
+
+
+def test_split_refine_moves_a_mask_stranded_by_one_wrong_edge() -> None:
+    """Kruskal takes the wrong strongest edge first and strands A's frame-3 mask with B (and B's frame-3 mask
+    alone); moving each mask to the part holding most of its edge weight restores both objects."""
+    # A: nodes 0..3 in frames 0..3; B: nodes 4..7 in frames 0..3; nothing touches
+    frame_of = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+    edges = np.array([[3, 6], [0, 1], [1, 2], [4, 5], [5, 6], [7, 6], [2, 3], [1, 3]])
+    weights = np.array([0.95, 0.9, 0.9, 0.9, 0.9, 0.8, 0.5, 0.5])
+    membership = np.zeros(8, dtype=np.int64)
+    greedy = comm.split_cannot_link(membership, frame_of, edges, weights, set())
+    assert greedy[3] == greedy[6] and greedy[7] not in (greedy[0], greedy[4])  # the failure being fixed
+    out = comm.split_cannot_link(membership, frame_of, edges, weights, set(), refine=True)
+    assert len(set(out[:4].tolist())) == 1 and len(set(out[4:].tolist())) == 1 and out[0] != out[4]
+
+
+def test_merge_fragments_tolerates_a_few_conflicting_frames() -> None:
+    """Two halves of one object (frames 0-19 and 20-49) overlapping at their border are joined although a stray
+    mask of the first sits beside the second's in frame 30: with a 5% tolerance the stray mask is unlabelled."""
+    n_frames = 50
+    # X: nodes 0..19 in frames 0..19 and stray node 20 in frame 30; Y: nodes 21..50 in frames 20..49
+    frame_of = np.r_[np.arange(20), 30, np.arange(20, 50)]
+    membership = np.r_[np.zeros(21, dtype=np.int64), np.ones(30, dtype=np.int64)]
+    pairs = np.array([(i, j) for i in range(n_frames) for j in range(i + 1, min(i + 3, n_frames))])
+    na = np.r_[np.arange(19), np.arange(21, 50), [18, 19, 19]]
+    nb = np.r_[np.arange(1, 20), np.arange(22, 51), [21, 21, 22]]
+    score = np.r_[np.full(19 + 29, 0.9), [0.8, 0.8, 0.8]]
+
+    def merged(tol: float) -> np.ndarray:
+        return comm.merge_fragments(membership, frame_of, na, nb, score, pairs, set(), 0.2, 0.3, max_conflicts=tol)
+
+    out = merged(0.05)  # 1 conflicting frame of X's 21
+    assert out[20] == -1 and len(set(np.delete(out, 20).tolist())) == 1
+    for tol in (0.0, 0.04):  # negative controls: no tolerance, or less than one frame in 21
+        np.testing.assert_array_equal(merged(tol), membership)
+
+
 def test_covisible_pairs_counts_each_pair_once() -> None:
     """The sparse co-visibility count equals the definition: distinct pairs (i, j) with x in i and y in j or the other
     way round (a pair holding both ways, or listed twice, counts once)."""

@@ -206,3 +206,29 @@ def test_detection_rate_of_a_stereo_run_tests_depth_with_the_stereo_tolerance(
     for data, out in ((no_depth_tiny, tmp_path / "stereo"), (tiny_scene, tmp_path / "depth")):
         instance_map.main(instance_map.MapConfig(data=data, output=out, quiet=True, cache=False))
     assert seen == [STEREO_DEPTH_TOL, 0.05]
+
+
+def test_estimated_depth_runs_refine_the_split_and_tolerate_stray_conflicts(
+        no_depth_tiny: Path, tiny_scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without depth maps instance-map splits on the touching pairs the other views support, refines the split and
+    lets fragment merging drop a few conflicting frames; with depth maps all three are as before."""
+    from data_preprocess import communities, instance_map
+
+    seen = []
+    split, merge = communities.split_cannot_link, communities.merge_fragments
+
+    def spy_split(membership, frame_of, edges, weights, touching, refine=False):
+        seen.append(("split", len(touching), refine))
+        return split(membership, frame_of, edges, weights, touching, refine=refine)
+
+    def spy_merge(*args, **kwargs):
+        seen.append(("merge", len(args[6]), kwargs.get("max_conflicts")))
+        return merge(*args, **kwargs)
+
+    monkeypatch.setattr(communities, "split_cannot_link", spy_split)
+    monkeypatch.setattr(communities, "merge_fragments", spy_merge)
+    for data, out in ((no_depth_tiny, tmp_path / "stereo"), (tiny_scene, tmp_path / "depth")):
+        instance_map.main(instance_map.MapConfig(data=data, output=out, quiet=True, cache=False))
+    (_, n_sep, refine), (_, n_touch, tol), (_, n_split_d, refine_d), (_, n_touch_d, tol_d) = seen
+    assert (refine, tol, refine_d, tol_d) == (True, 0.05, False, 0.0)
+    assert n_sep < n_touch and n_split_d == n_touch_d  # a subset only without depth maps
