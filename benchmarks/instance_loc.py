@@ -94,6 +94,8 @@ def main() -> None:
                         help="instance-loc reads the label field at the query frames' depth maps when they have them")
     parser.add_argument("--mode", choices=["auto", "regions", "dense"], default="auto",
                         help="instance-loc's --mode: mask voting, a dense read, or dense where it pays (the default)")
+    parser.add_argument("--surface-strides", type=int, nargs="+", default=None,
+                        help="instance-loc's --surface-strides (default: its own)")
     args = parser.parse_args()
     masks = args.masks or args.data / "masks"
     loc_dir, plain_dir = args.out / "loc", args.out / f"plain_{args.plain}"
@@ -102,6 +104,8 @@ def main() -> None:
                         split=args.split, masks=masks, renderer=args.renderer, query_depth=args.query_depth,
                         mode=args.mode)
     loc_cfg.vote.samples_per_region = args.samples_per_region
+    if args.surface_strides:
+        loc_cfg.surface_strides = tuple(args.surface_strides)
     report = loc_main(loc_cfg)
     query_s = {stem: r["query_s"] for stem, r in report.items()}
     if args.plain == "none":

@@ -131,3 +131,33 @@ def test_top_k_label_loss_still_moves_only_the_label_branch():
         if id(param) not in label_ids:
             assert param.grad is None or torch.count_nonzero(param.grad) == 0, name
     assert all(p.grad is not None and torch.count_nonzero(p.grad) > 0 for p in model.field.label_mlp.parameters())
+
+
+def test_rays_split_into_balanced_chunks_and_render_the_same_in_any_split(monkeypatch):
+    """A sparse query's rays are split evenly over the render threads (1,200 rays: two chunks of 600 on two threads,
+    not one of 1,200), every ray exactly once; the labels, depths and opacities do not depend on the split."""
+    from instance_nerfacto.render.bake import balanced_chunks
+
+    assert balanced_chunks(1200, 2048, 2) == [(0, 600), (600, 1200)]
+    assert balanced_chunks(1200, 2048, 1) == [(0, 1200)]
+    assert balanced_chunks(5000, 2048, 2) == [(0, 1250), (1250, 2500), (2500, 3750), (3750, 5000)]
+    assert balanced_chunks(3, 2048, 4) == [(0, 1), (1, 2), (2, 3)]
+    assert balanced_chunks(0, 2048, 2) == []
+    for n, chunk, workers in ((76800, 2048, 2), (4097, 2048, 3), (10, 3, 2)):
+        spans = balanced_chunks(n, chunk, workers)
+        assert spans[0][0] == 0 and spans[-1][1] == n and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        assert all(0 < stop - start <= chunk for start, stop in spans) and len(spans) % workers == 0
+
+    torch.manual_seed(0)
+    model = build_varied_model(num_labels=5)
+    model.eval()
+    grid = bake_density_grid(model.field, resolution=16)
+    rays = random_rays(48)
+    outputs = {}
+    for threads in ("1", "3"):
+        monkeypatch.setenv("INSTANCE_NERFACTO_RENDER_THREADS", threads)
+        with torch.no_grad():
+            outputs[threads] = render_label_logits(grid, model.field, rays.origins, rays.directions, num_samples=32,
+                                                   chunk=7)
+    for one, three in zip(outputs["1"], outputs["3"]):
+        assert torch.allclose(one, three, atol=1e-6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from instance_nerfacto.loc.dense import coarse_to_fine_labels, region_majority, relabel_unsure_pixels
@@ -60,6 +61,38 @@ def test_boundaries_refined_at_a_coarser_fine_stride_are_exact_on_its_grid_with_
     assert all(min(abs(edges_r - r).min(), abs(edges_c - c).min()) <= 3 for r, c in wrong)
     plain = np.repeat(np.repeat(truth[::8, ::8], 8, 0), 8, 1)  # no refinement: far more pixels wrong
     assert (plain != truth).sum() > 2 * len(wrong)
+
+
+def test_level_by_level_refinement_reaches_the_finest_grid_with_fewer_rays():
+    """strides (8, 4, 2), the rendered-surface default: boundaries on the 2-px grid (off the 4-px one) come out exact,
+    as with every 2-px pixel of every 8-px boundary block (8, 2), for fewer rays; stopping at 4 px leaves them wrong.
+    Two strides given as a sequence are the two-level refinement itself."""
+    truth = np.ones((64, 96), np.int64)
+    truth[10:34, 14:50] = 2  # edges on the 2-px grid, off the 4- and 8-px ones
+    truth[42:54, 62:90] = 3
+    truth[rows_cols_circle(64, 96, centre=(20, 76), radius=7)] = 4
+
+    def query(coords):
+        return truth[coords[:, 0], coords[:, 1]], np.full(len(coords), 0.9)
+
+    ids, _, rays = coarse_to_fine_labels(query, *truth.shape, strides=(8, 4, 2))
+    ids_two, _, rays_two = coarse_to_fine_labels(query, *truth.shape, stride=8, fine_stride=2)
+    on_grid = np.repeat(np.repeat(truth[::2, ::2], 2, 0), 2, 1)  # the best any 2-px read can do
+    np.testing.assert_array_equal(ids_two, on_grid)
+    np.testing.assert_array_equal(ids, on_grid)
+    assert rays < 0.8 * rays_two
+    ids_four, _, _ = coarse_to_fine_labels(query, *truth.shape, strides=(8, 4))
+    assert (ids_four != truth).sum() > (ids != truth).sum() + 50  # stopping at 4 px misses the 2-px edges
+    ids_old, conf_old, rays_old = coarse_to_fine_labels(query, *truth.shape, stride=8, fine_stride=4)
+    np.testing.assert_array_equal(ids_four, ids_old)
+    assert rays_old == coarse_to_fine_labels(query, *truth.shape, strides=(8, 4))[2]
+    with pytest.raises(ValueError, match="multiple of the next"):
+        coarse_to_fine_labels(query, *truth.shape, strides=(8, 3))
+
+
+def rows_cols_circle(height: int, width: int, centre, radius: int) -> np.ndarray:
+    rows, cols = np.mgrid[0:height, 0:width]
+    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 < radius**2
 
 
 def test_region_majority_counts_pixels_and_ignores_label_zero():

@@ -124,11 +124,12 @@ class LocConfig:
     scores 0.74 at stride 2 (~25k marched rays, 0.4-0.6 s per 320x240 image; see --surface-strides)."""
     dense_stride: int = 2
     """'dense' mode at a measured or map depth: one ray per stride x stride block away from label boundaries."""
-    surface_strides: Tuple[int, int] = (8, 4)
-    """'dense' mode through the rendered surface (frames read at no depth): one ray per 8x8 block, then one per 4x4
-    block along label boundaries. Demo room seed 5, colour-only field, 20 posed held-out photos, things PQ / s per
-    image at load 3: (2, 1) 0.706 / 1.0 s, (4, 2) 0.701 / 0.44 s, (8, 4) 0.688 / 0.13 s; mask voting 0.629 / 0.07 s;
-    plain instance-render 0.691."""
+    surface_strides: Tuple[int, ...] = (8, 4, 2)
+    """'dense' mode through the rendered surface (frames read at no depth): one ray per 8x8 block, then blocks along
+    label boundaries split level by level (4x4, then 2x2 where a label still changes). Each stride a multiple of the
+    next. Demo room, colour-only fields, 20 posed held-out photos each, things PQ seed 5 / seed 7 (plain instance-render
+    0.691 / 0.737): (8, 4) 0.688 / 0.730 with 2,700 rays an image, (8, 4, 2) 0.699 / 0.773 with 6,400, (4, 2) 0.701 /
+    0.774 with 8,600, (2, 1) 0.706 / 0.782 with 28,000."""
     min_confidence: float = 0.7
     """'dense' mode: pixels whose field label has a lower softmax confidence take their mask's majority label."""
     depth_unit_scale_factor: Optional[float] = None
@@ -189,9 +190,10 @@ def localize(cfg: LocConfig, run=None, registrations: Optional[Dict[str, Dict]] 
     check_weights(cfg)
     if cfg.dense_stride < 1:
         fail("--dense-stride must be at least 1", None, "pass e.g. --dense-stride 2")
-    if min(cfg.surface_strides) < 1 or cfg.surface_strides[0] % cfg.surface_strides[1]:
-        fail("--surface-strides needs two strides >= 1, the first a multiple of the second", None,
-             "pass e.g. --surface-strides 8 4")
+    strides = list(cfg.surface_strides)
+    if not strides or min(strides) < 1 or any(a % b for a, b in zip(strides, strides[1:])):
+        fail(f"--surface-strides {' '.join(map(str, strides))}: each stride must be >= 1 and a multiple of the next",
+             None, "pass e.g. --surface-strides 8 4 2")
     if cfg.map_depth_stride < 1:
         fail("--map-depth-stride must be at least 1", None, "pass e.g. --map-depth-stride 4")
     if cfg.vote.samples_per_region < 1:

@@ -14,7 +14,7 @@ full-resolution rays only along label boundaries: ~40% of the rays of a full rea
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from jaxtyping import Float, Int, Integer
@@ -28,45 +28,66 @@ def _upsample(coarse: np.ndarray, stride: int, height: int, width: int) -> np.nd
     return np.repeat(np.repeat(coarse, stride, axis=0), stride, axis=1)[:height, :width]
 
 
-def coarse_to_fine_labels(query: QueryFn, height: int, width: int, stride: int = 2, fine_stride: int = 1
+def _differs_from_a_neighbour(grid: np.ndarray) -> np.ndarray:
+    """True where a cell's label differs from one of its 8 neighbours (the image border repeats the edge)."""
+    padded = np.pad(grid, 1, mode="edge")
+    rows, cols = grid.shape
+    differs = np.zeros(grid.shape, dtype=bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            differs |= padded[1 + dy:1 + dy + rows, 1 + dx:1 + dx + cols] != grid
+    return differs
+
+
+def coarse_to_fine_labels(query: QueryFn, height: int, width: int, stride: int = 2, fine_stride: int = 1,
+                          strides: Optional[Sequence[int]] = None,
                           ) -> Tuple[Int[np.ndarray, "H W"], Float[np.ndarray, "H W"], int]:
     """Labels and confidences of every pixel from ``query((row, col) pixels) -> (ids, confidence)``.
 
     One ray per ``stride x stride`` block (its top-left pixel); then every ``fine_stride``-th pixel of a block whose
     label differs from one of its 8 neighbouring blocks is queried itself (and stands for its ``fine_stride`` square),
-    so boundaries come out at that resolution while uniform areas cost one ray per block. Returns ids, confidence and
-    the number of rays queried."""
-    rows = np.arange(0, height, stride)
-    cols = np.arange(0, width, stride)
+    so boundaries come out at that resolution while uniform areas cost one ray per block.
+
+    ``strides`` (each a multiple of the next, e.g. ``(8, 4, 2)``) refines level by level instead: a boundary block of
+    one level is split into blocks of the next, and only those of them that still differ from a neighbour are split
+    again. With two strides this is the same as ``stride, fine_stride``; with more, a boundary reaches the finest
+    spacing at a fraction of the rays (a quad-tree along the boundaries rather than every fine pixel of every coarse
+    boundary block). Returns ids, confidence and the number of rays queried."""
+    levels = [int(s) for s in (strides if strides is not None else (stride, max(1, min(int(fine_stride), stride))))]
+    if any(s < 1 for s in levels) or any(a % b for a, b in zip(levels, levels[1:])):
+        raise ValueError(f"strides {levels}: each must be >= 1 and a multiple of the next")
+    coarse = levels[0]
+    rows, cols = np.arange(0, height, coarse), np.arange(0, width, coarse)
     grid = np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1).reshape(-1, 2)
     coarse_ids, coarse_conf = query(grid)
     coarse_ids = np.asarray(coarse_ids).reshape(len(rows), len(cols))
-    coarse_conf = np.asarray(coarse_conf, dtype=np.float32).reshape(len(rows), len(cols))
-    ids = _upsample(coarse_ids, stride, height, width).astype(np.int64)
-    conf = _upsample(coarse_conf, stride, height, width)
-    fine_stride = max(1, min(int(fine_stride), stride))
-    if stride == fine_stride:
-        return ids, conf, len(grid)
-    padded = np.pad(coarse_ids, 1, mode="edge")
-    boundary = np.zeros(coarse_ids.shape, dtype=bool)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            boundary |= padded[1 + dy:1 + dy + len(rows), 1 + dx:1 + dx + len(cols)] != coarse_ids
-    fine = _upsample(boundary, stride, height, width).copy()
-    fine[rows[:, None], cols[None, :]] = False  # the block's own pixel is already queried
-    on_fine_grid = np.zeros_like(fine)
-    on_fine_grid[::fine_stride, ::fine_stride] = True
-    fine_pixels = np.argwhere(fine & on_fine_grid)
-    if len(fine_pixels):
-        fine_ids, fine_conf = query(fine_pixels)
-        fine_ids, fine_conf = np.asarray(fine_ids), np.asarray(fine_conf, dtype=np.float32)
-        for dy in range(fine_stride):  # each queried pixel stands for its fine_stride square inside its block
-            for dx in range(fine_stride):
-                r, c = fine_pixels[:, 0] + dy, fine_pixels[:, 1] + dx
-                inside = (r < height) & (c < width)
-                ids[r[inside], c[inside]] = fine_ids[inside]
-                conf[r[inside], c[inside]] = fine_conf[inside]
-    return ids, conf, len(grid) + len(fine_pixels)
+    ids = _upsample(coarse_ids, coarse, height, width).astype(np.int64)
+    conf = _upsample(np.asarray(coarse_conf, dtype=np.float32).reshape(len(rows), len(cols)), coarse, height, width)
+    queried = np.zeros((height, width), dtype=bool)
+    queried[::coarse, ::coarse] = True
+    rays = len(grid)
+    refine = _differs_from_a_neighbour(coarse_ids)  # blocks of the current level to split
+    for current, finer in zip(levels, levels[1:]):
+        if current == finer:
+            continue
+        inside = _upsample(refine, current, height, width)  # pixels of the blocks being split
+        on_grid = np.zeros((height, width), dtype=bool)
+        on_grid[::finer, ::finer] = True
+        pixels = np.argwhere(inside & on_grid & ~queried)
+        if len(pixels):
+            fine_ids, fine_conf = query(pixels)
+            fine_ids, fine_conf = np.asarray(fine_ids), np.asarray(fine_conf, dtype=np.float32)
+            queried[pixels[:, 0], pixels[:, 1]] = True
+            rays += len(pixels)
+            for dy in range(finer):  # each queried pixel stands for its finer x finer square inside its block
+                for dx in range(finer):
+                    r, c = pixels[:, 0] + dy, pixels[:, 1] + dx
+                    keep = (r < height) & (c < width)
+                    ids[r[keep], c[keep]] = fine_ids[keep]
+                    conf[r[keep], c[keep]] = fine_conf[keep]
+        # next level: only the new blocks (inside a split block) that differ from a neighbour at this spacing
+        refine = _differs_from_a_neighbour(ids[::finer, ::finer]) & inside[::finer, ::finer]
+    return ids, conf, rays
 
 
 def region_majority(labels: Integer[np.ndarray, "H W"], region_map: Integer[np.ndarray, "H W"]
@@ -122,6 +143,7 @@ def localize_dense(
     min_confidence: float = 0.7,
     merge_table: Optional[MergeTable] = None,
     fine_stride: int = 1,
+    strides: Optional[Sequence[int]] = None,
 ) -> Dict:
     """InstanceLoc for one image with a depth map (``renderer`` is a ``DepthQuery``): labels for every pixel, then
     the masks relabel the unsure pixels. Returns the same keys as :func:`instance_nerfacto.localize.localize_regions`
@@ -133,7 +155,7 @@ def localize_dense(
     def query(coords):
         return query_rays(model, camera, coords, renderer, merge_table)
 
-    ids, conf, rays = coarse_to_fine_labels(query, height, width, stride, fine_stride)
+    ids, conf, rays = coarse_to_fine_labels(query, height, width, stride, fine_stride, strides)
     image = relabel_unsure_pixels(ids, conf, region_map, min_confidence).astype(np.uint16)
     majority, support = region_majority(image, region_map)
     region_ids = np.array(sorted(int(r) for r in np.unique(region_map) if r != 0), dtype=np.int64)

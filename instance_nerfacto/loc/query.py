@@ -40,9 +40,10 @@ class ModelQuery:
     dense_at_surface: bool = True
     """auto mode: read frames at the rendered surface densely (a map trained without depth maps) rather than by mask
     voting (a depth-supervised map, whose rendered surface reads better by voting: see instance-loc's --mode)."""
-    surface_strides: Tuple[int, int] = (8, 4)
-    """Dense reads through the rendered surface: (coarse, boundary) ray spacing in pixels. Each ray there marches the
-    baked grid instead of reading the field once at a known depth, so it samples more sparsely than ``dense_stride``."""
+    surface_strides: Tuple[int, ...] = (8, 4, 2)
+    """Dense reads through the rendered surface: ray spacing in pixels, coarse first, then the finer spacings boundary
+    blocks are split into. Each ray there marches the baked grid instead of reading the field once at a known depth,
+    so it samples more sparsely than ``dense_stride``."""
 
     def depth_source(self, frame: Frame) -> str:
         """'measured' (the frame's depth map), 'map' (the training depth maps splatted) or 'rendered'."""
@@ -71,7 +72,7 @@ class ModelQuery:
         # auto: dense at a known depth; at the rendered surface only for maps without depth maps, through the baked grid
         at_surface = renderer is not None and self.dense_at_surface
         if self.mode == "dense" or (self.mode == "auto" and (source != "rendered" or at_surface)):
-            stride, fine = (self.dense_stride, 1) if source != "rendered" else self.surface_strides
-            return localize_dense(model, camera, region_map, renderer or volume, stride, self.min_confidence,
-                                  merge_table, fine_stride=fine)
+            strides = (self.dense_stride, 1) if source != "rendered" else tuple(self.surface_strides)
+            return localize_dense(model, camera, region_map, renderer or volume, strides[0], self.min_confidence,
+                                  merge_table, strides=strides)
         return localize_regions(model, camera, region_map, params, rng, merge_table, renderer)
