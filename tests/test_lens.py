@@ -195,7 +195,7 @@ def test_instance_map_through_a_lens_scores_as_its_pinhole_twin(lens_rooms: dict
     blind_nd = _map_pq(room, tmp_path / "blind_nd", _variant(room, tmp_path / "b_nd", False, False))
     assert ours_nd >= twin_pq["no_depth"] - 0.04, (ours_nd, twin_pq)
     # 0.461 against 0.434 on this 30-frame room since the split without depth maps stopped exempting touching objects
-    # the other views show apart (before: 0.413 against 0.343); on the demo rooms it was 0.06-0.22 before that change
+    # the other views show apart (before: 0.413 against 0.343); on the demo rooms 0.02-0.16 (docs/benchmarks.md)
     assert blind_nd < ours_nd - 0.02, (blind_nd, ours_nd)
 
 
