@@ -11,68 +11,8 @@ from __future__ import annotations
 from typing import Dict, List, Set, Tuple
 
 import numpy as np
-from jaxtyping import Float, Int, Int16
+from jaxtyping import Float, Int
 from scipy.cluster.hierarchy import DisjointSet
-
-
-def touching_pairs(owner: Int16[np.ndarray, "H W"], offset: int) -> Set[Tuple[int, int]]:
-    """(node, node) pairs of masks of one frame that share a boundary (4-neighbourhood, 1 px gap allowed)."""
-    pairs: Set[Tuple[int, int]] = set()
-    for a, b in ((owner[:, :-1], owner[:, 1:]), (owner[:-1], owner[1:]),
-                 (owner[:, :-2], owner[:, 2:]), (owner[:-2], owner[2:])):
-        m = (a != b) & (a >= 0) & (b >= 0)
-        if m.any():
-            lo, hi = np.minimum(a[m], b[m]), np.maximum(a[m], b[m])
-            for x, y in set(zip(lo.tolist(), hi.tolist())):
-                pairs.add((x + offset, y + offset))
-    return pairs
-
-
-def oversegmented_pairs(touching: Set[Tuple[int, int]], frame_of: Int[np.ndarray, "N"], node_a: Int[np.ndarray, "R"],
-                        node_b: Int[np.ndarray, "R"], shared: Float[np.ndarray, "R"], total_a: Float[np.ndarray, "R"],
-                        total_b: Float[np.ndarray, "R"], min_containment: float = 0.5) -> Set[Tuple[int, int]]:
-    """The touching pairs that the other views do not show as two objects: those that may share a community.
-
-    Touching masks of one frame are exempt from the cannot-link rule because a frontend over-segments an object now
-    and then. Two objects that touch (a book on a teddy) touch in every frame, and one wrong edge between them then
-    fuses them for good: with estimated depth, small objects' correspondences land on their neighbour often enough.
-    The other views tell the two cases apart: in a frame g where most of a's correspondences land in one mask and
-    most of b's in one mask, it is the same mask of g for the parts of one over-segmented object (g sees it whole)
-    and two masks for two objects. A pair loses the exemption when the frames showing two masks outnumber those
-    showing one (ties, and pairs no frame decides, keep it). Array code: a long capture has millions of records.
-    """
-    if not touching:
-        return set()
-    pairs = np.array(sorted(touching), dtype=np.int64).reshape(-1, 2)
-    n_frames = int(frame_of.max()) + 1
-    in_pair = np.zeros(len(frame_of), dtype=bool)
-    in_pair[pairs.ravel()] = True
-    src, dst, frac = [], [], []
-    for x, y, total in ((node_a, node_b, total_a), (node_b, node_a, total_b)):  # both directions of each record
-        keep = in_pair[x]
-        src.append(x[keep])
-        dst.append(y[keep])
-        frac.append(shared[keep] / np.maximum(total[keep], 1e-9))  # share of x's correspondences into y's frame
-    src, dst, frac = np.concatenate(src), np.concatenate(dst), np.concatenate(frac)
-    # per (mask, other frame): the mask of that frame receiving most of its correspondences, if most land in it
-    key = src * n_frames + frame_of[dst]
-    order = np.lexsort((dst, -frac, key))
-    first = order[np.r_[True, key[order][1:] != key[order][:-1]]] if len(order) else order
-    first = first[frac[first] >= min_containment]
-    key, dst = key[first], dst[first]  # sorted by key: by mask, then by frame
-    # for both masks of each pair, their (other frame -> destination) entries, matched on the other frame
-    starts = np.searchsorted(key, pairs * n_frames)
-    ends = np.searchsorted(key, pairs * n_frames + n_frames)
-    count_a = ends[:, 0] - starts[:, 0]
-    rows = np.repeat(np.arange(len(pairs)), count_a)
-    entry_a = np.repeat(starts[:, 0] - np.r_[0, np.cumsum(count_a)[:-1]], count_a) + np.arange(count_a.sum())
-    frame_a = key[entry_a] % n_frames
-    probe = pairs[rows, 1] * n_frames + frame_a
-    entry_b = np.searchsorted(key, probe).clip(0, max(len(key) - 1, 0))
-    both = (key[entry_b] == probe) if len(key) else np.zeros(0, dtype=bool)
-    one = np.bincount(rows[both], weights=(dst[entry_a] == dst[entry_b])[both], minlength=len(pairs))
-    two = np.bincount(rows[both], minlength=len(pairs)) - one
-    return {(int(a), int(b)) for (a, b), k in zip(pairs.tolist(), (two <= one).tolist()) if k}
 
 
 def leiden(n_nodes: int, edges: Int[np.ndarray, "E 2"], weights: Float[np.ndarray, "E"], resolution: float,

@@ -181,7 +181,7 @@ def pose_view(spec: FrameSpec, with_depth: bool = False) -> View:
 
 
 def touching_array(owner: np.ndarray, offset: int) -> Int[np.ndarray, "T 2"]:
-    from data_preprocess.communities import touching_pairs
+    from data_preprocess.touching import touching_pairs
 
     return np.array(sorted(touching_pairs(owner, offset)), dtype=np.int64).reshape(-1, 2)
 
@@ -267,3 +267,21 @@ def pose_pairs_sparse(specs, min_overlap: float, top_k: int, engine,
     parts = list(engine.map(_rows_task, blocks, common=common))
     i, j, s = (np.concatenate([p[k] for p in parts]) for k in range(3))
     return select_sparse_pairs(i, j, s, n, min_overlap, top_k)
+
+
+def choose_pairs(method: str, specs, engine, min_overlap: float, top_k: int, window: int,
+                 netvlad_weights: Optional[Path]) -> np.ndarray:
+    """Frame pairs to match by instance-map's --pairs method: pose, exhaustive, sequential or netvlad."""
+    if method == "pose":
+        return pose_pairs_sparse(specs, min_overlap, top_k, engine)
+    from data_preprocess.pairs import exhaustive_pairs, sequential_pairs, similarity_pairs
+
+    if method == "exhaustive":
+        return exhaustive_pairs(len(specs))
+    if method == "sequential":
+        return sequential_pairs(len(specs), window)
+    from data_preprocess.netvlad import netvlad_descriptors
+
+    if netvlad_weights is None:
+        fail("--pairs netvlad needs --netvlad-weights", None, "pass a local NetVLAD checkpoint or use --pairs pose")
+    return similarity_pairs(netvlad_descriptors([s.image_path for s in specs], netvlad_weights), min_overlap, top_k)

@@ -26,18 +26,18 @@ from data_preprocess.engine import LocalEngine, make_engine
 from data_preprocess.frames import (
     FrameSpec,
     cached_view,
+    choose_pairs,
     frame_summary,
     make_spec,
     mask_points,
-    pose_pairs_sparse,
     write_labels,
 )
 from data_preprocess.graph import match_stage, mutual_best_edges, split_by_frame
 from data_preprocess.matching import depth_tolerance
-from data_preprocess.pairs import exhaustive_pairs, sequential_pairs, similarity_pairs
 from data_preprocess.rasterize import order_labels
 from data_preprocess.steps import Steps, peak_rss_mb
 from data_preprocess.stereo_stage import stereo_stage
+from data_preprocess.touching import split_exemptions
 from instance_nerfacto.core.console import say, track
 from instance_nerfacto.core.dataset import check_depth_listing, downscaled, load_dataset, training_downscale
 from instance_nerfacto.core.errors import fail, run_cli
@@ -201,21 +201,6 @@ def summarize_frames(cfg: MapConfig, specs: List[FrameSpec], engine):
     return specs, offsets, np.concatenate(areas) if areas else np.zeros(0), touching
 
 
-def choose_pairs(cfg: MapConfig, specs: List[FrameSpec], engine) -> np.ndarray:
-    if cfg.pairs == "pose":
-        return pose_pairs_sparse(specs, cfg.min_pair_overlap, cfg.top_k, engine)
-    if cfg.pairs == "exhaustive":
-        return exhaustive_pairs(len(specs))
-    if cfg.pairs == "sequential":
-        return sequential_pairs(len(specs), cfg.window)
-    from data_preprocess.netvlad import netvlad_descriptors
-
-    if cfg.netvlad_weights is None:
-        fail("--pairs netvlad needs --netvlad-weights", None, "pass a local NetVLAD checkpoint or use --pairs pose")
-    desc = netvlad_descriptors([s.image_path for s in specs], cfg.netvlad_weights)
-    return similarity_pairs(desc, cfg.min_pair_overlap, cfg.top_k)
-
-
 def main(cfg: MapConfig) -> Dict:
     t_start = time.perf_counter()
     timings: Dict[str, float] = {}
@@ -275,7 +260,8 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     pair_params["grids"] = [[s.K, s.height, s.width, s.image_path.parent.name] for s in specs]  # working grids
     pkey = cache_key("pairs", {**pair_params, "stems": stems}, inputs)
     cached = cache.load("pairs", pkey)
-    pairs = cached["pairs"] if cached is not None else choose_pairs(cfg, specs, engine)
+    pairs = cached["pairs"] if cached is not None else choose_pairs(
+        cfg.pairs, specs, engine, cfg.min_pair_overlap, cfg.top_k, cfg.window, cfg.netvlad_weights)
     if cached is None:
         cache.save("pairs", pkey, pairs=pairs)
     timings["pairs"] = time.perf_counter() - t
@@ -308,12 +294,7 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     membership = comm.leiden(n_nodes, edges, weights, cfg.resolution, cfg.seed)
     n_communities = len(np.unique(membership))
     step("leiden")
-    # Estimated depth (no depth maps) sends a small object's correspondences onto the object it touches often enough
-    # for single wrong edges: there the split keeps the touching exemption only where the other views support it
-    # (merging and absorbing below sum evidence over many frames and keep every touching pair), and its greedy parts
-    # are refined, as the revoked exemptions cut more communities. With depth maps neither changed PQ for the better.
-    separable = touching if dense_depth else comm.oversegmented_pairs(
-        touching, frame_of, records.node_a, records.node_b, records.shared, records.total_a, records.total_b)
+    separable = split_exemptions(touching, frame_of, records, dense_depth)  # refined split: see its docstring
     membership = comm.split_cannot_link(membership, frame_of, edges, weights, separable, refine=not dense_depth)
     n_split = len(np.unique(membership))
     step("split")

@@ -19,6 +19,7 @@ import pytest
 
 from data_preprocess import communities as comm
 from data_preprocess import revisits
+from data_preprocess import touching as touch
 from data_preprocess.instance_map import MapConfig, main
 from instance_nerfacto.core.files import read_label_png
 from instance_nerfacto.eval.metrics import evaluate_dirs
@@ -88,7 +89,7 @@ def test_no_label_on_two_disjoint_masks_of_a_frame(mapped: Path, tiny_scene: Pat
         ids = np.unique(masks[masks > 0])
         owner = np.searchsorted(ids, masks).astype(np.int16)
         owner[masks == 0] = -1
-        touching = comm.touching_pairs(owner, 0)
+        touching = touch.touching_pairs(owner, 0)
         by_label = defaultdict(list)
         for k, mid in enumerate(ids):
             lab = np.unique(pred[masks == mid])
@@ -230,17 +231,17 @@ def test_touching_masks_lose_the_exemption_where_other_views_show_two_objects() 
     ]
     a, b, shared, ta, tb = (np.array(c) for c in zip(*rec))
     touching = {(0, 1), (6, 7), (14, 15)}
-    kept = comm.oversegmented_pairs(touching, frame_of, a, b, shared.astype(float), ta.astype(float),
+    kept = touch.oversegmented_pairs(touching, frame_of, a, b, shared.astype(float), ta.astype(float),
                                     tb.astype(float))
     assert kept == {(0, 1), (14, 15)}
     # negative control: without frame 7's one mask and with frame 8 at 60%, B is two masks twice, one mask once
     rec_b = [r for r in rec if 12 not in r[:2] and 13 not in r[:2]] + [(6, 13, 6, 10, 20), (7, 13, 6, 10, 20)]
     a, b, shared, ta, tb = (np.array(c, dtype=float) for c in zip(*rec_b))
-    kept = comm.oversegmented_pairs(touching, frame_of, a.astype(int), b.astype(int), shared, ta, tb)
+    kept = touch.oversegmented_pairs(touching, frame_of, a.astype(int), b.astype(int), shared, ta, tb)
     assert kept == {(0, 1), (14, 15)}
     rec_c = rec_b + [(6, 14, 9, 10, 10), (7, 14, 9, 10, 10)]  # one more one-mask frame: a tie keeps the exemption
     a, b, shared, ta, tb = (np.array(c, dtype=float) for c in zip(*rec_c))
-    kept = comm.oversegmented_pairs(touching, frame_of, a.astype(int), b.astype(int), shared, ta, tb)
+    kept = touch.oversegmented_pairs(touching, frame_of, a.astype(int), b.astype(int), shared, ta, tb)
     assert kept == {(0, 1), (6, 7), (14, 15)}
 
 
