@@ -207,12 +207,11 @@ def query_rays(model, camera, coords: Int[np.ndarray, "... 2"], renderer=None, l
     """
     import torch
 
+    from instance_nerfacto.loc.rays import pixel_rays
+
     shape = coords.shape[:-1]
-    device = camera.device
-    pix = torch.from_numpy(coords.reshape(-1, 2).astype(np.float32) + 0.5).to(device)
     with torch.no_grad():
-        index = torch.zeros((len(pix), 1), dtype=torch.long, device=device)
-        bundle = camera.generate_rays(camera_indices=index, coords=pix)
+        bundle = pixel_rays(camera, coords.reshape(-1, 2))
         if renderer is not None:
             outputs = renderer(bundle, coords.reshape(-1, 2))
         else:
