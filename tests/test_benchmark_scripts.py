@@ -68,3 +68,31 @@ def test_cuda_lift_dry_run_and_flags(tmp_path: Path):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cuda_lift.py"), "--work", str(tmp_path),
                           "--dry-run"], capture_output=True, text=True, check=True, cwd=ROOT)
     assert "ns-train: " in out.stdout and "--preset room200" in out.stdout and "5.6" in out.stdout
+
+
+def test_colmap_frame_is_fitted_onto_the_room_by_the_shared_cameras():
+    """benchmarks/register_colmap.py scores registered poses against the room's truth through a similarity fitted to
+    the cameras COLMAP posed: a known similarity (scale, rotation, shift) must be recovered exactly, poses included."""
+    import numpy as np
+    from scipy.spatial.transform import Rotation
+
+    module = load("register_colmap")
+    rng = np.random.default_rng(3)
+    rotation = Rotation.from_euler("zyx", [40, -15, 100], degrees=True).as_matrix()
+    scale, shift = 2.5, np.array([1.0, -2.0, 0.5])
+    room, colmap = {}, {}
+    for i in range(12):
+        c2w = np.eye(4)
+        c2w[:3, :3] = Rotation.random(random_state=i).as_matrix()
+        c2w[:3, 3] = rng.normal(size=3)
+        colmap[f"p{i}"] = c2w
+        truth = np.eye(4)
+        truth[:3, :3] = rotation @ c2w[:3, :3]
+        truth[:3, 3] = scale * rotation @ c2w[:3, 3] + shift
+        room[f"p{i}"] = truth
+    to_room = module.colmap_to_room(colmap, room)
+    for stem in room:
+        np.testing.assert_allclose(to_room(colmap[stem]), room[stem], atol=1e-9)
+    assert module.errors_to_truth(colmap, to_room, room, 10.0).startswith("0.00/0.00 deg, 0.00/0.00 %")
+    # negative control: the poses left in COLMAP's frame are far from the room's
+    assert not module.errors_to_truth(colmap, lambda c2w: c2w, room, 10.0).startswith("0.00/0.00 deg")
