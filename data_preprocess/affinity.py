@@ -24,15 +24,12 @@ class AffinityGate:
     def __init__(self, frame_of: Int[np.ndarray, "N"], node_a: Int[np.ndarray, "R"], node_b: Int[np.ndarray, "R"],
                  score: Float[np.ndarray, "R"], pairs: Int[np.ndarray, "P 2"], min_score: float,
                  min_affinity: float) -> None:
+        # both directions of each record and of each pair, as sorted arrays (CSR): the dicts of lists this replaced
+        # held hundreds of MB at 10,000 frames
         ok = score >= min_score
-        self.records: Dict[int, List[int]] = {}
-        for a, b in zip(node_a[ok].tolist(), node_b[ok].tolist()):
-            self.records.setdefault(a, []).append(b)
-            self.records.setdefault(b, []).append(a)
-        self.partners: Dict[int, Set[int]] = {}
-        for i, j in np.asarray(pairs, dtype=np.int64).reshape(-1, 2).tolist():
-            self.partners.setdefault(i, set()).add(j)
-            self.partners.setdefault(j, set()).add(i)
+        self.records, self.record_ptr = _adjacency(node_a[ok], node_b[ok], len(frame_of))
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        self.partners, self.partner_ptr = _adjacency(pairs[:, 0], pairs[:, 1], int(frame_of.max()) + 1)
         self.frame_of = frame_of
         self.min_affinity = min_affinity
 
@@ -42,9 +39,18 @@ class AffinityGate:
         support: Set[Tuple[int, int]] = set()
         for f, nodes in frames_a.items():
             for n in nodes:
-                for m in self.records.get(n, ()):
+                for m in self.records[self.record_ptr[n]:self.record_ptr[n + 1]].tolist():
                     if find(m) == root_b:
                         g = int(self.frame_of[m])
                         support.add((min(f, g), max(f, g)))
-        covisible = {(min(f, g), max(f, g)) for f in frames_a for g in self.partners.get(f, ()) if g in frames_b}
+        covisible = {(min(f, g), max(f, g)) for f in frames_a
+                     for g in self.partners[self.partner_ptr[f]:self.partner_ptr[f + 1]].tolist() if g in frames_b}
         return len(support) >= self.min_affinity * max(len(covisible), 1)
+
+
+def _adjacency(a: Int[np.ndarray, "E"], b: Int[np.ndarray, "E"], n: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Neighbours of each of ``n`` ids over the undirected links (a, b): ``nbr[ptr[i]:ptr[i + 1]]`` are i's."""
+    src = np.concatenate([a, b]).astype(np.int64)
+    dst = np.concatenate([b, a]).astype(np.int64)
+    order = np.argsort(src, kind="stable")
+    return dst[order], np.searchsorted(src[order], np.arange(n + 1))
