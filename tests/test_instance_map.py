@@ -234,6 +234,9 @@ def test_touching_masks_lose_the_exemption_where_other_views_show_two_objects() 
     kept = touch.oversegmented_pairs(touching, frame_of, a, b, shared.astype(float), ta.astype(float),
                                     tb.astype(float))
     assert kept == {(0, 1), (14, 15)}
+    for block in (1, 2, 3):  # pairs processed in blocks of at most this many entries (memory): the same answer
+        assert touch.oversegmented_pairs(touching, frame_of, a, b, shared.astype(float), ta.astype(float),
+                                         tb.astype(float), max_entries=block) == kept
     # negative control: without frame 7's one mask and with frame 8 at 60%, B is two masks twice, one mask once
     rec_b = [r for r in rec if 12 not in r[:2] and 13 not in r[:2]] + [(6, 13, 6, 10, 20), (7, 13, 6, 10, 20)]
     a, b, shared, ta, tb = (np.array(c, dtype=float) for c in zip(*rec_b))
