@@ -241,11 +241,13 @@ def _rows_task(rows: np.ndarray, cams: dict, min_score: float, max_partners: int
                         max_partners=max_partners, w2c=cams["w2c"], near=cams["near"])
 
 
-def pose_pairs_sparse(specs, min_overlap: float, top_k: int, engine,
-                      rows_per_task: int = 16) -> Int[np.ndarray, "P 2"]:
+def pose_pairs_sparse(specs, min_overlap: float, top_k: int, engine, rows_per_task: int = 16,
+                      planes: Optional[Float[np.ndarray, "F"]] = None) -> Int[np.ndarray, "P 2"]:
     """:func:`pose_pairs` for many frames: rows of the overlap matrix as per-frame tasks on ``engine`` (the raw depth
     maps go to the object store once), kept sparse (only entries that reach ``min_overlap``, at most
-    ``PARTNERS_PER_TOP_K x top_k`` per frame, so memory grows with the frames, not with the pairs that overlap)."""
+    ``PARTNERS_PER_TOP_K x top_k`` per frame, so memory grows with the frames, not with the pairs that overlap).
+    Without depth maps each frame's pixels lie on a plane at ``planes[i]`` metres (default: the distance to the point
+    all optical axes aim at, :func:`proxy_depth`)."""
     K, c2w, size = _cam_arrays(specs)
     depth_mm = proxies = None
     if all(s.depth_path is not None for s in specs):
@@ -253,6 +255,8 @@ def pose_pairs_sparse(specs, min_overlap: float, top_k: int, engine,
         for k, s in enumerate(specs):  # metres to packed mm: exact for millimetre PNGs (uint16 * 1e-3 in float32)
             d = np.round(read_frame_depth(s).astype(np.float64) * (1.0 / PACKED_DEPTH_UNIT))
             depth_mm[k, :s.height, :s.width] = d.astype(np.uint16)
+    elif planes is not None:
+        proxies = np.asarray(planes, dtype=np.float64)
     else:
         proxies = proxy_depth([View(s.stem, np.array(s.K), np.array(s.c2w_cv), np.zeros((1, 1), np.int16),
                                     s.image_path) for s in specs])
@@ -270,10 +274,11 @@ def pose_pairs_sparse(specs, min_overlap: float, top_k: int, engine,
 
 
 def choose_pairs(method: str, specs, engine, min_overlap: float, top_k: int, window: int,
-                 netvlad_weights: Optional[Path]) -> np.ndarray:
-    """Frame pairs to match by instance-map's --pairs method: pose, exhaustive, sequential or netvlad."""
+                 netvlad_weights: Optional[Path], planes: Optional[np.ndarray] = None) -> np.ndarray:
+    """Frame pairs to match by instance-map's --pairs method: pose, exhaustive, sequential or netvlad (``planes``:
+    see :func:`pose_pairs_sparse`)."""
     if method == "pose":
-        return pose_pairs_sparse(specs, min_overlap, top_k, engine)
+        return pose_pairs_sparse(specs, min_overlap, top_k, engine, planes=planes)
     from data_preprocess.pairs import exhaustive_pairs, sequential_pairs, similarity_pairs
 
     if method == "exhaustive":

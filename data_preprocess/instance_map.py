@@ -21,6 +21,7 @@ import tyro
 
 from data_preprocess import communities as comm
 from data_preprocess import revisits, support
+from data_preprocess.affinity import AffinityGate
 from data_preprocess.cache import StageCache, cache_key, file_fingerprint
 from data_preprocess.engine import LocalEngine, make_engine
 from data_preprocess.frames import (
@@ -36,7 +37,7 @@ from data_preprocess.graph import match_stage, mutual_best_edges, split_by_frame
 from data_preprocess.matching import depth_tolerance
 from data_preprocess.rasterize import order_labels
 from data_preprocess.steps import Steps, peak_rss_mb
-from data_preprocess.stereo_stage import stereo_stage
+from data_preprocess.stereo_stage import stereo_planes, stereo_stage
 from data_preprocess.touching import split_exemptions
 from instance_nerfacto.core.console import say, track
 from instance_nerfacto.core.dataset import check_depth_listing, downscaled, load_dataset, training_downscale
@@ -122,6 +123,10 @@ class MapConfig:
     absorb_vote: float = 0.3
     """Small communities and unlabelled masks join a larger community holding at least this fraction of their
     correspondences in the other views (1 = off)."""
+    absorb_cover: Optional[float] = None
+    """Absorbing also needs the frames where the larger community appears to hold at least this fraction of all the
+    smaller one's correspondences (evidence, not a vote over a few frame pairs). Default 0.5 with estimated depth, 0
+    (off) with depth maps."""
     min_detection_rate: float = 0.35
     """Drop communities found in fewer than this fraction of the sampled frames that see their 3D points (in view,
     not occluded; ``support.py``): persistent frontend errors along a dense capture pass any frame count, not this
@@ -258,10 +263,12 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     t = time.perf_counter()
     pair_params = {k: getattr(cfg, k) for k in ("pairs", "top_k", "min_pair_overlap", "window", "split")}
     pair_params["grids"] = [[s.K, s.height, s.width, s.image_path.parent.name] for s in specs]  # working grids
+    planes = stereo_planes(stereo_specs, specs) if matcher_name == "stereo" else None  # the pair stage's planes
+    pair_params.update({} if planes is None else {"planes": np.round(planes, 4).tolist()})
     pkey = cache_key("pairs", {**pair_params, "stems": stems}, inputs)
     cached = cache.load("pairs", pkey)
     pairs = cached["pairs"] if cached is not None else choose_pairs(
-        cfg.pairs, specs, engine, cfg.min_pair_overlap, cfg.top_k, cfg.window, cfg.netvlad_weights)
+        cfg.pairs, specs, engine, cfg.min_pair_overlap, cfg.top_k, cfg.window, cfg.netvlad_weights, planes)
     if cached is None:
         cache.save("pairs", pkey, pairs=pairs)
     timings["pairs"] = time.perf_counter() - t
@@ -295,7 +302,10 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     n_communities = len(np.unique(membership))
     step("leiden")
     separable = split_exemptions(touching, frame_of, records, dense_depth)  # refined split: see its docstring
-    membership = comm.split_cannot_link(membership, frame_of, edges, weights, separable, refine=not dense_depth)
+    gate = None if dense_depth else AffinityGate(  # see affinity.py
+        frame_of, records.node_a, records.node_b, records.score, pairs, cfg.merge_min_score, cfg.merge_affinity)
+    membership = comm.split_cannot_link(membership, frame_of, edges, weights, separable, refine=not dense_depth,
+                                        gate=gate)
     n_split = len(np.unique(membership))
     step("split")
     conflicts = cfg.merge_conflicts if cfg.merge_conflicts is not None else (0.0 if dense_depth else 0.05)
@@ -303,9 +313,10 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
                                       touching, cfg.merge_min_score, cfg.merge_affinity, max_conflicts=conflicts)
     n_merged = len(np.unique(membership))
     step("merge")
+    cover = cfg.absorb_cover if cfg.absorb_cover is not None else (0.0 if dense_depth else 0.5)
     if cfg.absorb_vote < 1.0:
         membership = comm.absorb_fragments(membership, frame_of, records.node_a, records.node_b, records.shared,
-                                           records.total_a, records.total_b, touching, cfg.absorb_vote)
+                                           records.total_a, records.total_b, touching, cfg.absorb_vote, cover)
     step("absorb")
     agreement = cfg.revisit_agreement if cfg.revisit_agreement is not None else (0.5 if dense_depth else 0.25)
     views_have_depth = all(s.depth_path is not None for s in specs)  # depth maps of the dataset or of stereo

@@ -7,8 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import List
 
+import numpy as np
+
 from data_preprocess.cache import cache_key
 from data_preprocess.frames import FrameSpec, pose_view
+from data_preprocess.pairs import proxy_depth
 from data_preprocess.stereo import stereo_depths
 from instance_nerfacto.core.files import atomic_save_npy
 
@@ -32,3 +35,19 @@ def stereo_stage(specs: List[FrameSpec], inputs: list, output: Path, neighbours:
                       on_depth=lambda i, depth: atomic_save_npy(paths[i], depth))  # streamed, not held
     return [replace(s, depth_path=p, depth_on_photo=False, stamp=s.stamp + ((p.stat().st_size, p.stat().st_mtime_ns),))
             for s, p in zip(specs, paths)]
+
+
+def stereo_planes(stereo_specs: List[FrameSpec], specs: List[FrameSpec]) -> np.ndarray:
+    """Each frame's median stereo depth (metres), the plane on which the pose-pair stage places its pixels.
+
+    Without depth maps the pair stage used one distance per frame, to the point all optical axes aim at: right for a
+    loop around the room's centre, but frames that look past it or at a near wall then overlap their neighbours
+    only in a thin strip, and along a long capture such frames were paired with their 2-3 neighbours only, so an
+    object seen on both sides of them ended up split in two. A frame without any stereo depth keeps that distance."""
+    fallback = proxy_depth([pose_view(s) for s in specs])
+    out = np.empty(len(stereo_specs))
+    for k, s in enumerate(stereo_specs):
+        depth = np.load(s.depth_path)
+        valid = depth[depth > 0]
+        out[k] = float(np.median(valid)) if len(valid) else fallback[k]
+    return out

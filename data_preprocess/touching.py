@@ -27,7 +27,8 @@ def touching_pairs(owner: Int16[np.ndarray, "H W"], offset: int) -> Set[Tuple[in
 
 def oversegmented_pairs(touching: Set[Tuple[int, int]], frame_of: Int[np.ndarray, "N"], node_a: Int[np.ndarray, "R"],
                         node_b: Int[np.ndarray, "R"], shared: Float[np.ndarray, "R"], total_a: Float[np.ndarray, "R"],
-                        total_b: Float[np.ndarray, "R"], min_containment: float = 0.5) -> Set[Tuple[int, int]]:
+                        total_b: Float[np.ndarray, "R"], min_containment: float = 0.5,
+                        max_entries: int = 1 << 20) -> Set[Tuple[int, int]]:
     """The touching pairs that the other views do not show as two objects: those that may share a community.
 
     Touching masks of one frame are exempt from the cannot-link rule because a frontend over-segments an object now
@@ -46,29 +47,42 @@ def oversegmented_pairs(touching: Set[Tuple[int, int]], frame_of: Int[np.ndarray
     in_pair[pairs.ravel()] = True
     src, dst, frac = [], [], []
     for x, y, total in ((node_a, node_b, total_a), (node_b, node_a, total_b)):  # both directions of each record
-        keep = in_pair[x]
+        share = shared / np.maximum(total, 1e-9)  # share of x's correspondences into y's frame
+        # only a share of at least min_containment can be "most": filtered before sorting (a 10,000-frame capture
+        # has millions of records; sorting all of them held over a GB)
+        keep = in_pair[x] & (share >= min_containment)
         src.append(x[keep])
         dst.append(y[keep])
-        frac.append(shared[keep] / np.maximum(total[keep], 1e-9))  # share of x's correspondences into y's frame
+        frac.append(share[keep])
+        del share, keep
     src, dst, frac = np.concatenate(src), np.concatenate(dst), np.concatenate(frac)
     # per (mask, other frame): the mask of that frame receiving most of its correspondences, if most land in it
     key = src * n_frames + frame_of[dst]
     order = np.lexsort((dst, -frac, key))
     first = order[np.r_[True, key[order][1:] != key[order][:-1]]] if len(order) else order
-    first = first[frac[first] >= min_containment]
     key, dst = key[first], dst[first]  # sorted by key: by mask, then by frame
     # for both masks of each pair, their (other frame -> destination) entries, matched on the other frame
     starts = np.searchsorted(key, pairs * n_frames)
     ends = np.searchsorted(key, pairs * n_frames + n_frames)
     count_a = ends[:, 0] - starts[:, 0]
-    rows = np.repeat(np.arange(len(pairs)), count_a)
-    entry_a = np.repeat(starts[:, 0] - np.r_[0, np.cumsum(count_a)[:-1]], count_a) + np.arange(count_a.sum())
-    frame_a = key[entry_a] % n_frames
-    probe = pairs[rows, 1] * n_frames + frame_a
-    entry_b = np.searchsorted(key, probe).clip(0, max(len(key) - 1, 0))
-    both = (key[entry_b] == probe) if len(key) else np.zeros(0, dtype=bool)
-    one = np.bincount(rows[both], weights=(dst[entry_a] == dst[entry_b])[both], minlength=len(pairs))
-    two = np.bincount(rows[both], minlength=len(pairs)) - one
+    one, two = np.zeros(len(pairs)), np.zeros(len(pairs))
+    # in blocks of pairs holding at most max_entries entries of their first masks: the arrays below grow with them
+    # (hundreds of MB in one go at 10,000 frames)
+    cum = np.cumsum(count_a)
+    cuts = np.r_[0, np.searchsorted(cum, np.arange(max_entries, cum[-1] if len(cum) else 0, max_entries)) + 1,
+                 len(pairs)]
+    for p0, p1 in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+        if p1 <= p0:
+            continue
+        count = count_a[p0:p1]
+        rows = np.repeat(np.arange(p0, p1), count)
+        entry_a = np.repeat(starts[p0:p1, 0] - np.r_[0, np.cumsum(count)[:-1]], count) + np.arange(count.sum())
+        probe = pairs[rows, 1] * n_frames + key[entry_a] % n_frames
+        entry_b = np.searchsorted(key, probe).clip(0, max(len(key) - 1, 0))
+        both = (key[entry_b] == probe) if len(key) else np.zeros(0, dtype=bool)
+        same = np.bincount(rows[both] - p0, weights=(dst[entry_a] == dst[entry_b])[both], minlength=p1 - p0)
+        one[p0:p1] = same
+        two[p0:p1] = np.bincount(rows[both] - p0, minlength=p1 - p0) - same
     return {(int(a), int(b)) for (a, b), k in zip(pairs.tolist(), (two <= one).tolist()) if k}
 
 

@@ -234,6 +234,9 @@ def test_touching_masks_lose_the_exemption_where_other_views_show_two_objects() 
     kept = touch.oversegmented_pairs(touching, frame_of, a, b, shared.astype(float), ta.astype(float),
                                     tb.astype(float))
     assert kept == {(0, 1), (14, 15)}
+    for block in (1, 2, 3):  # pairs processed in blocks of at most this many entries (memory): the same answer
+        assert touch.oversegmented_pairs(touching, frame_of, a, b, shared.astype(float), ta.astype(float),
+                                         tb.astype(float), max_entries=block) == kept
     # negative control: without frame 7's one mask and with frame 8 at 60%, B is two masks twice, one mask once
     rec_b = [r for r in rec if 12 not in r[:2] and 13 not in r[:2]] + [(6, 13, 6, 10, 20), (7, 13, 6, 10, 20)]
     a, b, shared, ta, tb = (np.array(c, dtype=float) for c in zip(*rec_b))
@@ -641,3 +644,47 @@ def test_absorb_fragments_votes_by_correspondences_into_the_frames_of_the_larger
     assert out[0] == 0 and out[5] == 2  # the larger communities keep their ids
     assert partition(comm.absorb_fragments(membership, frame_of, *args, {(0, 7)}, 0.3)) == [[0, 1, 2, 3, 7], [4, 5, 6]]
     assert partition(comm.absorb_fragments(membership, frame_of, *args, set(), 0.5))[1] == [4]  # u's 0.4 < 0.5
+
+
+def test_absorb_needs_evidence_in_the_frames_of_the_larger_community() -> None:
+    """x votes 17 of 20 correspondences into A's masks in A's frames (0.85), but those 20 are a sixth of its 120: the
+    other 100 go to frame 4, where A is not seen (an object of another stretch of the capture meeting A in a few frame
+    pairs). x joins A when the cover test asks for at most that sixth, not when it asks for half."""
+    #                     A  A  A  x  w (unlabelled, frame 4)
+    membership = np.array([0, 0, 0, 1, -1])
+    frame_of = np.array([0, 1, 2, 3, 4])
+    rec = np.array([[3, 0, 8, 10, 20], [3, 1, 9, 10, 20], [3, 4, 80, 100, 100]], dtype=float)
+    args = (rec[:, 0].astype(np.int64), rec[:, 1].astype(np.int64), rec[:, 2], rec[:, 3], rec[:, 4])
+    joined = [0, 0, 0, 0, -1]
+    assert comm.absorb_fragments(membership, frame_of, *args, set(), 0.3).tolist()[:4] == joined[:4]
+    assert comm.absorb_fragments(membership, frame_of, *args, set(), 0.3, 0.16).tolist()[:4] == joined[:4]
+    kept = comm.absorb_fragments(membership, frame_of, *args, set(), 0.3, 0.5)
+    assert kept[:4].tolist() == [0, 0, 0, 1] and kept[4] not in (0, 1)
+    assert comm.absorb_fragments(membership, frame_of, *args, set(), 0.3, 0.17)[3] == 1  # 20 / 120 < 0.17
+
+
+def test_split_gate_refuses_a_bridge_that_few_of_the_matched_frame_pairs_support() -> None:
+    """A (frames 0-4) and B (frames 10-14) are joined by one wrong correspondence (frames 4 and 10); all 25 frame
+    pairs between the two stretches were matched, and 24 hold no correspondence between them. D, a third mask in
+    frame 0, links to B, so the community holds two masks of frame 0 and is split. Without the gate the wrong edge
+    fuses A and B (D alone); with it A and B stay apart (and D, one correspondence in 5 frame pairs, alone). Each
+    object's own track passes (its parts agree in every matched pair). Negative control: when only the bridging frame
+    pair was matched, the evidence agrees and the gate lets the union through."""
+    from data_preprocess.affinity import AffinityGate
+
+    frame_of = np.array([0, 1, 2, 3, 4, 10, 11, 12, 13, 14, 0])  # A: 0-4, B: 5-9, D: 10
+    edges = np.array([[0, 1], [1, 2], [2, 3], [3, 4], [5, 6], [6, 7], [7, 8], [8, 9], [4, 5], [10, 5]])
+    weights = np.array([0.9] * 8 + [0.85, 0.5])
+    membership = np.zeros(11, dtype=np.int64)
+    na, nb, score = edges[:, 0], edges[:, 1], weights.copy()
+    chain = [(i, i + 1) for i in range(4)] + [(i, i + 1) for i in range(10, 14)] + [(0, 10)]
+    cross = [(i, j) for i in range(5) for j in range(10, 15)]
+
+    def split(pairs, gated=True):
+        gate = AffinityGate(frame_of, na, nb, score, np.array(pairs), 0.2, 0.3) if gated else None
+        out = comm.split_cannot_link(membership, frame_of, edges, weights, set(), gate=gate)
+        return sorted(sorted(np.flatnonzero(out == c).tolist()) for c in np.unique(out))
+
+    assert split(chain + cross, gated=False) == [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [10]]
+    assert split(chain + cross) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10]]
+    assert split(chain + [(4, 10)]) == [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [10]]

@@ -210,16 +210,24 @@ def test_detection_rate_of_a_stereo_run_tests_depth_with_the_stereo_tolerance(
 
 def test_estimated_depth_runs_refine_the_split_and_tolerate_stray_conflicts(
         no_depth_tiny: Path, tiny_scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without depth maps instance-map splits on the touching pairs the other views support, refines the split and
-    lets fragment merging drop a few conflicting frames; with depth maps all three are as before."""
+    """Without depth maps instance-map splits on the touching pairs the other views support, refines the split, gates
+    its unions by fragment merging's evidence, lets fragment merging drop a few conflicting frames and asks absorbing
+    for evidence in the absorber's frames; with depth maps all of these are as before."""
     from data_preprocess import communities, instance_map
 
     seen = []
     split, merge = communities.split_cannot_link, communities.merge_fragments
 
-    def spy_split(membership, frame_of, edges, weights, touching, refine=False):
+    def spy_split(membership, frame_of, edges, weights, touching, refine=False, gate=None):
         seen.append(("split", len(touching), refine))
-        return split(membership, frame_of, edges, weights, touching, refine=refine)
+        gates.append(gate is not None)
+        return split(membership, frame_of, edges, weights, touching, refine=refine, gate=gate)
+
+    absorb, gates, covers = communities.absorb_fragments, [], []
+
+    def spy_absorb(*args):
+        covers.append(args[-1])
+        return absorb(*args)
 
     def spy_merge(*args, **kwargs):
         seen.append(("merge", len(args[6]), kwargs.get("max_conflicts")))
@@ -227,8 +235,28 @@ def test_estimated_depth_runs_refine_the_split_and_tolerate_stray_conflicts(
 
     monkeypatch.setattr(communities, "split_cannot_link", spy_split)
     monkeypatch.setattr(communities, "merge_fragments", spy_merge)
+    monkeypatch.setattr(communities, "absorb_fragments", spy_absorb)
     for data, out in ((no_depth_tiny, tmp_path / "stereo"), (tiny_scene, tmp_path / "depth")):
         instance_map.main(instance_map.MapConfig(data=data, output=out, quiet=True, cache=False))
+    assert gates == [True, False] and covers == [0.5, 0.0]  # the split's evidence gate, absorbing's cover test
     (_, n_sep, refine), (_, n_touch, tol), (_, n_split_d, refine_d), (_, n_touch_d, tol_d) = seen
     assert (refine, tol, refine_d, tol_d) == (True, 0.05, False, 0.0)
     assert n_sep < n_touch and n_split_d == n_touch_d  # a subset only without depth maps
+
+
+def test_stereo_planes_are_median_stereo_depths_else_the_common_focus(tmp_path: Path) -> None:
+    """Each frame's plane for the pair stage is its median stereo depth; a frame without any stereo depth keeps the
+    distance to the point the optical axes aim at (two cameras 2 m apart, both turned 45 degrees inward: 1.414 m)."""
+    from data_preprocess.frames import FrameSpec
+    from data_preprocess.stereo_stage import stereo_planes
+
+    depth = np.zeros((H, W), np.float32)
+    depth[:10, :10], depth[10:15, :10] = 3.0, 5.0  # 100 pixels at 3 m, 50 at 5 m, the rest unknown
+    np.save(tmp_path / "a.npy", depth)
+    np.save(tmp_path / "b.npy", np.zeros((H, W), np.float32))
+    poses = [pose(-1.0, 45.0), pose(1.0, -45.0)]
+    specs = [FrameSpec(k, s, tuple(map(tuple, K.tolist())), tuple(map(tuple, c.tolist())), H, W, tmp_path / "m.png",
+                       tmp_path / f"{s}.png") for k, (s, c) in enumerate(zip("ab", poses))]
+    with_depth = [FrameSpec(**{**sp.__dict__, "depth_path": tmp_path / f"{sp.stem}.npy", "depth_on_photo": False})
+                  for sp in specs]
+    np.testing.assert_allclose(stereo_planes(with_depth, specs), [3.0, np.sqrt(2.0)], atol=1e-3)
