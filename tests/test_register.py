@@ -160,6 +160,53 @@ def novel_photos(small_run: SmallRun, tiny_scene: Path, tmp_path_factory: pytest
     return photos, masks, truth
 
 
+def test_keypoints_on_an_occlusion_edge_take_the_nearest_surface_of_their_neighbourhood():
+    """A colour-only map lifts keypoints by the rendered surface; on an occlusion edge the keypoint's own ray lands on
+    either side by chance, so the nearest opaque surface of its 3x3 neighbourhood is taken (exact values)."""
+    from instance_nerfacto.loc.register_map import NEIGHBOURHOOD, keypoint_surface
+
+    assert NEIGHBOURHOOD.shape == (9, 2) and tuple(NEIGHBOURHOOD[0]) == (0, 0)
+    depth = np.full((9, 5), 2.0)
+    opacity = np.ones((9, 5))
+    depth[[1, 5, 7], 0] = 1.0  # 0: the keypoint's own ray passes the box beside it and hits the wall behind
+    depth[:, 1] = [2.0, 2.06, 1.97, 2.03, 2.0, 1.99, 2.02, 2.0, 2.01]  # 1: one surface, a few % of noise
+    depth[3, 2], opacity[3, 2] = 0.3, 0.1  # 2: a transparent neighbour's distance is no surface
+    opacity[0, 3] = 0.2  # 3: the keypoint's own ray stays transparent
+    depth[4, 4] = 2.1  # 4: exactly 5% apart is not an edge yet
+    lifted = keypoint_surface(depth, opacity)
+    np.testing.assert_array_equal(lifted[[0, 1, 2, 4]], [1.0, 2.0, 2.0, 2.0])
+    assert np.isnan(lifted[3])
+    depth[4, 4] = 2.11  # just over 5%: the nearer surface
+    assert keypoint_surface(depth, opacity)[4] == 2.0 and keypoint_surface(depth[::-1], opacity[::-1])[4] == 2.0
+    depth[0, 4] = 2.11
+    assert keypoint_surface(depth, opacity)[4] == 2.0  # the keypoint on the far side takes the near one
+
+
+def test_keypoints_lifted_by_the_rendered_surface_land_on_the_room(small_run: SmallRun):
+    """The colour-only path of registration (keypoints lifted by the trained density's surface, through the baked
+    grid) against the room's true depth maps: most keypoints within a few % of their true depth."""
+    from instance_nerfacto.core.files import read_depth
+    from instance_nerfacto.loc.register_map import run_map_features, training_frames
+    from instance_nerfacto.render.run import load_run, training_transforms
+
+    run = load_run(small_run.config)
+    frames = training_frames(training_transforms(small_run.config))[::3]
+    world, lifted_by = run_map_features(run, frames, RegisterParams(), "rendered", 128, 96)
+    assert lifted_by == "rendered surface"
+    errors = []
+    for frame, image in zip(frames, world.images):
+        truth = read_depth(frame.depth_path, 1e-3)
+        rows = np.clip(np.round(image.keypoints[:, 1]).astype(int), 0, truth.shape[0] - 1)
+        cols = np.clip(np.round(image.keypoints[:, 0]).astype(int), 0, truth.shape[1] - 1)
+        w2c = np.linalg.inv(np.asarray(frame.c2w, np.float64) @ OPENGL_TO_OPENCV)
+        z = (image.points.astype(np.float64) @ w2c[:3, :3].T + w2c[:3, 3])[:, 2]
+        known = np.isfinite(z) & (truth[rows, cols] > 0)
+        errors.append(np.abs(z[known] - truth[rows, cols][known]) / truth[rows, cols][known])
+    errors = np.concatenate(errors)
+    assert len(errors) > 200 and np.median(errors) < 0.05, np.percentile(errors, [50, 75, 90])
+    assert np.mean(errors < 0.1) > 0.7, np.percentile(errors, [50, 75, 90])
+
+
 def _localize(small_run: SmallRun, out: Path, **options):
     from instance_nerfacto.core.runs import RunOptions
     from instance_nerfacto.loc.cli import LocConfig, main

@@ -81,6 +81,10 @@ def sift_features(gray: UInt8[np.ndarray, "H W"], params: "RegisterParams") -> I
     return ImageFeatures(xy, root.astype(np.float32))
 
 
+OCCLUSION_EDGE_SPREAD = 0.05
+"""A keypoint whose 3x3 neighbourhood spans more than this fraction in depth sits on an occlusion edge."""
+
+
 def lift_keypoints(keypoints: Float[np.ndarray, "N 2"], depth: Float[np.ndarray, "H W"], camera: CameraModel,
                    c2w_gl: Float[np.ndarray, "4 4"]) -> Float[np.ndarray, "N 3"]:
     """World points of keypoints at a z-depth map (0 = no reading -> NaN). The depth of the pixel under each keypoint
@@ -93,7 +97,7 @@ def lift_keypoints(keypoints: Float[np.ndarray, "N 2"], depth: Float[np.ndarray,
     padded = np.pad(depth, 1, mode="edge")
     window = np.stack([padded[rows + dy, cols + dx] for dy in range(3) for dx in range(3)], axis=1)
     z = depth[rows, cols].astype(np.float64)
-    valid = (window.min(axis=1) > 0) & (window.max(axis=1) <= 1.05 * window.min(axis=1))
+    valid = (window.min(axis=1) > 0) & (window.max(axis=1) <= (1.0 + OCCLUSION_EDGE_SPREAD) * window.min(axis=1))
     cam = camera.backproject(keypoints[:, 0] + 0.5, keypoints[:, 1] + 0.5, z) * GL_TO_CV
     c2w = np.asarray(c2w_gl, dtype=np.float64)
     world = cam @ c2w[:3, :3].T + c2w[:3, 3]

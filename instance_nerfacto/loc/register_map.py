@@ -2,8 +2,9 @@
 
 Each training image's SIFT keypoints are lifted to the training data's transforms.json frame by a depth of that image:
 its depth map when the map has them (an RGB-D capture), otherwise the surface of the trained density, marched through
-the baked density grid that instance-render and instance-loc share (cached beside the checkpoint): one ray per
-keypoint, a few hundred per image, so the whole map costs seconds, once per command.
+the baked density grid that instance-render and instance-loc share (cached beside the checkpoint): nine rays per
+keypoint (its 3x3 neighbourhood, which shows occlusion edges), a few thousand per image, so the whole map costs
+seconds, once per command.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from instance_nerfacto.core.camera import GL_TO_CV
 from instance_nerfacto.core.dataset import Frame, load_dataset
 from instance_nerfacto.core.errors import fail
 from instance_nerfacto.core.files import depth_unit_scale, read_depth
-from instance_nerfacto.loc.register import lift_keypoints, map_features
+from instance_nerfacto.loc.register import OCCLUSION_EDGE_SPREAD, lift_keypoints, map_features
 from instance_nerfacto.loc.register_features import MapFeatures, RegisterParams
 from instance_nerfacto.render.cameras import DatasetToModel
 
 MIN_OPACITY = 0.5
 """A keypoint's ray through the baked density must be at least this opaque for its surface to lift it."""
+NEIGHBOURHOOD = np.array([(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1)], np.float32)
+"""Pixel offsets (x, y) of a keypoint's 3x3 neighbourhood, the keypoint itself first."""
 
 
 def training_frames(transforms: Path) -> List[Frame]:
@@ -52,22 +55,45 @@ def keypoint_rays(keypoints: Float[np.ndarray, "N 2"], frame: Frame, to_model: D
 def surface_points(run, grid: torch.Tensor, frame: Frame, keypoints: Float[np.ndarray, "N 2"], num_samples: int
                    ) -> Float[np.ndarray, "N 3"]:
     """Where each keypoint's ray meets the trained density's surface, in the dataset's frame (NaN where the ray
-    stays mostly transparent)."""
+    stays mostly transparent).
+
+    On an occlusion edge (the surface along the rays of its 3x3 neighbourhood spans more than
+    :data:`OCCLUSION_EDGE_SPREAD`) the keypoint takes the nearest surface of its neighbourhood: a corner there is the
+    outline of the nearer object, and a colour-only field's surface puts the keypoint's own ray on either side of it
+    by chance. Lifted by their own ray, such keypoints (22% of a colour-only demo map's) had a median depth error of
+    240%, and PnP on them put two held-out close-ups 1.3-1.5 degrees off (0.6-0.9 with the nearest surface)."""
     from instance_nerfacto.render.bake import march_surface
 
     if len(keypoints) == 0:
         return np.zeros((0, 3), np.float32)
-    origins, directions = keypoint_rays(keypoints, frame, run.to_model)
+    count = len(keypoints)
+    shifted = (keypoints[None] + NEIGHBOURHOOD[:, None]).reshape(-1, 2)
+    origins, directions = keypoint_rays(shifted, frame, run.to_model)
     model = run.model
     device = grid.device
     with torch.no_grad():
         depth, opacity = march_surface(grid, model.field, torch.from_numpy(origins).float().to(device),
                                        torch.from_numpy(directions).float().to(device), num_samples=num_samples,
                                        near=model.config.near_plane, far=model.config.far_plane)
-    depth, opacity = depth.cpu().numpy().astype(np.float64), opacity.cpu().numpy()
-    points = run.to_model.points_to_dataset(origins + directions * depth[:, None])
-    points[opacity < MIN_OPACITY] = np.nan
+    distance = keypoint_surface(depth.cpu().numpy().reshape(len(NEIGHBOURHOOD), count),
+                                opacity.cpu().numpy().reshape(len(NEIGHBOURHOOD), count))
+    lifted = np.isfinite(distance)
+    points = np.full((count, 3), np.nan)
+    points[lifted] = run.to_model.points_to_dataset(origins[:count][lifted]
+                                                    + directions[:count][lifted] * distance[lifted, None])
     return points.astype(np.float32)
+
+
+def keypoint_surface(depth: Float[np.ndarray, "9 N"], opacity: Float[np.ndarray, "9 N"]) -> Float[np.ndarray, "N"]:
+    """The distance each keypoint is lifted by, from the surface distance and opacity along the rays of its 3x3
+    neighbourhood (rows in :data:`NEIGHBOURHOOD`'s order, the keypoint's own first): its own ray's distance, or on an
+    occlusion edge the nearest opaque one; NaN when its own ray is not opaque. Transparent neighbours do not count."""
+    depth = np.asarray(depth, np.float64)
+    opaque = np.asarray(opacity) >= MIN_OPACITY
+    nearest = np.where(opaque, depth, np.inf).min(axis=0)
+    farthest = np.where(opaque, depth, 0.0).max(axis=0)
+    edge = farthest > (1.0 + OCCLUSION_EDGE_SPREAD) * nearest
+    return np.where(opaque[0], np.where(edge, nearest, depth[0]), np.nan)
 
 
 def run_map_features(run, frames: List[Frame], params: RegisterParams, lift: Literal["auto", "depth", "rendered"],
