@@ -108,6 +108,25 @@ def things_pq(pred: Path, photos: Path, stems: List[str], instances: Path) -> fl
     return evaluate_dirs(pred, photos / "gt", things_json=instances, stems=stems)["scene_pq"]
 
 
+def with_refused_blank(pred: Path, photos: Path, stems: List[str], folder: Path) -> Path:
+    """A copy of ``pred`` where each refused photo is a photo without ids (so it counts against PQ)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(pred, folder)
+    for stem in stems:
+        if not (folder / f"{stem}.png").is_file():
+            write_label_png(folder / f"{stem}.png", np.zeros(read_image_size(photos / "gt" / f"{stem}.png"), np.uint16))
+    return folder
+
+
+def error_summary(rotation: List[float], translation: List[float]) -> Dict:
+    """Median and 90th percentile of the rotation (degrees) and relative translation errors (None without poses)."""
+    def stat(values: List[float], q: float):
+        return float(np.percentile(values, q)) if values else None
+
+    return {"rotation_deg_median": stat(rotation, 50), "rotation_deg_p90": stat(rotation, 90),
+            "translation_rel_median": stat(translation, 50), "translation_rel_p90": stat(translation, 90)}
+
+
 def measure(config: Path, scene: Path, photos: Path, work: Path, applied: np.ndarray) -> Dict:
     stems = sorted(f.stem for f in load_dataset(photos).frames)
     truth = {f.stem: applied @ f.c2w for f in load_dataset(photos).frames}
@@ -123,20 +142,11 @@ def measure(config: Path, scene: Path, photos: Path, work: Path, applied: np.nda
     poses = {f.stem: f.c2w for f in load_dataset(out_reg / "poses.json").frames}
     rotation = [rotation_error_deg(poses[s], truth[s]) for s in poses]
     translation = [float(np.linalg.norm(poses[s][:3, 3] - truth[s][:3, 3])) / extent for s in poses]
-    scored = work / f"{photos.name}_registered_all"  # refused photos as photos without ids
-    shutil.rmtree(scored, ignore_errors=True)
-    shutil.copytree(out_reg, scored)
-    for stem in stems:
-        if stem not in poses:
-            write_label_png(scored / f"{stem}.png", np.zeros(read_image_size(photos / "gt" / f"{stem}.png"), np.uint16))
+    scored = with_refused_blank(out_reg, photos, stems, work / f"{photos.name}_registered_all")
     registered = sorted(poses)
     instances = scene / "instances.json"
     return {
-        "photos": len(stems), "registered": len(registered),
-        "rotation_deg_median": float(np.median(rotation)) if rotation else None,
-        "rotation_deg_p90": float(np.percentile(rotation, 90)) if rotation else None,
-        "translation_rel_median": float(np.median(translation)) if translation else None,
-        "translation_rel_p90": float(np.percentile(translation, 90)) if translation else None,
+        "photos": len(stems), "registered": len(registered), **error_summary(rotation, translation),
         "pq_registered_all": things_pq(scored, photos, stems, instances),
         "pq_true_all": things_pq(out_true, photos, stems, instances),
         "pq_registered_only": things_pq(out_reg, photos, registered, instances),

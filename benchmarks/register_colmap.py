@@ -21,17 +21,16 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from register import things_pq  # noqa: E402
+from register import error_summary, things_pq, with_refused_blank  # noqa: E402
 
 from instance_nerfacto.core.dataset import load_dataset  # noqa: E402
-from instance_nerfacto.core.files import read_image_size, write_label_png  # noqa: E402
 from instance_nerfacto.core.runs import RunOptions  # noqa: E402
 from instance_nerfacto.loc.cli import LocConfig  # noqa: E402
 from instance_nerfacto.loc.cli import main as loc_main  # noqa: E402
@@ -94,16 +93,6 @@ def errors_to_truth(poses: Dict[str, np.ndarray], to_room, truth: Dict[str, np.n
             f"{np.median(trans):.2f}/{np.percentile(trans, 90):.2f} % of the room's diagonal")
 
 
-def with_refused_blank(pred: Path, photos: Path, stems: List[str], folder: Path) -> Path:
-    """A copy of ``pred`` where each refused photo is a photo without ids (so it counts against PQ)."""
-    shutil.rmtree(folder, ignore_errors=True)
-    shutil.copytree(pred, folder)
-    for stem in stems:
-        if not (folder / f"{stem}.png").is_file():
-            write_label_png(folder / f"{stem}.png", np.zeros(read_image_size(photos / "gt" / f"{stem}.png"), np.uint16))
-    return folder
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="the --out folder of benchmarks/colmap_path.py")
@@ -143,11 +132,7 @@ def main() -> None:
     registered = sorted(poses)
     times = [r["registration"]["register_s"] for r in reg["report"].values()]
     result["held-out"] = {
-        "photos": len(held_out), "registered": len(registered),
-        "rotation_deg_median": float(np.median(rotation)) if rotation else None,
-        "rotation_deg_p90": float(np.percentile(rotation, 90)) if rotation else None,
-        "translation_rel_median": float(np.median(translation)) if translation else None,
-        "translation_rel_p90": float(np.percentile(translation, 90)) if translation else None,
+        "photos": len(held_out), "registered": len(registered), **error_summary(rotation, translation),
         "pq_registered_all": things_pq(scored, photos, held_out, instances),
         "pq_colmap_poses_all": things_pq(at_colmap, photos, held_out, instances),
         "pq_registered_only": things_pq(scored, photos, registered, instances),
