@@ -107,3 +107,12 @@ def test_pixel_rays_from_the_lens_table_equal_nerfstudios_rays(lens: str):
     assert moved > 1e-2
     with pytest.raises(ValueError, match="outside the 160x120 image"):
         pixel_rays(camera, np.array([[120, 0]]))
+    # a lens above the table's size limit takes nerfstudio's rays directly: the same rays
+    import instance_nerfacto.loc.rays as rays
+
+    limit, rays.TABLE_MAX_PIXELS = rays.TABLE_MAX_PIXELS, 100
+    try:
+        direct = pixel_rays(camera, coords)
+    finally:
+        rays.TABLE_MAX_PIXELS = limit
+    np.testing.assert_allclose(direct.directions.numpy(), expected.directions.numpy(), atol=1e-6)

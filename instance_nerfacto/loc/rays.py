@@ -19,6 +19,10 @@ from jaxtyping import Int
 
 from instance_nerfacto.core.camera import CameraModel
 
+TABLE_MAX_PIXELS = 1 << 21
+"""Lenses up to this many pixels (2 MP) get a table; a larger photo's rays are generated per query as before: its
+table would hold ~40 bytes a pixel (0.5 GB at 12 MP) and cost more than the few rays a query of one photo reads."""
+
 
 @lru_cache(maxsize=8)
 def camera_frame_rays(lens: CameraModel, device: str):
@@ -35,10 +39,14 @@ def pixel_rays(camera, coords: Int[np.ndarray, "N 2"]):
     """The rays through pixel centres ``coords`` (row, col) of the one-camera ``Cameras`` ``camera``: a flat
     ``RayBundle`` of N rays, as ``camera.generate_rays(camera_indices=0, coords=coords + 0.5)`` gives them."""
     lens = CameraModel.from_cameras(camera, 0)
-    table = camera_frame_rays(lens, str(camera.device))
     coords = np.asarray(coords).reshape(-1, 2)
     if len(coords) and (coords.min() < 0 or coords[:, 0].max() >= lens.height or coords[:, 1].max() >= lens.width):
         raise ValueError(f"pixel coordinates outside the {lens.width}x{lens.height} image")
+    if lens.width * lens.height > TABLE_MAX_PIXELS:
+        pixels = torch.from_numpy(coords.astype(np.float32) + 0.5).to(camera.device)
+        return camera.generate_rays(camera_indices=torch.zeros((len(coords), 1), dtype=torch.long,
+                                                               device=camera.device), coords=pixels)
+    table = camera_frame_rays(lens, str(camera.device))
     rows = torch.from_numpy(coords[:, 0].astype(np.int64)).to(camera.device)
     cols = torch.from_numpy(coords[:, 1].astype(np.int64)).to(camera.device)
     bundle = table[rows, cols]
