@@ -109,9 +109,8 @@ class MapConfig:
     merge_affinity: float = 0.3
     """Fragment merging: join two communities when at least this fraction of their co-visible frame pairs agree."""
     merge_conflicts: Optional[float] = None
-    """Fragment merging: two communities that pass the affinity may still share this fraction of the smaller one's
-    frames with disjoint masks; the smaller one's masks there are dropped (stray masks of a poorly matched stretch).
-    Default 0.05 with estimated depth (stereo, flow, sift, loftr without depth maps), 0 with depth maps."""
+    """Fragment merging: two communities that pass the affinity may share this fraction of the smaller one's frames
+    (its masks there, strays of a poorly matched stretch, are dropped). 0.05 with estimated depth, 0 with depth maps."""
     revisit_agreement: Optional[float] = None
     """Join two never co-visible communities when this fraction of each one's 3D points falls inside the other's
     masks (an object revisited from another side; > 1 = off). Default 0.5 with depth maps, 0.25 with estimated depth
@@ -121,12 +120,11 @@ class MapConfig:
     1,000 frames (a 30-frame SIFT room lost PQ 0.2+ -> 0.13 with 3), max(min_size, min_frames) from 1,000 (the
     checks grow with the square of the communities, most of them 1-2 mask fragments: bench1000 PQ +0.01-0.035)."""
     absorb_vote: float = 0.3
-    """Small communities and unlabelled masks join a larger community holding at least this fraction of their
-    correspondences in the other views (1 = off)."""
+    """Small communities and unlabelled masks join a larger community holding this fraction of their correspondences
+    in the other views (1 = off)."""
     absorb_cover: Optional[float] = None
-    """Absorbing also needs the frames where the larger community appears to hold at least this fraction of all the
-    smaller one's correspondences (evidence, not a vote over a few frame pairs). Default 0.5 with estimated depth, 0
-    (off) with depth maps."""
+    """Absorbing also needs the larger community's frames to hold this fraction of all the smaller one's
+    correspondences (evidence, not a vote of a few frame pairs). Default 0.5 with estimated depth, 0 with depth maps."""
     min_detection_rate: float = 0.35
     """Drop communities found in fewer than this fraction of the sampled frames that see their 3D points (in view,
     not occluded; ``support.py``): persistent frontend errors along a dense capture pass any frame count, not this
