@@ -162,6 +162,57 @@ def test_neighbours_keep_their_baselines_on_a_denser_capture() -> None:
     assert min(b - a for a, b in zip(angles, angles[1:])) >= 2.0 - 1e-9 and max(abs(a) for a in angles) >= 4.0
 
 
+def arc_view(theta_deg: float, name: str) -> View:
+    """A camera on a circle of 3 m around the world origin, looking at it."""
+    c2w = pose(0.0, -theta_deg)
+    c2w[:3, 3] = -3.0 * c2w[:3, 2]
+    return view(c2w, Path(name))
+
+
+def test_keyframes_thin_a_dense_capture_to_the_spacing_and_keep_a_sparse_one() -> None:
+    """On an arc of 0.05-degree steps a keyframe covers the frames within 0.2 degrees (4 steps; the 5th is 0.25):
+    keyframes are every 5th frame, and every frame is within the spacing of one. The 0.3-degree arc (a 1,000-frame
+    loop's spacing) keeps all its frames."""
+    dense = [arc_view(0.05 * k, f"d{k}.png") for k in range(41)]
+    assert stereo.keyframes(dense, 0.2).tolist() == list(range(0, 41, 5))
+    sparse = [arc_view(0.3 * k, f"s{k}.png") for k in range(20)]
+    assert stereo.keyframes(sparse, 0.2).tolist() == list(range(20))
+    assert stereo.keyframes(dense, 0.0).tolist() == list(range(41))  # no spacing: every frame is its own keyframe
+
+
+def test_zbuffer_depth_keeps_the_nearest_point_of_each_2x2_footprint() -> None:
+    from instance_nerfacto.core.zbuffer import zbuffer_depth
+
+    # (1.5, 1.5) z=1 covers pixels (1..2, 1..2); (2.2, 1.9) z=2 covers cols 2..3, rows 1..2; (-1.5, 0) is off-image
+    depth = zbuffer_depth(np.array([1.5, 2.2, -1.5]), np.array([1.5, 1.9, 0.0]), np.array([1.0, 2.0, 0.5]), 4, 5)
+    expect = np.zeros((4, 5), np.float32)
+    expect[1:3, 3] = 2.0
+    expect[1:3, 1:3] = 1.0  # nearest wins where both land (col 2)
+    np.testing.assert_array_equal(depth, expect)
+
+
+def test_splatted_depth_is_the_keyframes_surface_seen_from_the_frame() -> None:
+    """A frame between keyframes takes their depth: the plane 3 m away seen from keyframe a, splatted into a camera
+    0.02 m and 0.3 degrees away, is that camera's true depth; the second keyframe fills only what the first misses,
+    and a source read with the wrong pose convention gives the wrong depth (negative control)."""
+    a, b = view(pose(0.0), Path("a.png")), view(pose(0.02, -0.3), Path("b.png"))
+    truth_b = true_depth(b.c2w_cv, 3.0)
+    depth_a = true_depth(a.c2w_cv, 3.0).astype(np.float32)
+    got = stereo.splatted_depth(b, [(a, depth_a)])
+    covered = got > 0
+    assert covered.mean() > 0.95
+    np.testing.assert_allclose(got[covered], truth_b[covered], rtol=2e-3)
+    half = depth_a.copy()
+    half[:, W // 2:] = 0.0  # the nearest keyframe saw only its left half
+    far = true_depth(a.c2w_cv, 4.0).astype(np.float32)
+    mixed = stereo.splatted_depth(b, [(a, half), (a, far)])
+    assert np.allclose(mixed[:, :W // 2 - 8][covered[:, :W // 2 - 8]], truth_b[:, :W // 2 - 8][covered[:, :W // 2 - 8]],
+                       rtol=2e-3)
+    assert np.median(mixed[:, W // 2 + 8:]) > 3.9  # the second source only where the first had nothing
+    flipped = View(a.stem, K, a.c2w_cv @ OPENGL_TO_OPENCV, a.owner, a.image_path)
+    assert (stereo.splatted_depth(b, [(flipped, depth_a)]) > 0).mean() < 0.05
+
+
 @pytest.fixture(scope="module")
 def no_depth_tiny(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("nodepth") / "tiny"

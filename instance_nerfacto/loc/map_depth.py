@@ -24,6 +24,7 @@ from jaxtyping import Float
 
 from instance_nerfacto.core.camera import GL_TO_CV, OFF_IMAGE, CameraModel
 from instance_nerfacto.core.files import depth_unit_scale, read_depth
+from instance_nerfacto.core.zbuffer import zbuffer_depth
 
 
 def backproject_depth(depth: Float[np.ndarray, "H W"], c2w_gl: Float[np.ndarray, "3 4"], camera: CameraModel,
@@ -50,23 +51,13 @@ def splat_depth(points: Float[np.ndarray, "N 3"] | torch.Tensor, c2w_gl: Float[n
     cam, z = cam[keep], z[keep]
     if camera.distorted:  # through the lens (OpenCV's model), on the points in front only
         pu, pv, _ = camera.project(cam.numpy().astype(np.float64) * GL_TO_CV)
-        u, v = torch.from_numpy(pu - 0.5), torch.from_numpy(pv - 0.5)
+        u, v = torch.from_numpy(pu - 0.5), torch.from_numpy(pv - 0.5)  # pixel-index coordinates
         inlens = torch.from_numpy(pu > OFF_IMAGE)
         u, v, z = u[inlens], v[inlens], z[inlens]
     else:
         u = camera.fx * cam[:, 0] / z + camera.cx - 0.5  # pixel-centre coordinates: (col, row) of the pixel hit
         v = -camera.fy * cam[:, 1] / z + camera.cy - 0.5
-    u0, v0 = torch.floor(u).long(), torch.floor(v).long()
-    # points whose 2x2 footprint touches the image, then the four footprint pixels in one scatter
-    near_image = (u0 >= -1) & (u0 < width) & (v0 >= -1) & (v0 < height)
-    u0, v0, z = u0[near_image], v0[near_image], z[near_image]
-    col = torch.cat([u0, u0 + 1, u0, u0 + 1])
-    row = torch.cat([v0, v0, v0 + 1, v0 + 1])
-    inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
-    zbuffer = torch.full((height * width,), float("inf"))
-    zbuffer.scatter_reduce_(0, row[inside] * width + col[inside], z.repeat(4)[inside], reduce="amin")
-    depth = zbuffer.reshape(height, width).numpy()
-    return np.where(np.isfinite(depth), depth, 0.0).astype(np.float32)
+    return zbuffer_depth(u, v, z, height, width)
 
 
 def fill_small_holes(depth: Float[np.ndarray, "H W"], size: int = 5) -> Float[np.ndarray, "H W"]:
