@@ -116,13 +116,15 @@ def keyframes(views: List[View], spacing_deg: float = KEYFRAME_SPACING_DEG) -> I
     return np.array(keep, dtype=np.int64)
 
 
-def splatted_depth(view: View, sources: List[Tuple[View, np.ndarray]]) -> Float[np.ndarray, "H W"]:
-    """Depth of ``view`` from its nearest keyframes' depth maps (``sources``, nearest first): each source's pixels
-    back-projected and z-buffered into the view (:func:`zbuffer_depth`); a pixel takes the first source that reaches
-    it, so the nearest keyframe decides and the next only fills what it does not see."""
+def splatted_depth(view: View, sources: List[Tuple[View, np.ndarray]], stride: int = 2) -> Float[np.ndarray, "H W"]:
+    """Depth of ``view`` from its nearest keyframes' depth maps (``sources``, nearest first): every ``stride``-th
+    pixel of each source back-projected and z-buffered into the view (:func:`zbuffer_depth`, whose 2x2 footprint
+    closes a stride of 2 from a pose a fraction of a degree away); a pixel takes the first source that reaches it,
+    so the nearest keyframe decides and the next only fills what it does not see."""
     out = np.zeros((view.height, view.width), np.float32)
     for src, depth in sources:
-        rows, cols = np.nonzero(depth > 0)
+        rows, cols = np.nonzero(depth[::stride, ::stride] > 0)
+        rows, cols = rows * stride, cols * stride
         if not len(rows):
             continue
         world = backproject(src, cols.astype(np.float64), rows.astype(np.float64), depth[rows, cols].astype(np.float64))
