@@ -36,7 +36,7 @@ from data_preprocess.frames import (
 from data_preprocess.graph import match_stage, mutual_best_edges, split_by_frame
 from data_preprocess.matching import depth_tolerance
 from data_preprocess.rasterize import order_labels
-from data_preprocess.steps import Steps, peak_rss_mb
+from data_preprocess.steps import Steps, peak_rss_mb, stage_end_mb
 from data_preprocess.stereo_stage import stereo_planes, stereo_stage
 from data_preprocess.touching import split_exemptions
 from instance_nerfacto.core.console import say, track
@@ -229,7 +229,7 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     specs, offsets, area, touching = summarize_frames(cfg, specs, engine)
     n_masks = [s.n_masks for s in specs]
     timings["load"] = time.perf_counter() - t
-    memory_mb["load"] = peak_rss_mb()
+    memory_mb["load"] = stage_end_mb()
     matcher_name = cfg.matcher or ("depth" if ds.has_depth else "stereo")
     matcher_note = {"depth": "depth (dataset has depth maps)" if cfg.matcher is None else "depth",
                     "stereo": "stereo (no depth maps: depth triangulated from optical flow between posed frames)"
@@ -256,7 +256,7 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
                                     cfg.split, cfg.workers)
         dense_depth = False
         timings["stereo"] = time.perf_counter() - t
-        memory_mb["stereo"] = peak_rss_mb()
+        memory_mb["stereo"] = stage_end_mb()
 
     t = time.perf_counter()
     pair_params = {k: getattr(cfg, k) for k in ("pairs", "top_k", "min_pair_overlap", "window", "split")}
@@ -270,7 +270,7 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     if cached is None:
         cache.save("pairs", pkey, pairs=pairs)
     timings["pairs"] = time.perf_counter() - t
-    memory_mb["pairs"] = peak_rss_mb()
+    memory_mb["pairs"] = stage_end_mb()
     if matcher_name == "stereo":  # given to the frames after the pairs: holes would hide overlapping frames
         specs = stereo_specs
     if len(pairs) == 0:
@@ -286,12 +286,12 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     records, tri = match_stage(specs, pairs, matcher_name, cfg.weights, cache, mkey, engine,
                                progress=lambda it, n: _progress(it, cfg, f"matching ({matcher_name})", n))
     timings["matching"] = time.perf_counter() - t
-    memory_mb["matching"] = peak_rss_mb()
+    memory_mb["matching"] = stage_end_mb()
 
     t = time.perf_counter()
     edges, weights = mutual_best_edges(records, frame_of, cfg.min_score, cfg.min_shared)
     timings["graph"] = time.perf_counter() - t
-    memory_mb["graph"] = peak_rss_mb()
+    memory_mb["graph"] = stage_end_mb()
 
     t = time.perf_counter()
     step = Steps("communities", timings, memory_mb)  # each step's time and the peak so far, under communities.*
@@ -348,7 +348,7 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
         n_supported = len(np.unique(membership[membership >= 0]))
     step("support")
     timings["communities"] = time.perf_counter() - t
-    memory_mb["communities"] = peak_rss_mb()
+    memory_mb["communities"] = stage_end_mb()
 
     t = time.perf_counter()
     node_label, stats = order_labels(membership, frame_of, area)
@@ -369,7 +369,7 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     for stem in sorted(stale - set(stems)):
         (output / f"{stem}.png").unlink(missing_ok=True)
     timings["write"] = time.perf_counter() - t
-    memory_mb["write"] = peak_rss_mb()
+    memory_mb["write"] = stage_end_mb()
     timings["total"] = time.perf_counter() - t_start
 
     summary = {
