@@ -213,6 +213,24 @@ def test_splatted_depth_is_the_keyframes_surface_seen_from_the_frame() -> None:
     assert (stereo.splatted_depth(b, [(flipped, depth_a)]) > 0).mean() < 0.05
 
 
+def test_frames_between_keyframes_take_their_nearest_keyframes_depth(tmp_path: Path) -> None:
+    """The stage's splat step: each non-keyframe's depth file is written from its nearest keyframe (the plane 3 m
+    away seen from x = 0 and x = 1 m; the frame at x = 0.01 m must read the plane from the x = 0 keyframe, which sees
+    all of it, and the keyframes' own files are left as they were)."""
+    from data_preprocess.stereo_stage import splat_between_keyframes
+
+    views = [view(pose(x), Path(f"k{k}.png")) for k, x in enumerate((0.0, 0.01, 1.0))]
+    keys = np.array([0, 2])
+    paths = [tmp_path / f"{v.stem}.npy" for v in views]
+    np.save(paths[0], true_depth(views[0].c2w_cv, 3.0).astype(np.float32))
+    np.save(paths[2], np.full((H, W), 7.0, np.float32))  # a wrong depth: taken only where the nearest sees nothing
+    splat_between_keyframes(views, keys, paths, workers=1)
+    got, truth = np.load(paths[1])[2:-2, 2:-4], true_depth(views[1].c2w_cv, 3.0)[2:-2, 2:-4]  # off the rim
+    assert (got > 0).all()
+    np.testing.assert_allclose(got, truth, rtol=2e-3)
+    np.testing.assert_array_equal(np.load(paths[2]), 7.0)
+
+
 @pytest.fixture(scope="module")
 def no_depth_tiny(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("nodepth") / "tiny"
