@@ -118,9 +118,9 @@ def keyframes(views: List[View], spacing_deg: float = KEYFRAME_SPACING_DEG) -> I
 
 def splatted_depth(view: View, sources: List[Tuple[View, np.ndarray]], stride: int = 2) -> Float[np.ndarray, "H W"]:
     """Depth of ``view`` from its nearest keyframes' depth maps (``sources``, nearest first): every ``stride``-th
-    pixel of each source back-projected and z-buffered into the view (:func:`zbuffer_depth`, whose 2x2 footprint
-    closes a stride of 2 from a pose a fraction of a degree away); a pixel takes the first source that reaches it,
-    so the nearest keyframe decides and the next only fills what it does not see."""
+    pixel of each source back-projected and z-buffered into the view (:func:`zbuffer_depth`, with the 3x3 footprint
+    that closes a stride of 2); a pixel takes the first source that reaches it, so the nearest keyframe decides and
+    the next only fills what it does not see."""
     out = np.zeros((view.height, view.width), np.float32)
     for src, depth in sources:
         rows, cols = np.nonzero(depth[::stride, ::stride] > 0)
@@ -130,7 +130,7 @@ def splatted_depth(view: View, sources: List[Tuple[View, np.ndarray]], stride: i
         world = backproject(src, cols.astype(np.float64), rows.astype(np.float64), depth[rows, cols].astype(np.float64))
         u, v, z = project(view, world)
         front = z > 1e-6
-        splat = zbuffer_depth(u[front], v[front], z[front], view.height, view.width)
+        splat = zbuffer_depth(u[front], v[front], z[front], view.height, view.width, footprint=3 if stride > 1 else 2)
         out = np.where(out > 0, out, splat)
     if view.valid is not None:
         out[~view.valid] = 0.0

@@ -189,6 +189,13 @@ def test_zbuffer_depth_keeps_the_nearest_point_of_each_2x2_footprint() -> None:
     expect[1:3, 3] = 2.0
     expect[1:3, 1:3] = 1.0  # nearest wins where both land (col 2)
     np.testing.assert_array_equal(depth, expect)
+    # footprint 3: the 3x3 pixels centred on the nearest pixel, (2.4, 1.6) -> (2, 2)
+    wide = zbuffer_depth(np.array([2.4]), np.array([1.6]), np.array([1.5]), 4, 5, footprint=3)
+    expect = np.zeros((4, 5), np.float32)
+    expect[1:4, 1:4] = 1.5
+    np.testing.assert_array_equal(wide, expect)
+    with pytest.raises(ValueError):
+        zbuffer_depth(np.array([1.0]), np.array([1.0]), np.array([1.0]), 4, 5, footprint=4)
 
 
 def test_splatted_depth_is_the_keyframes_surface_seen_from_the_frame() -> None:
