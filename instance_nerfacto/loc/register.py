@@ -217,7 +217,7 @@ def guided_refinement(pixels: Float[np.ndarray, "N 2"], descriptors: Float[np.nd
     far. Returns (pose, inliers, error, query, train) of the pose kept.
 
     A round only finds the keypoints that the current pose projects within its radius of their point, so the first
-    radius bounds how far off a first pose may be and still be corrected: a first pose from 6-9 inliers was up to 6.6
+    radius bounds how far off a first pose may be and still be corrected: a first pose from 8-11 inliers was up to 6.6
     degrees off on the demo rooms' close-ups (32 px at their focal length of 277 px), and rounds starting at 8 px
     refined such a pose in place. A wide round that explains no more keypoints (its ratio test sees many more rivals)
     does not end the refinement: the narrower ones after it still run from the pose so far."""
