@@ -623,6 +623,21 @@ def test_revisit_merge_joins_the_two_sides_of_an_object_from_communities_of_enou
     assert np.array_equal(strict, membership)  # an agreement no pair can reach joins nothing
 
 
+def test_revisit_votes_leave_out_points_hidden_behind_another_surface() -> None:
+    """Points of one community projected into a frame of community 5: those on 5's masks are inside wherever they lie
+    (its far side included); a point on another mask counts against 5 unless it lies behind the surface there (more
+    than 5% + 2 cm deeper: hidden, that view cannot tell); an unknown depth (0) hides nothing."""
+    labels = np.array([5, 5, 3, 3, -1, 3])
+    surface = np.array([1.0, 1.0, 1.0, 2.0, 0.0, 1.0])
+    z = np.array([1.5, 1.0, 1.0, 1.5, 3.0, 2.0])  # 5's far side, 5, at 3's surface, in front of 3, unknown, hidden
+    assert revisits.silhouette_votes(labels, surface, z, 5, 0.05) == (2, 5)
+    # negative controls: without a tolerance or a depth map every point counts, as before
+    assert revisits.silhouette_votes(labels, surface, z, 5, None) == (2, 6)
+    assert revisits.silhouette_votes(labels, None, z, 5, 0.05) == (2, 6)
+    # seen from 3: the point behind 5's surface is hidden, the one at it and the unknown one count against 3
+    assert revisits.silhouette_votes(labels, surface, z, 3, 0.05) == (3, 5)
+
+
 def test_absorb_fragments_votes_by_correspondences_into_the_frames_of_the_larger_community() -> None:
     """Hand-made votes: fragment x (1 mask, frame 3) sends 17 of its 20 correspondences into the frames of community A
     (3 masks) into A's masks (0.85) and 2 of 20 into B's (0.1): x joins A. An unlabelled mask u sends 4 of 10 into
