@@ -112,9 +112,9 @@ class MapConfig:
     """Fragment merging: two communities that pass the affinity may share this fraction of the smaller one's frames
     (its masks there, strays of a poorly matched stretch, are dropped). 0.05 with estimated depth, 0 with depth maps."""
     revisit_agreement: Optional[float] = None
-    """Join two never co-visible communities when this fraction of each one's 3D points falls inside the other's
-    masks (an object revisited from another side; > 1 = off). Default 0.5 with depth maps, 0.25 with estimated depth
-    (stereo) or the sparse depth triangulated from the matches (flow, sift, loftr) when the dataset has none."""
+    """Join two never co-visible communities when this fraction of each one's 3D points (with depth maps: of those not
+    hidden behind another surface) falls inside the other's masks (an object revisited from another side; > 1 = off).
+    Default 0.5 with depth maps, 0.25 with estimated depth (stereo) or sparse depth triangulated from the matches."""
     revisit_min_masks: Optional[int] = None
     """Only communities of at least this many masks take part in revisit joining. Default: every community below
     1,000 frames (a 30-frame SIFT room lost PQ 0.2+ -> 0.13 with 3), max(min_size, min_frames) from 1,000 (the
@@ -325,13 +325,13 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
 
     collected, before_revisits = None, membership
     if agreement <= 1.0 and (views_have_depth or len(tri[0])):
-        min_masks = cfg.revisit_min_masks
-        if min_masks is None:
-            min_masks = max(cfg.min_size, cfg.min_frames) if len(specs) >= 1000 else 1
+        min_masks = cfg.revisit_min_masks if cfg.revisit_min_masks is not None else \
+            (max(cfg.min_size, cfg.min_frames) if len(specs) >= 1000 else 1)
         collected = revisits.collect_points(membership, frame_of, offsets, lambda fs: frame_points(fs, sparse),
                                             min_masks)
         membership = revisits.merge_revisits(membership, frame_of, offsets, None, lambda f: cached_view(specs[f]),
-                                             agreement, collected=collected)
+                                             agreement, collected=collected,  # hidden points: depth maps only
+                                             occlusion_tol=depth_tolerance(matcher_name) if dense_depth else None)
     n_revisit = len(np.unique(membership))
     step("revisits")
     membership = comm.filter_communities(membership, frame_of, cfg.min_size, cfg.min_frames)

@@ -623,6 +623,77 @@ def test_revisit_merge_joins_the_two_sides_of_an_object_from_communities_of_enou
     assert np.array_equal(strict, membership)  # an agreement no pair can reach joins nothing
 
 
+def test_revisit_votes_leave_out_points_hidden_behind_another_surface() -> None:
+    """Points of one community projected into a frame of community 5: those on 5's masks are inside wherever they lie
+    (its far side included); a point on another mask counts against 5 unless it lies behind the surface there (more
+    than 5% + 2 cm deeper: hidden, that view cannot tell); an unknown depth (0) hides nothing."""
+    labels = np.array([5, 5, 3, 3, -1, 3])
+    surface = np.array([1.0, 1.0, 1.0, 2.0, 0.0, 1.0])
+    z = np.array([1.5, 1.0, 1.0, 1.5, 3.0, 2.0])  # 5's far side, 5, at 3's surface, in front of 3, unknown, hidden
+    assert revisits.silhouette_votes(labels, surface, z, 5, 0.05) == (2, 5)
+    # negative controls: without a tolerance or a depth map every point counts, as before
+    assert revisits.silhouette_votes(labels, surface, z, 5, None) == (2, 6)
+    assert revisits.silhouette_votes(labels, None, z, 5, 0.05) == (2, 6)
+    # seen from 3: the point behind 5's surface is hidden, the one at it and the unknown one count against 3
+    assert revisits.silhouette_votes(labels, surface, z, 3, 0.05) == (3, 5)
+
+
+def test_revisit_merge_with_depth_maps_sees_past_an_occluder() -> None:
+    """A 0.4 m cube seen from its front (frames 0-2, community 0) and from its back (frames 3-5, community 1) where a
+    wide board in front of it (community 2) hides its lower part: without the depth maps most of the front's points
+    land on the board in the back frames and the two sides stay apart; with them (occlusion_tol) those points are
+    hidden, the cube's sides are joined, and the board, whose points mostly miss the cube, stays apart."""
+    import cv2
+
+    from data_preprocess.pairs import View
+
+    h, w, f = 120, 160, 120.0
+    K = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1]])
+    grid = np.linspace(-0.2, 0.2, 9)
+    cube = []
+    for axis in range(3):
+        for sign in (-1.0, 1.0):
+            a, b = np.meshgrid(grid, grid)
+            cube.append(np.insert(np.stack([a.ravel(), b.ravel()], 1), axis, 0.2 * sign, axis=1))
+    cube = np.concatenate(cube)
+    bx, by = np.meshgrid(np.linspace(-0.7, 0.7, 29), np.linspace(-0.35, 0.08, 9))
+    board = np.stack([bx.ravel(), by.ravel(), np.full(bx.size, -1.2)], 1)  # between the back cameras and the cube
+    eyes = [(-0.3, 0.2, 3.0), (0.0, 0.2, 3.0), (0.3, 0.2, 3.0), (-0.3, 0.2, -3.0), (0.0, 0.2, -3.0), (0.3, 0.2, -3.0)]
+    views, points, views_no_depth = [], [], []
+    for k, eye in enumerate(eyes):
+        c2w = _look_at(np.array(eye), [0.0, 0.0, 0.0])
+        w2c = np.linalg.inv(c2w)
+        objects = [cube] if k < 3 else [cube, board]
+        owner = np.full((h, w), -1, np.int16)
+        depth = np.full((h, w), np.inf)
+        for m, obj in enumerate(objects):  # later objects are drawn on top: the board is in front
+            cam = obj @ w2c[:3, :3].T + w2c[:3, 3]
+            uv = np.round((cam[:, :2] / cam[:, 2:]) * f + [w / 2, h / 2]).astype(np.int32)
+            cv2.fillConvexPoly(owner, cv2.convexHull(uv), m)
+            filled = np.zeros((h, w), np.uint8)
+            cv2.fillConvexPoly(filled, cv2.convexHull(uv), 1)
+            depth[filled > 0] = np.minimum(depth[filled > 0], cam[:, 2].min()) if m == 0 else cam[:, 2].mean()
+        depth[~np.isfinite(depth)] = 0.0
+        views.append(View(f"f{k}", K, c2w, owner, Path("unused"), depth))
+        views_no_depth.append(View(f"f{k}", K, c2w, owner, Path("unused")))
+        points.append([(cube - eye)[np.linalg.norm(cube - eye, axis=1) < 3.05] + eye] + ([board] if k >= 3 else []))
+    offsets = np.cumsum([0] + [len(p) for p in points])
+    frame_of = np.repeat(np.arange(len(views)), [len(p) for p in points])
+    membership = np.array([0, 0, 0, 1, 2, 1, 2, 1, 2])
+
+    def mask_points(frames):
+        for fr in frames:
+            yield points[fr]
+
+    blind = revisits.merge_revisits(membership, frame_of, offsets, mask_points, lambda fr: views_no_depth[fr], 0.5)
+    assert np.array_equal(blind, membership)  # negative control: occlusion ignored, the sides stay apart
+    ignored = revisits.merge_revisits(membership, frame_of, offsets, mask_points, lambda fr: views[fr], 0.5)
+    assert np.array_equal(ignored, membership)  # depth maps present but no tolerance given: as before
+    seen = revisits.merge_revisits(membership, frame_of, offsets, mask_points, lambda fr: views[fr], 0.5,
+                                   occlusion_tol=0.05)
+    assert seen[0] == seen[3] != seen[4]
+
+
 def test_absorb_fragments_votes_by_correspondences_into_the_frames_of_the_larger_community() -> None:
     """Hand-made votes: fragment x (1 mask, frame 3) sends 17 of its 20 correspondences into the frames of community A
     (3 masks) into A's masks (0.85) and 2 of 20 into B's (0.1): x joins A. An unlabelled mask u sends 4 of 10 into

@@ -126,6 +126,40 @@ def test_map_matches_let_a_points_copies_stop_competing_and_guided_matching_find
     assert not unguided.registered and "too few inliers (12" in unguided.reason
 
 
+def test_guided_refinement_corrects_a_first_pose_degrees_off_from_its_wide_round_and_goes_on_past_an_empty_one():
+    """A first pose 5 degrees off projects every point ~17 px from its keypoint: rounds starting at 8 px find none of
+    them and leave the pose as it is; a 32 px round finds them and the narrower rounds finish the pose. A round that
+    finds nothing (a radius of 0.01 px) does not end the refinement: the round after it still runs."""
+    import dataclasses
+
+    from scipy.spatial.transform import Rotation
+
+    from instance_nerfacto.loc.register import guided_refinement
+    from instance_nerfacto.loc.register_match import map_matches
+
+    rng = np.random.default_rng(3)
+    camera, K, c2w, world, photo = _ambiguous_map(rng)
+    params = RegisterParams()
+    query, train = map_matches(photo.descriptors, world, params)
+    assert len(query) == 12
+
+    def refined(start, radii):
+        return guided_refinement(photo.keypoints, photo.descriptors, world, K, (320, 240), start, np.arange(12), 1.0,
+                                 query, train, dataclasses.replace(params, guided_px=radii))
+
+    turned = c2w.copy()
+    turned[:3, :3] = Rotation.from_euler("y", 5.0, degrees=True).as_matrix() @ c2w[:3, :3]
+    pose, inliers, _, _, _ = refined(turned, (8.0, 4.0, 2.0))
+    assert np.array_equal(pose, turned) and len(inliers) == 12  # nothing within 8 px: the pose stays 5 degrees off
+    pose, inliers, error, _, _ = refined(turned, (32.0, 8.0, 2.0))
+    assert len(inliers) >= 290 and error < 1.0
+    assert rotation_error_deg(pose, c2w) < 0.1 and np.linalg.norm(pose[:3, 3] - c2w[:3, 3]) < 0.005
+    nearer = c2w.copy()
+    nearer[:3, 3] += [0.01, 0.0, 0.0]
+    pose, inliers, _, _, _ = refined(nearer, (0.01, 8.0))
+    assert len(inliers) >= 290 and rotation_error_deg(pose, c2w) < 0.1
+
+
 def test_appearance_agreement_is_one_for_the_same_view_whatever_the_exposure_and_low_for_another():
     rng = np.random.default_rng(1)
     view = rng.uniform(0, 1, size=(30, 40, 3)).repeat(4, axis=0).repeat(4, axis=1)  # 160x120 photo of the view

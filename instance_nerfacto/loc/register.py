@@ -14,7 +14,8 @@ registered (:func:`register_photo`; the matching is in :mod:`instance_nerfacto.l
    the inliers (``cv2.solvePnPRefineLM``);
 3. **guided matching**: at that pose every photo keypoint is matched again among the map points projected within
    ``guided_px`` of it, and the pose solved again on these matches (LM from the pose, or RANSAC when that explains
-   more of them), while that explains more keypoints. A close-up from another height shares only a handful of
+   more of them), kept when that explains more keypoints; coarse to fine (32, 8, 2 px), so a first pose several
+   degrees off is still corrected (:func:`guided_refinement`). A close-up from another height shares only a handful of
    unambiguous descriptors with the whole map (6-12 inliers on the demo room's 0.9 m views), but most of its
    keypoints find their point among the few projected near them;
 4. **acceptance**: a pose is accepted only with at least ``min_inliers`` inliers that are at least ``min_inlier_ratio``
@@ -205,12 +206,45 @@ def most_common(values: Int[np.ndarray, "V"], size: int, count: int) -> Int[np.n
     return order[votes[order] > 0]
 
 
+def guided_refinement(pixels: Float[np.ndarray, "N 2"], descriptors: Float[np.ndarray, "N 128"], world: MapFeatures,
+                      K: Float[np.ndarray, "3 3"], size: Tuple[int, int], c2w: Float[np.ndarray, "4 4"],
+                      inliers: Int[np.ndarray, "I"], error: float, query: Int[np.ndarray, "P"],
+                      train: Int[np.ndarray, "P"], params: RegisterParams
+                      ) -> Tuple[Float[np.ndarray, "4 4"], Int[np.ndarray, "I"], float, Int[np.ndarray, "Q"],
+                                 Int[np.ndarray, "Q"]]:
+    """Rounds of guided matching from a first pose (``inliers`` of the correspondences ``query`` -> ``train``), one
+    per radius of ``params.guided_px``: each round's pose is kept when it explains more keypoints than the pose so
+    far. Returns (pose, inliers, error, query, train) of the pose kept.
+
+    A round only finds the keypoints that the current pose projects within its radius of their point, so the first
+    radius bounds how far off a first pose may be and still be corrected: a first pose from 8-11 inliers was up to 6.6
+    degrees off on the demo rooms' close-ups (32 px at their focal length of 277 px), and rounds starting at 8 px
+    refined such a pose in place. A wide round that explains no more keypoints (its ratio test sees many more rivals)
+    does not end the refinement: the narrower ones after it still run from the pose so far."""
+    from instance_nerfacto.loc.register_match import guided_matches
+
+    points = world.points()
+    for radius in params.guided_px:
+        # covisibility, as hloc clusters retrieved images: the training images that hold the inliers so far
+        covisible = most_common(world.owner[train[inliers]], len(world.images), params.guided_images)
+        q, t = guided_matches(pixels, descriptors, world, K, c2w, size, radius, covisible, params)
+        # LM from the current pose can stay in its basin (a close-up of the demo room: 1.1 degrees off with 134
+        # inliers where the true pose explains 165); RANSAC on the same matches may leave it: the one with more
+        c2w_g, inliers_g, error_g = refine_guided(points[t], pixels[q], K, c2w, params)
+        c2w_r, inliers_r, error_r = solve_pose(points[t], pixels[q], K, params)
+        if c2w_r is not None and len(inliers_r) > len(inliers_g):
+            c2w_g, inliers_g, error_g = c2w_r, inliers_r, error_r
+        if c2w_g is not None and len(inliers_g) > len(inliers):
+            c2w, inliers, error, query, train = c2w_g, inliers_g, error_g, q, t
+    return c2w, inliers, error, query, train
+
+
 def register_photo(rgb: UInt8[np.ndarray, "H W 3"], camera: CameraModel, world: MapFeatures,
                    params: RegisterParams) -> Registration:
     """Register one photo (its camera model in nerfstudio's convention) against the map's training images: a first
-    pose from matches against the whole map, then rounds of guided matching at that pose, each kept while it explains
+    pose from matches against the whole map, then rounds of guided matching at that pose, each kept when it explains
     more keypoints."""
-    from instance_nerfacto.loc.register_match import guided_matches, map_matches, retrieval_matches
+    from instance_nerfacto.loc.register_match import map_matches, retrieval_matches
 
     photo = sift_features(to_gray(rgb), params)
     pixels = undistorted_keypoints(photo.keypoints, camera)
@@ -225,20 +259,9 @@ def register_photo(rgb: UInt8[np.ndarray, "H W 3"], camera: CameraModel, world: 
             c2w, inliers, error, query, train = c2w_r, inliers_r, error_r, q, t
     seed_inliers = len(inliers)
     if c2w is not None and len(inliers) >= params.min_seed_inliers:
-        size = (rgb.shape[1], rgb.shape[0])
-        for radius in params.guided_px:
-            # covisibility, as hloc clusters retrieved images: the training images that hold the inliers so far
-            covisible = most_common(world.owner[train[inliers]], len(world.images), params.guided_images)
-            q, t = guided_matches(pixels, photo.descriptors, world, K, c2w, size, radius, covisible, params)
-            # LM from the current pose can stay in its basin (a close-up of the demo room: 1.1 degrees off with 134
-            # inliers where the true pose explains 165); RANSAC on the same matches may leave it: the one with more
-            c2w_g, inliers_g, error_g = refine_guided(points[t], pixels[q], K, c2w, params)
-            c2w_r, inliers_r, error_r = solve_pose(points[t], pixels[q], K, params)
-            if c2w_r is not None and len(inliers_r) > len(inliers_g):
-                c2w_g, inliers_g, error_g = c2w_r, inliers_r, error_r
-            if c2w_g is None or len(inliers_g) <= len(inliers):
-                break
-            c2w, inliers, error, query, train = c2w_g, inliers_g, error_g, q, t
+        c2w, inliers, error, query, train = guided_refinement(pixels, photo.descriptors, world, K,
+                                                              (rgb.shape[1], rgb.shape[0]), c2w, inliers, error,
+                                                              query, train, params)
     seen_by = [int(i) for i in most_common(world.owner[train[inliers]], len(world.images), params.top_k)]
     reason = acceptance_failure(c2w, len(inliers), len(query), error, world.camera_centres, params)
     return Registration(not reason, c2w if not reason else None, len(inliers), len(query), error, seen_by, reason,
