@@ -759,3 +759,14 @@ def test_split_gate_refuses_a_bridge_that_few_of_the_matched_frame_pairs_support
     assert split(chain + cross, gated=False) == [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [10]]
     assert split(chain + cross) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10]]
     assert split(chain + [(4, 10)]) == [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [10]]
+
+
+def test_pair_support_counts_distinct_frame_pairs_per_community_pair() -> None:
+    """Communities (1, 3) meet in frames (0, 2) through two records, either way round, and in frames (1, 2): two
+    distinct frame pairs; (0, 2) in one. The row path, taken when packed keys could overflow int64, agrees."""
+    ca, cb = np.array([3, 1, 1, 0]), np.array([1, 3, 3, 2])
+    fa, fb = np.array([0, 2, 1, 4]), np.array([2, 0, 2, 5])
+    cand, support = comm._pair_support(ca, cb, fa, fb, 6)
+    assert cand.tolist() == [[0, 2], [1, 3]] and support.tolist() == [1, 2]
+    cand_rows, support_rows = comm._pair_support(ca, cb, fa, fb, 1 << 30)  # 4 * 4 * 2**60 >= 2**62: rows
+    assert cand_rows.tolist() == cand.tolist() and support_rows.tolist() == support.tolist()
