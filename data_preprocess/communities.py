@@ -132,7 +132,8 @@ def split_cannot_link(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray
     order = np.argsort(membership, kind="stable")
     bounds = np.flatnonzero(np.diff(membership[order])) + 1
     edge_order = np.lexsort((edges[:, 1], edges[:, 0], -weights)) if len(edges) else np.zeros(0, dtype=np.int64)
-    # each community's inside edges, strongest first, as slices of one array (not ~180 MB of Python ints)
+    # each community's inside edges, strongest first, as slices of one array (a dict of lists of Python ints held
+    # ~180 MB at 10,000 frames)
     inside_edges = edge_order[same[edge_order]]
     edge_comm = membership[edges[inside_edges, 0]]
     by_comm = np.argsort(edge_comm, kind="stable")  # grouped by community, strength order kept
@@ -245,8 +246,9 @@ def merge_fragments(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, 
 
 def _pair_support(ca: Int[np.ndarray, "R"], cb: Int[np.ndarray, "R"], fa: Int[np.ndarray, "R"],
                   fb: Int[np.ndarray, "R"], n_frames: int) -> Tuple[Int[np.ndarray, "K 2"], Int[np.ndarray, "K"]]:
-    """Sorted community pairs (lo, hi) of records between ``ca`` and ``cb`` (frames ``fa``, ``fb``) and the distinct
-    frame pairs holding each; packed int64 keys where they fit (np.unique over stacked rows set a 10,000-frame peak)."""
+    """The community pairs (lo, hi) of records between communities ``ca`` and ``cb`` seen in frames ``fa``, ``fb``,
+    sorted, and for each the number of distinct frame pairs holding such a record. Rows of (lo, hi, frame pair) are
+    packed into one int64 where they fit (``np.unique(axis=0)`` over a stacked copy set the 10,000-frame run's peak)."""
     lo, hi = np.minimum(ca, cb).astype(np.int64), np.maximum(ca, cb).astype(np.int64)
     fpair = np.minimum(fa, fb).astype(np.int64) * n_frames + np.maximum(fa, fb)
     n_comm = int(hi.max()) + 1 if len(hi) else 1
@@ -294,11 +296,6 @@ def filter_communities(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarra
     return out
 
 
-DENOMINATOR_CHUNKS = 4
-"""Mask ranges absorb_fragments sorts its denominators in: sorting 21 M records' keys at once set the peak at 10,000
-frames without depth maps."""
-
-
 def absorb_fragments(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "N"],
                      node_a: Int[np.ndarray, "R"], node_b: Int[np.ndarray, "R"], shared: Float[np.ndarray, "R"],
                      total_a: Float[np.ndarray, "R"], total_b: Float[np.ndarray, "R"],
@@ -315,7 +312,10 @@ def absorb_fragments(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray,
     (the vote's denominator over x's total). A piece of c's object is seen from frames that see c; an object seen in
     another stretch of the capture meets c only in the few frame pairs that join the two stretches, and a vote over so
     little evidence (32 of 1.8 million correspondences) absorbed a 264-mask object into its 322-mask neighbour.
-    Array code over both directions of every record (per-record dicts held ~3 GB at 10,000 frames)."""
+
+    Array code over the records (both directions of each): a long capture has millions of them, and per-record
+    Python dicts held ~3 GB at 10,000 frames.
+    """
     unit = membership.copy()
     next_id = int(unit.max()) + 1 if len(unit) else 0
     free = np.flatnonzero(unit < 0)
@@ -324,7 +324,8 @@ def absorb_fragments(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray,
     n_frames, n_units = int(frame_of.max()) + 1 if len(frame_of) else 1, int(unit.max()) + 1 if len(unit) else 1
     unit_size = np.zeros(n_units, dtype=np.int64)
     unit_size[ids] = size
-    # one direction at a time, temporaries dropped at once (both together: 2.3 -> 3.6 GB at 10,000 frames)
+    # Records are read half by half and temporaries dropped as soon as used: at 10,000 frames (12.8 M records) the
+    # two directions of every column, kept together, raised the driver's peak from 2.3 to 3.6 GB here.
     unit64 = unit.astype(np.int64)
     ua, ub = unit64[node_a], unit64[node_b]
     keys, weights = [], []
@@ -343,24 +344,19 @@ def absorb_fragments(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray,
     del inverse, weights
     pair_x, pair_y = pair_key // n_units, pair_key % n_units
     # denominator: a mask's correspondences into a whole other frame (the record's total, the same in every record
-    # of that frame pair; runs of one mask within a pair collapsed), sorted by ranges of masks (DENOMINATOR_CHUNKS)
+    # of that frame pair: runs of one mask within a pair are collapsed before the sort). No copies of columns that
+    # already are int64 / float64, and a stable sort instead of np.unique (which copies its input once more): at
+    # 10,000 frames without depth maps (21 M records) this step set the run's peak
     key_a = node_a.astype(np.int64, copy=False) * n_frames + frame_of[node_b]
-    first_of_run = np.r_[True, key_a[1:] != key_a[:-1]] if len(key_a) else np.zeros(0, dtype=bool)
-    del key_a
-    den_keys, den_ts = [], []
-    bounds = np.linspace(0, len(frame_of), DENOMINATOR_CHUNKS + 1).astype(np.int64)
-    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-        in_a = np.flatnonzero(first_of_run & (node_a >= lo) & (node_a < hi))
-        in_b = np.flatnonzero((node_b >= lo) & (node_b < hi))
-        node_frame = np.concatenate([node_a[in_a].astype(np.int64, copy=False) * n_frames + frame_of[node_b[in_a]],
-                                     node_b[in_b].astype(np.int64, copy=False) * n_frames + frame_of[node_a[in_b]]])
-        tot = np.concatenate([total_a[in_a], total_b[in_b]])
-        order = np.argsort(node_frame, kind="stable")
-        node_frame = node_frame[order]
-        last = np.r_[node_frame[1:] != node_frame[:-1], True] if len(node_frame) else np.zeros(0, dtype=bool)
-        den_keys.append(node_frame[last])  # each (mask, frame)'s last record: its total
-        den_ts.append(tot[order[last]].astype(np.float64, copy=False))
-    den_key, den_t = np.concatenate(den_keys), np.concatenate(den_ts)  # masks ascending by range: sorted
+    run = np.r_[True, key_a[1:] != key_a[:-1]] if len(key_a) else np.zeros(0, dtype=bool)
+    node_frame = np.concatenate([key_a[run], node_b.astype(np.int64, copy=False) * n_frames + frame_of[node_a]])
+    tot = np.concatenate([total_a[run], total_b]).astype(np.float32)  # counts: exact in float32, half the bytes
+    del key_a, run
+    order = np.argsort(node_frame, kind="stable")
+    node_frame = node_frame[order]
+    last = np.r_[node_frame[1:] != node_frame[:-1], True] if len(node_frame) else np.zeros(0, dtype=bool)
+    den_key, den_t = node_frame[last], tot[order[last]].astype(np.float64)  # each key's last record: its total
+    del node_frame, tot, order, last
     den_unit, den_frame = unit[den_key // n_frames].astype(np.int64), den_key % n_frames
     by_unit = np.argsort(den_unit, kind="stable")
     den_unit, den_frame, den_t = den_unit[by_unit], den_frame[by_unit], den_t[by_unit]
