@@ -10,10 +10,11 @@ the matched frame pairs seeing both parts hold a correspondence between them.
 
 from __future__ import annotations
 
-from typing import Dict, List, Set, Tuple
+from itertools import chain
+from typing import Dict, List, Tuple
 
 import numpy as np
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 
 
 class AffinityGate:
@@ -33,19 +34,38 @@ class AffinityGate:
         self.frame_of = frame_of
         self.min_affinity = min_affinity
 
-    def allows(self, frames_a: Dict[int, List[int]], frames_b: Dict[int, List[int]], find, root_b: int) -> bool:
-        """Whether parts with these {frame: masks} may join (``find(node)``: a node's part, ``root_b``: b's part);
-        fastest with the smaller part first."""
-        support: Set[Tuple[int, int]] = set()
-        for f, nodes in frames_a.items():
-            for n in nodes:
-                for m in self.records[self.record_ptr[n]:self.record_ptr[n + 1]].tolist():
-                    if find(m) == root_b:
-                        g = int(self.frame_of[m])
-                        support.add((min(f, g), max(f, g)))
-        covisible = {(min(f, g), max(f, g)) for f in frames_a
-                     for g in self.partners[self.partner_ptr[f]:self.partner_ptr[f + 1]].tolist() if g in frames_b}
-        return len(support) >= self.min_affinity * max(len(covisible), 1)
+    def allows(self, frames_a: Dict[int, List[int]], frames_b: Dict[int, List[int]]) -> bool:
+        """Whether parts with these {frame: masks} may join; fastest with the smaller part first. Array code: at
+        10,000 frames the parts hold thousands of masks and their records were walked one by one in Python."""
+        nodes_b = np.sort(np.fromiter(chain.from_iterable(frames_b.values()), dtype=np.int64))
+        partner, node = _gather(self.records, self.record_ptr,
+                                np.fromiter(chain.from_iterable(frames_a.values()), dtype=np.int64))
+        hit = _member(partner, nodes_b)
+        n_support = _distinct_frame_pairs(self.frame_of[node[hit]], self.frame_of[partner[hit]])
+        frames_b_sorted = np.sort(np.fromiter(frames_b, dtype=np.int64))
+        g, f = _gather(self.partners, self.partner_ptr, np.fromiter(frames_a, dtype=np.int64))
+        hit = _member(g, frames_b_sorted)
+        n_covisible = _distinct_frame_pairs(f[hit], g[hit])
+        return n_support >= self.min_affinity * max(n_covisible, 1)
+
+
+def _gather(nbr: Int[np.ndarray, "L"], ptr: Int[np.ndarray, "n+1"], ids: Int[np.ndarray, "K"]
+            ) -> Tuple[Int[np.ndarray, "M"], Int[np.ndarray, "M"]]:
+    """The neighbours of ``ids`` (CSR ``nbr``, ``ptr``), concatenated, and the id each one belongs to."""
+    start, count = ptr[ids], ptr[ids + 1] - ptr[ids]
+    idx = np.repeat(start - np.cumsum(count) + count, count) + np.arange(int(count.sum()))
+    return nbr[idx], np.repeat(ids, count)
+
+
+def _member(x: Int[np.ndarray, "M"], sorted_set: Int[np.ndarray, "S"]) -> Bool[np.ndarray, "M"]:
+    if len(sorted_set) == 0:
+        return np.zeros(len(x), dtype=bool)
+    return sorted_set[np.searchsorted(sorted_set, x).clip(max=len(sorted_set) - 1)] == x
+
+
+def _distinct_frame_pairs(f: Int[np.ndarray, "M"], g: Int[np.ndarray, "M"]) -> int:
+    lo, hi = np.minimum(f, g).astype(np.int64), np.maximum(f, g).astype(np.int64)
+    return len(np.unique(lo * (int(hi.max(initial=0)) + 1) + hi))
 
 
 def _adjacency(a: Int[np.ndarray, "E"], b: Int[np.ndarray, "E"], n: int) -> Tuple[np.ndarray, np.ndarray]:

@@ -82,7 +82,7 @@ class _Groups:
         key = (ra, na, rb, nb)
         if key in self.refused:
             return False
-        if gate.allows(fa, fb, lambda n: self.sets[n] if n in self.sets else -1, rb):
+        if gate.allows(fa, fb):
             return True
         self.refused.add(key)
         return False

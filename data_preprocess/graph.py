@@ -35,10 +35,23 @@ class OverlapRecords:
     """Correspondences leaving a that land anywhere in the other frame (the part of a the other frame sees)."""
     total_b: Float[np.ndarray, "R"]
 
+    def __post_init__(self) -> None:
+        # Held compact, 20 instead of 40 bytes a record (21 million records at 10,000 frames without depth maps): node
+        # ids as int32, counts (half-integers below 2^23) as float32, both exact. Widen before multiplying ids into
+        # keys or dividing counts (``score`` does).
+        for name in ("node_a", "node_b"):
+            ids = np.asarray(getattr(self, name))
+            if len(ids) and int(ids.max()) >= 2**31:
+                raise ValueError(f"{int(ids.max())} masks do not fit int32 node ids")
+            setattr(self, name, ids.astype(np.int32, copy=False))
+        for name in ("shared", "total_a", "total_b"):
+            setattr(self, name, np.asarray(getattr(self, name)).astype(np.float32, copy=False))
+
     @property
     def score(self) -> Float[np.ndarray, "R"]:
-        """IoU of the two masks measured through the correspondences."""
-        return self.shared / np.maximum(self.total_a + self.total_b - self.shared, 1e-9)
+        """IoU of the two masks measured through the correspondences (float64)."""
+        shared = self.shared.astype(np.float64)
+        return shared / np.maximum(self.total_a.astype(np.float64) + self.total_b - shared, 1e-9)
 
     def to_arrays(self) -> Dict[str, np.ndarray]:
         return {k: getattr(self, k) for k in ("node_a", "node_b", "shared", "total_a", "total_b")}
@@ -87,7 +100,7 @@ def mutual_best_edges(rec: OverlapRecords, frame_of: Int[np.ndarray, "N"], min_s
     # best partner of each node per other frame: sort by score, take the first per (node, other frame)
     keep = np.ones(len(a), dtype=bool)
     for x, y in ((a, b), (b, a)):
-        key = x * (int(frame_of.max()) + 1) + frame_of[y]
+        key = x.astype(np.int64) * (int(frame_of.max()) + 1) + frame_of[y]
         order = np.lexsort((-s, key))
         first = np.ones(len(order), dtype=bool)
         first[1:] = key[order][1:] != key[order][:-1]

@@ -47,7 +47,7 @@ def oversegmented_pairs(touching: Set[Tuple[int, int]], frame_of: Int[np.ndarray
     in_pair[pairs.ravel()] = True
     src, dst, frac = [], [], []
     for x, y, total in ((node_a, node_b, total_a), (node_b, node_a, total_b)):  # both directions of each record
-        share = shared / np.maximum(total, 1e-9)  # share of x's correspondences into y's frame
+        share = shared.astype(np.float64) / np.maximum(total, 1e-9)  # share of x's correspondences into y's frame
         # only a share of at least min_containment can be "most": filtered before sorting (a 10,000-frame capture
         # has millions of records; sorting all of them held over a GB)
         keep = in_pair[x] & (share >= min_containment)
@@ -55,7 +55,7 @@ def oversegmented_pairs(touching: Set[Tuple[int, int]], frame_of: Int[np.ndarray
         dst.append(y[keep])
         frac.append(share[keep])
         del share, keep
-    src, dst, frac = np.concatenate(src), np.concatenate(dst), np.concatenate(frac)
+    src, dst, frac = np.concatenate(src).astype(np.int64), np.concatenate(dst).astype(np.int64), np.concatenate(frac)
     # per (mask, other frame): the mask of that frame receiving most of its correspondences, if most land in it
     key = src * n_frames + frame_of[dst]
     order = np.lexsort((dst, -frac, key))
