@@ -14,7 +14,7 @@ from itertools import chain
 from typing import Dict, List, Tuple
 
 import numpy as np
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float, Int
 
 
 class AffinityGate:
@@ -34,18 +34,19 @@ class AffinityGate:
         self.frame_of = frame_of
         self.min_affinity = min_affinity
 
-    def allows(self, frames_a: Dict[int, List[int]], frames_b: Dict[int, List[int]]) -> bool:
-        """Whether parts with these {frame: masks} may join; fastest with the smaller part first. Array code: at
-        10,000 frames the parts hold thousands of masks and their records were walked one by one in Python."""
-        nodes_b = np.sort(np.fromiter(chain.from_iterable(frames_b.values()), dtype=np.int64))
+    def allows(self, frames_a: Dict[int, List[int]], frames_b: Dict[int, List[int]], part_of: Int[np.ndarray, "N"],
+               root_b: int) -> bool:
+        """Whether parts with these {frame: masks} may join (``part_of``: each node's part, ``root_b``: b's part).
+        Work in proportion to the first part: give the smaller one first. Array code: at 10,000 frames the split asks
+        this 240,000 times."""
         partner, node = _gather(self.records, self.record_ptr,
                                 np.fromiter(chain.from_iterable(frames_a.values()), dtype=np.int64))
-        hit = _member(partner, nodes_b)
+        hit = part_of[partner] == root_b
         n_support = _distinct_frame_pairs(self.frame_of[node[hit]], self.frame_of[partner[hit]])
-        frames_b_sorted = np.sort(np.fromiter(frames_b, dtype=np.int64))
         g, f = _gather(self.partners, self.partner_ptr, np.fromiter(frames_a, dtype=np.int64))
-        hit = _member(g, frames_b_sorted)
-        n_covisible = _distinct_frame_pairs(f[hit], g[hit])
+        frames, inverse = np.unique(g, return_inverse=True)  # the first part's frames have many partners in common
+        seen = np.fromiter((x in frames_b for x in frames.tolist()), dtype=bool, count=len(frames))[inverse]
+        n_covisible = _distinct_frame_pairs(f[seen], g[seen])
         return n_support >= self.min_affinity * max(n_covisible, 1)
 
 
@@ -55,12 +56,6 @@ def _gather(nbr: Int[np.ndarray, "L"], ptr: Int[np.ndarray, "n+1"], ids: Int[np.
     start, count = ptr[ids], ptr[ids + 1] - ptr[ids]
     idx = np.repeat(start - np.cumsum(count) + count, count) + np.arange(int(count.sum()))
     return nbr[idx], np.repeat(ids, count)
-
-
-def _member(x: Int[np.ndarray, "M"], sorted_set: Int[np.ndarray, "S"]) -> Bool[np.ndarray, "M"]:
-    if len(sorted_set) == 0:
-        return np.zeros(len(x), dtype=bool)
-    return sorted_set[np.searchsorted(sorted_set, x).clip(max=len(sorted_set) - 1)] == x
 
 
 def _distinct_frame_pairs(f: Int[np.ndarray, "M"], g: Int[np.ndarray, "M"]) -> int:

@@ -8,7 +8,8 @@ split greedily so that each part keeps the edges that bind it most.
 
 from __future__ import annotations
 
-from typing import Dict, List, Set, Tuple
+from itertools import chain
+from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
 from jaxtyping import Float, Int
@@ -45,13 +46,18 @@ def leiden(n_nodes: int, edges: Int[np.ndarray, "E 2"], weights: Float[np.ndarra
 
 class _Groups:
     """Union-find (scipy's DisjointSet) over nodes that refuses a union putting two non-touching masks of one frame
-    in one group."""
+    in one group. ``part_of`` (optional, over all nodes): kept equal to each node's root, for array code that asks
+    which part a node is in (the split gate); nodes outside the groups keep what they hold."""
 
-    def __init__(self, nodes: List[int], frame_of: np.ndarray, touching: Set[Tuple[int, int]]) -> None:
+    def __init__(self, nodes: List[int], frame_of: np.ndarray, touching: Set[Tuple[int, int]],
+                 part_of: Optional[np.ndarray] = None) -> None:
         self.sets = DisjointSet(nodes)
         self.frames: Dict[int, Dict[int, List[int]]] = {n: {int(frame_of[n]): [n]} for n in nodes}
         self.touching = touching
         self.refused: Set[Tuple[int, int, int, int]] = set()
+        self.part_of = part_of
+        if part_of is not None:
+            part_of[nodes] = nodes
 
     def find(self, n: int) -> int:
         return self.sets[n]
@@ -82,7 +88,7 @@ class _Groups:
         key = (ra, na, rb, nb)
         if key in self.refused:
             return False
-        if gate.allows(fa, fb):
+        if gate.allows(fa, fb, self.part_of, rb):
             return True
         self.refused.add(key)
         return False
@@ -111,8 +117,11 @@ class _Groups:
         self.sets.merge(ra, rb)
         root = self.sets[ra]
         other = rb if root == ra else ra
-        for f, nodes in self.frames.pop(other).items():
+        moved = self.frames.pop(other)
+        for f, nodes in moved.items():
             self.frames[root].setdefault(f, []).extend(nodes)
+        if self.part_of is not None:
+            self.part_of[np.fromiter(chain.from_iterable(moved.values()), dtype=np.int64)] = root
         return True
 
 
@@ -139,25 +148,26 @@ def split_cannot_link(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray
     by_comm = np.argsort(edge_comm, kind="stable")  # grouped by community, strength order kept
     inside_edges, edge_comm = inside_edges[by_comm], edge_comm[by_comm]
     del edge_order, by_comm
+    part_of = np.full(len(membership), -1, dtype=np.int64)  # each node's part, for the gate and the loop below
     for nodes in np.split(order, bounds):
         if len(nodes) == 0 or len(np.unique(frame_of[nodes])) == len(nodes):
             continue  # at most one mask per frame: nothing to split
-        groups = _Groups(nodes.tolist(), frame_of, touching)
+        groups = _Groups(nodes.tolist(), frame_of, touching, part_of)
         lo, hi = np.searchsorted(edge_comm, [membership[nodes[0]], membership[nodes[0]] + 1])
         inside = inside_edges[lo:hi]
-        for e in inside.tolist():
-            a, b = int(edges[e, 0]), int(edges[e, 1])
-            if gate is not None and not groups.gated(a, b, gate):
+        for a, b in edges[inside].tolist():  # millions at 10,000 frames, most inside one part already
+            if part_of[a] == part_of[b] or (gate is not None and not groups.gated(a, b, gate)):
                 continue
             groups.union(a, b)
         part = {int(n): groups.find(int(n)) for n in nodes}
         if refine and len(set(part.values())) > 1:
             _move_nodes(part, edges[inside], weights[inside], frame_of, touching)
-        roots = sorted(set(part.values()))
-        for r in roots[1:]:
-            members = [n for n in nodes.tolist() if part[n] == r]
-            out[members] = next_id
-            next_id += 1
+        # the part of the smallest root keeps the community's id, the others take new ids in order of their roots
+        _, rank = np.unique(np.fromiter((part[n] for n in nodes.tolist()), dtype=np.int64, count=len(nodes)),
+                            return_inverse=True)
+        moved = rank > 0
+        out[nodes[moved]] = next_id + rank[moved] - 1
+        next_id += int(rank.max())
     return out
 
 

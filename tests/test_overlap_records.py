@@ -46,9 +46,10 @@ def test_gate_counts_distinct_supporting_and_covisible_frame_pairs() -> None:
     score = np.array([0.5, 0.5, 0.5, 0.9, 0.1])
     pairs = np.array([[0, 2], [1, 3], [0, 3], [1, 2], [1, 4]])
     part_a, part_b = {0: [0], 1: [1]}, {2: [2], 3: [3]}
-    assert AffinityGate(frame_of, na, nb, score, pairs, 0.2, 0.5).allows(part_a, part_b)
-    assert not AffinityGate(frame_of, na, nb, score, pairs, 0.2, 0.51).allows(part_a, part_b)
-    assert AffinityGate(frame_of, na, nb, score, pairs, 0.2, 0.5).allows(part_b, part_a)  # symmetric
+    part_of = np.array([0, 0, 2, 2, -1])  # parts by root; mask 4 in none
+    assert AffinityGate(frame_of, na, nb, score, pairs, 0.2, 0.5).allows(part_a, part_b, part_of, 2)
+    assert not AffinityGate(frame_of, na, nb, score, pairs, 0.2, 0.51).allows(part_a, part_b, part_of, 2)
+    assert AffinityGate(frame_of, na, nb, score, pairs, 0.2, 0.5).allows(part_b, part_a, part_of, 0)  # symmetric
     # record 1-3 below the score threshold: 1 of 4
-    assert not AffinityGate(frame_of, na[:3], nb[:3], np.array([0.5, 0.5, 0.1]), pairs, 0.2, 0.5).allows(part_a,
-                                                                                                          part_b)
+    low = AffinityGate(frame_of, na[:3], nb[:3], np.array([0.5, 0.5, 0.1]), pairs, 0.2, 0.5)
+    assert not low.allows(part_a, part_b, part_of, 2)
