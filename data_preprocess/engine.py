@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from functools import partial
+from multiprocessing import get_context
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 from instance_nerfacto.core.console import say
@@ -40,7 +42,8 @@ def chunked(items: Iterable[tuple], size: int) -> Iterator[List[tuple]]:
 
 
 class LocalEngine:
-    """Tasks in this process, on ``workers`` threads (numpy and OpenCV release the GIL for most of the work)."""
+    """Tasks on this machine, on ``workers`` threads (OpenCV and numpy on large arrays release the GIL), or on
+    ``workers`` worker processes for tasks whose Python and small-array numpy hold the GIL most of the time."""
 
     name = "local"
 
@@ -48,14 +51,17 @@ class LocalEngine:
         self.workers = max(1, workers)
 
     def map(self, fn: Callable, args: Iterable[tuple], common: Optional[Dict[str, Any]] = None,
-            resources: Optional[Dict[str, float]] = None, chunk: int = 1) -> Iterator[Any]:
-        """``fn(*a, **common)`` for every ``a`` in ``args``, results in submission order."""
+            resources: Optional[Dict[str, float]] = None, chunk: int = 1, processes: bool = False) -> Iterator[Any]:
+        """``fn(*a, **common)`` for every ``a`` in ``args``, results in submission order. ``processes``: on worker
+        processes (started fresh, ``spawn``: the caller's memory is not copied), for GIL-bound tasks; ``fn``, its
+        arguments and results are then pickled."""
         common = common or {}
         if self.workers == 1:
             for a in args:
                 yield fn(*a, **common)
             return
-        with ThreadPoolExecutor(self.workers) as pool:
+        pool_type = partial(ProcessPoolExecutor, mp_context=get_context("spawn")) if processes else ThreadPoolExecutor
+        with pool_type(self.workers) as pool:
             pending: deque = deque()
             for part in chunked(args, chunk):
                 pending.append(pool.submit(run_chunk, fn, part, common))
@@ -118,9 +124,10 @@ class RayEngine:
         return self._remote[key]
 
     def map(self, fn: Callable, args: Iterable[tuple], common: Optional[Dict[str, Any]] = None,
-            resources: Optional[Dict[str, float]] = None, chunk: int = 1) -> Iterator[Any]:
-        """One Ray task per ``chunk`` items; at most two tasks per cluster CPU in flight; results in submission
-        order (``ray.get`` on the oldest), so a slow task delays the stream but never reorders it."""
+            resources: Optional[Dict[str, float]] = None, chunk: int = 1, processes: bool = True) -> Iterator[Any]:
+        """One Ray task per ``chunk`` items (Ray's workers are processes: ``processes`` changes nothing); at most
+        two tasks per cluster CPU in flight; results in submission order (``ray.get`` on the oldest), so a slow task
+        delays the stream but never reorders it."""
         resources = dict(resources or {"num_cpus": 1})
         if resources.get("num_gpus", 0) > self.gpus:  # no GPU in the cluster: the task would wait forever
             resources = {"num_cpus": 1}

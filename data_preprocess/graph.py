@@ -224,7 +224,9 @@ def match_stage(specs: List["FrameSpec"], pairs: Int[np.ndarray, "P 2"], matcher
 
     n_tasks = sum((min((b + 1) * block, len(pairs)) - b * block + chunk - 1) // chunk
                   for b in range(n_blocks) if b not in done)
-    results = engine.map(match_pairs, tasks(), resources=MATCHER_RESOURCES.get(matcher))
+    # processes: per-pair work is numpy on small arrays, which holds the GIL (two threads matched no faster than
+    # one); LoFTR runs its model on one worker (see instance_map)
+    results = engine.map(match_pairs, tasks(), resources=MATCHER_RESOURCES.get(matcher), processes=True)
     if progress is not None:
         results = progress(results, n_tasks)
     results = iter(results)

@@ -21,6 +21,9 @@ class InputError(Exception):
         self.fix = fix
         super().__init__(self.line())
 
+    def __reduce__(self):  # raised in a worker process, re-raised here whole (not just its message)
+        return InputError, (self.what, self.path, self.fix)
+
     def line(self) -> str:
         parts = [self.what]
         if self.path is not None:
