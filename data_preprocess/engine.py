@@ -30,6 +30,19 @@ def run_chunk(fn: Callable, chunk: List[tuple], common: Dict[str, Any]) -> List[
     return [fn(*a, **common) for a in chunk]
 
 
+_INSTALLED: Dict[str, Any] = {}
+"""A worker process's ``common`` (:meth:`LocalEngine.map` with ``processes``), shipped once when it starts."""
+
+
+def _install_common(common: Dict[str, Any]) -> None:
+    _INSTALLED.clear()
+    _INSTALLED.update(common)
+
+
+def _run_chunk_installed(fn: Callable, chunk: List[tuple]) -> List[Any]:
+    return run_chunk(fn, chunk, _INSTALLED)
+
+
 def chunked(items: Iterable[tuple], size: int) -> Iterator[List[tuple]]:
     chunk: List[tuple] = []
     for a in items:
@@ -54,17 +67,23 @@ class LocalEngine:
             resources: Optional[Dict[str, float]] = None, chunk: int = 1, processes: bool = False) -> Iterator[Any]:
         """``fn(*a, **common)`` for every ``a`` in ``args``, results in submission order. ``processes``: on worker
         processes (started fresh, ``spawn``: the caller's memory is not copied), for GIL-bound tasks; ``fn``, its
-        arguments and results are then pickled."""
+        arguments and results are then pickled, ``common`` once per worker."""
         common = common or {}
         if self.workers == 1:
             for a in args:
                 yield fn(*a, **common)
             return
-        pool_type = partial(ProcessPoolExecutor, mp_context=get_context("spawn")) if processes else ThreadPoolExecutor
-        with pool_type(self.workers) as pool:
+        if processes:
+            pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_install_common,
+                                       initargs=(common,))
+            submit = partial(pool.submit, _run_chunk_installed, fn)
+        else:
+            pool = ThreadPoolExecutor(self.workers)
+            submit = partial(pool.submit, run_chunk, fn, common=common)
+        with pool:
             pending: deque = deque()
             for part in chunked(args, chunk):
-                pending.append(pool.submit(run_chunk, fn, part, common))
+                pending.append(submit(part))
                 if len(pending) >= 2 * self.workers:
                     yield from pending.popleft().result()
             while pending:

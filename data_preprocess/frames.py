@@ -268,7 +268,8 @@ def pose_pairs_sparse(specs, min_overlap: float, top_k: int, engine, rows_per_ta
     cams = {"K": K, "c2w": c2w, "w2c": np.linalg.inv(c2w), "size": size, "depth_mm": depth_mm, "proxies": proxies,
             "near": near}
     common = {"cams": cams, "min_score": min_overlap, "max_partners": max_partners}
-    parts = list(engine.map(_rows_task, blocks, common=common))
+    # worker processes (GIL-bound rows) unless there are depth maps, which each worker would then hold a copy of
+    parts = list(engine.map(_rows_task, blocks, common=common, processes=depth_mm is None))
     i, j, s = (np.concatenate([p[k] for p in parts]) for k in range(3))
     return select_sparse_pairs(i, j, s, n, min_overlap, top_k)
 

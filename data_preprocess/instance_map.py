@@ -192,7 +192,7 @@ def load_frames(cfg: MapConfig, mask_dir: Path):
 def summarize_frames(cfg: MapConfig, specs: List[FrameSpec], engine):
     """Per-frame stage: every mask file read once (on the engine), kept as mask counts, areas and touching pairs."""
     n_masks, areas, touching = [], [], set()
-    results = engine.map(frame_summary, ((s, cfg.allow_empty) for s in specs), chunk=16)
+    results = engine.map(frame_summary, ((s, cfg.allow_empty) for s in specs), chunk=16, processes=True)
     offset = 0
     for s, r in zip(specs, _progress(results, cfg, "masks", len(specs))):
         n_masks.append(r["n_masks"])
@@ -321,7 +321,8 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     sparse = None if views_have_depth else split_by_frame(tri, len(specs))
 
     def frame_points(fs: List[int], source):  # streamed in frame order: no list of every frame's points
-        return engine.map(mask_points, ((specs[f], None if source is None else source[f]) for f in fs), chunk=16)
+        return engine.map(mask_points, ((specs[f], None if source is None else source[f]) for f in fs), chunk=16,
+                          processes=True)  # numpy over each small mask holds the GIL
 
     collected, before_revisits = None, membership
     if agreement <= 1.0 and (views_have_depth or len(tri[0])):
@@ -363,7 +364,7 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     # on this machine's threads even with a Ray cluster: the output folder is this machine's
     writer = engine if engine.name == "local" else LocalEngine(cfg.workers)
     written = writer.map(write_labels, ((spec, node_label[offsets[k]:offsets[k + 1]], output)
-                                        for k, spec in enumerate(specs)), chunk=16)
+                                        for k, spec in enumerate(specs)), chunk=16, processes=True)
     for _ in _progress(written, cfg, "writing", len(specs)):
         pass
     for stem in sorted(stale - set(stems)):
