@@ -246,8 +246,8 @@ def test_interrupted_rewrite_does_not_look_complete(tiny_scene: Path, tmp_path: 
         real_write(path, image)
 
     monkeypatch.setattr(frames, "write_label_png", write_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        instance_map.main(instance_map.MapConfig(data=tiny_scene, output=out, quiet=True, min_frames=6))
+    with pytest.raises(KeyboardInterrupt):  # one worker: the writes run in this process, where the patch is
+        instance_map.main(instance_map.MapConfig(data=tiny_scene, output=out, quiet=True, min_frames=6, workers=1))
     changed = [p.name for p in written if p.read_bytes() != old[p.name]]
     assert changed, "the second run's parameters should change some pseudolabels"
     assert not (out / "labels.json").exists() or (out / "labels.json").read_bytes() != old_meta, \
