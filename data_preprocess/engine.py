@@ -15,6 +15,7 @@ import os
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
+from itertools import chain, islice
 from multiprocessing import get_context
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
@@ -66,13 +67,17 @@ class LocalEngine:
     def map(self, fn: Callable, args: Iterable[tuple], common: Optional[Dict[str, Any]] = None,
             resources: Optional[Dict[str, float]] = None, chunk: int = 1, processes: bool = False) -> Iterator[Any]:
         """``fn(*a, **common)`` for every ``a`` in ``args``, results in submission order. ``processes``: on worker
-        processes (started fresh, ``spawn``: the caller's memory is not copied), for GIL-bound tasks; ``fn``, its
-        arguments and results are then pickled, ``common`` once per worker."""
+        processes (started fresh, ``spawn``: the caller's memory is not copied), for GIL-bound tasks, when there are at
+        least four tasks per worker; ``fn``, its arguments and results are then pickled, ``common`` once per worker."""
         common = common or {}
         if self.workers == 1:
             for a in args:
                 yield fn(*a, **common)
             return
+        parts: Iterable[List[tuple]] = chunked(args, chunk)
+        if processes:  # worker processes take ~0.3 s each to start: for a few tasks, threads
+            head = list(islice(parts, 4 * self.workers))
+            processes, parts = len(head) == 4 * self.workers, chain(head, parts)
         if processes:
             pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_install_common,
                                        initargs=(common,))
@@ -82,7 +87,7 @@ class LocalEngine:
             submit = partial(pool.submit, run_chunk, fn, common=common)
         with pool:
             pending: deque = deque()
-            for part in chunked(args, chunk):
+            for part in parts:
                 pending.append(submit(part))
                 if len(pending) >= 2 * self.workers:
                     yield from pending.popleft().result()

@@ -28,6 +28,8 @@ def test_processes_keep_submission_order_and_ship_common_arguments() -> None:
     assert [r for r, _ in procs] == [r for r, _ in threads] == [3 * x for x in range(40)]
     assert {p for _, p in threads} == {os.getpid()}  # threads: this process
     assert os.getpid() not in {p for _, p in procs}  # processes: never this one
+    few = list(LocalEngine(2).map(scaled_pid, items[:7], common={"scale": 3}, processes=True))  # 7 < 4 per worker
+    assert few == [(3 * x, os.getpid()) for x in range(7)]  # on threads: starting processes would cost more
 
 
 def test_an_input_error_in_a_worker_process_arrives_whole() -> None:
