@@ -50,6 +50,23 @@ class AffinityGate:
         return n_support >= self.min_affinity * max(n_covisible, 1)
 
 
+def pair_support(ca: Int[np.ndarray, "R"], cb: Int[np.ndarray, "R"], fa: Int[np.ndarray, "R"],
+                  fb: Int[np.ndarray, "R"], n_frames: int) -> Tuple[Int[np.ndarray, "K 2"], Int[np.ndarray, "K"]]:
+    """The community pairs (lo, hi) of records between communities ``ca`` and ``cb`` seen in frames ``fa``, ``fb``,
+    sorted, and for each the number of distinct frame pairs holding such a record. Rows of (lo, hi, frame pair) are
+    packed into one int64 where they fit (``np.unique(axis=0)`` over a stacked copy set the 10,000-frame run's peak)."""
+    lo, hi = np.minimum(ca, cb).astype(np.int64), np.maximum(ca, cb).astype(np.int64)
+    fpair = np.minimum(fa, fb).astype(np.int64) * n_frames + np.maximum(fa, fb)
+    n_comm = int(hi.max()) + 1 if len(hi) else 1
+    if float(n_comm) * n_comm * n_frames * n_frames >= 2.0 ** 62:  # would overflow: rows as before
+        good = np.unique(np.stack([lo, hi, fpair], 1), axis=0)
+        return np.unique(good[:, :2], axis=0, return_counts=True)
+    key = np.unique((lo * n_comm + hi) * (n_frames * n_frames) + fpair)  # sorted as the rows (lo, hi, fpair)
+    del lo, hi, fpair
+    pair_key, support = np.unique(key // (n_frames * n_frames), return_counts=True)
+    return np.stack([pair_key // n_comm, pair_key % n_comm], 1), support
+
+
 def _gather(nbr: Int[np.ndarray, "L"], ptr: Int[np.ndarray, "n+1"], ids: Int[np.ndarray, "K"]
             ) -> Tuple[Int[np.ndarray, "M"], Int[np.ndarray, "M"]]:
     """The neighbours of ``ids`` (CSR ``nbr``, ``ptr``), concatenated, and the id each one belongs to."""

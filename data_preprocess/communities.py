@@ -15,6 +15,8 @@ import numpy as np
 from jaxtyping import Float, Int
 from scipy.cluster.hierarchy import DisjointSet
 
+from data_preprocess.affinity import pair_support
+
 
 def leiden(n_nodes: int, edges: Int[np.ndarray, "E 2"], weights: Float[np.ndarray, "E"], resolution: float,
            seed: int) -> Int[np.ndarray, "N"]:
@@ -224,7 +226,7 @@ def merge_fragments(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, 
     if not ok.any():
         return out
     n_frames = int(frame_of.max()) + 1
-    cand, support = _pair_support(ca[ok], cb[ok], frame_of[node_a[ok]], frame_of[node_b[ok]], n_frames)
+    cand, support = pair_support(ca[ok], cb[ok], frame_of[node_a[ok]], frame_of[node_b[ok]], n_frames)
     del ca, cb, ok
     keep = support >= min_support
     cand, support = cand[keep], support[keep]
@@ -252,23 +254,6 @@ def merge_fragments(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, 
         out[membership == c] = membership[groups.find(n)]
     out[ejected] = -1
     return out
-
-
-def _pair_support(ca: Int[np.ndarray, "R"], cb: Int[np.ndarray, "R"], fa: Int[np.ndarray, "R"],
-                  fb: Int[np.ndarray, "R"], n_frames: int) -> Tuple[Int[np.ndarray, "K 2"], Int[np.ndarray, "K"]]:
-    """The community pairs (lo, hi) of records between communities ``ca`` and ``cb`` seen in frames ``fa``, ``fb``,
-    sorted, and for each the number of distinct frame pairs holding such a record. Rows of (lo, hi, frame pair) are
-    packed into one int64 where they fit (``np.unique(axis=0)`` over a stacked copy set the 10,000-frame run's peak)."""
-    lo, hi = np.minimum(ca, cb).astype(np.int64), np.maximum(ca, cb).astype(np.int64)
-    fpair = np.minimum(fa, fb).astype(np.int64) * n_frames + np.maximum(fa, fb)
-    n_comm = int(hi.max()) + 1 if len(hi) else 1
-    if float(n_comm) * n_comm * n_frames * n_frames >= 2.0 ** 62:  # would overflow: rows as before
-        good = np.unique(np.stack([lo, hi, fpair], 1), axis=0)
-        return np.unique(good[:, :2], axis=0, return_counts=True)
-    key = np.unique((lo * n_comm + hi) * (n_frames * n_frames) + fpair)  # sorted as the rows (lo, hi, fpair)
-    del lo, hi, fpair
-    pair_key, support = np.unique(key // (n_frames * n_frames), return_counts=True)
-    return np.stack([pair_key // n_comm, pair_key % n_comm], 1), support
 
 
 def covisible_pairs(community: Int[np.ndarray, "M"], frame: Int[np.ndarray, "M"], pairs: Int[np.ndarray, "P 2"],

@@ -320,9 +320,8 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
     views_have_depth = all(s.depth_path is not None for s in specs)  # depth maps of the dataset or of stereo
     sparse = None if views_have_depth else split_by_frame(tri, len(specs))
 
-    def frame_points(fs: List[int], source):  # streamed in frame order: no list of every frame's points
-        return engine.map(mask_points, ((specs[f], None if source is None else source[f]) for f in fs), chunk=16,
-                          processes=True)  # numpy over each small mask holds the GIL
+    def frame_points(fs: List[int], source):  # streamed in frame order; processes: numpy on small masks holds the GIL
+        return engine.map(mask_points, ((specs[f], source and source[f]) for f in fs), chunk=16, processes=True)
 
     collected, before_revisits = None, membership
     if agreement <= 1.0 and (views_have_depth or len(tri[0])):

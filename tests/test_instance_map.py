@@ -20,6 +20,7 @@ import pytest
 from data_preprocess import communities as comm
 from data_preprocess import revisits
 from data_preprocess import touching as touch
+from data_preprocess.affinity import pair_support
 from data_preprocess.instance_map import MapConfig, main
 from instance_nerfacto.core.files import read_label_png
 from instance_nerfacto.eval.metrics import evaluate_dirs
@@ -766,7 +767,7 @@ def test_pair_support_counts_distinct_frame_pairs_per_community_pair() -> None:
     distinct frame pairs; (0, 2) in one. The row path, taken when packed keys could overflow int64, agrees."""
     ca, cb = np.array([3, 1, 1, 0]), np.array([1, 3, 3, 2])
     fa, fb = np.array([0, 2, 1, 4]), np.array([2, 0, 2, 5])
-    cand, support = comm._pair_support(ca, cb, fa, fb, 6)
+    cand, support = pair_support(ca, cb, fa, fb, 6)
     assert cand.tolist() == [[0, 2], [1, 3]] and support.tolist() == [1, 2]
-    cand_rows, support_rows = comm._pair_support(ca, cb, fa, fb, 1 << 30)  # 4 * 4 * 2**60 >= 2**62: rows
+    cand_rows, support_rows = pair_support(ca, cb, fa, fb, 1 << 30)  # 4 * 4 * 2**60 >= 2**62: rows
     assert cand_rows.tolist() == cand.tolist() and support_rows.tolist() == support.tolist()
