@@ -232,7 +232,9 @@ def test_edit_the_map_in_the_browser(tiny_run: Path, tmp_path: Path) -> None:
         new_id = num_labels + 1
         assert f"id {new_id}" in page.act(lambda: page.click_canvas(new_c))
         wait_for(lambda: new_id in regions(page.ids_on_screen(), min_pixels=20), 120, "the split part's new id")
-        wait_for(lambda: page.shows(new_c, new_id) and page.shows(keep_c, c, bright=False), 120, "C split in two")
+        wait_for(lambda: page.shows(new_c, new_id) and page.shows(keep_c, c, bright=False), 120,
+                 lambda: f"C split in two: new part {page.describe(new_c, new_id)}; kept part "
+                 f"{page.describe(keep_c, c, bright=False)}")
         # undo takes the split back; do it again and name the new part
         assert "undid" in page.act(lambda: browser.click_text("Undo last edit"))
         wait_for(lambda: page.shows(new_c, c), 120, "C whole again after the undo (and nothing selected)")

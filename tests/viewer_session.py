@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple, Union
 
 import numpy as np
 
@@ -23,14 +23,16 @@ CANVAS_RECT = "(() => { const r = document.querySelector('canvas').getBoundingCl
               "return [r.left, r.top, r.width, r.height]; })()"
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str, every: float = 1.0):
+def wait_for(condition: Callable[[], object], timeout: float, what: Union[str, Callable[[], str]], every: float = 1.0):
+    """Poll ``condition`` until it holds; on timeout raise with ``what`` (a callable is asked then, so the error can
+    say what was on screen instead)."""
     deadline = time.time() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.time() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
+            raise TimeoutError(f"timed out waiting for {what() if callable(what) else what}")
         time.sleep(every)
 
 
@@ -144,6 +146,14 @@ class ViewerPage:
         top, left = max(xy[1] - 1, 0), max(xy[0] - 1, 0)
         patch = self.canvas()[top : xy[1] + 2, left : xy[0] + 2].reshape(-1, 3)
         return np.median(patch, axis=0)
+
+    def describe(self, xy: Tuple[int, int], label: int, bright: bool = True) -> str:
+        """What a failed :meth:`shows` saw: the colour at ``xy``, the one wanted, and the id the colour is nearest."""
+        want = PALETTE[label] if bright else (PALETTE[label] * 0.25).astype(np.int64)
+        seen = self.colour_at(xy)
+        nearest = int(np.abs(PALETTE[1 : self.max_id + 1] - seen).sum(-1).argmin()) + 1
+        return (f"{xy}: colour {seen.astype(int).tolist()}, want {want.tolist()} (id {label}), "
+                f"nearest bright id {nearest}")
 
     def shows(self, xy: Tuple[int, int], label: int, bright: bool = True, tolerance: int = 45) -> bool:
         want = PALETTE[label] if bright else (PALETTE[label] * 0.25).astype(np.int64)
