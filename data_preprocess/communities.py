@@ -15,7 +15,7 @@ import numpy as np
 from jaxtyping import Float, Int
 from scipy.cluster.hierarchy import DisjointSet
 
-from data_preprocess.affinity import pair_support
+from data_preprocess.affinity import covisible_pairs, pair_support
 
 
 def leiden(n_nodes: int, edges: Int[np.ndarray, "E 2"], weights: Float[np.ndarray, "E"], resolution: float,
@@ -94,6 +94,13 @@ class _Groups:
             return True
         self.refused.add(key)
         return False
+
+    def shared_frames(self, a: int, b: int) -> float:
+        """The fraction of the smaller group's frames in which the other group has a mask too."""
+        fa, fb = self.frames[self.sets[a]], self.frames[self.sets[b]]
+        if len(fa) > len(fb):
+            fa, fb = fb, fa
+        return sum(f in fb for f in fa) / max(len(fa), 1)
 
     def union_dropping(self, a: int, b: int, max_conflicts: float) -> List[int]:
         """Join two groups that break the cannot-link rule in at most ``max_conflicts`` of the smaller one's frames:
@@ -210,7 +217,7 @@ def merge_fragments(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, 
                     node_a: Int[np.ndarray, "R"], node_b: Int[np.ndarray, "R"], score: Float[np.ndarray, "R"],
                     pairs: Int[np.ndarray, "P 2"], touching: Set[Tuple[int, int]], min_score: float,
                     min_affinity: float = 0.5, min_support: int = 2,
-                    max_conflicts: float = 0.0) -> Int[np.ndarray, "N"]:
+                    max_conflicts: float = 0.0, max_shared: float = 0.3) -> Int[np.ndarray, "N"]:
     """Join communities that are fragments of one object (ids -1 are ignored).
 
     Affinity of two communities = the fraction of matched frame pairs seeing both in which some mask of one overlaps
@@ -218,7 +225,9 @@ def merge_fragments(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, 
     frames is far harder to fool than one edge, so this recovers what mutual-best pruning cut without reopening the
     door to chains of wrong edges; the cannot-link rule still applies, except in up to ``max_conflicts`` of the
     smaller community's frames, whose masks are then unlabelled (-1): a stretch of poorly matched frames leaves
-    stray masks of an object in a second community, which would otherwise keep its two halves apart for good.
+    stray masks of an object in a second community, which would otherwise keep its two halves apart for good. Two
+    communities with masks in more than ``max_shared`` of the smaller one's frames are not fragments but objects side
+    by side (touching masks are exempt from the rule): never joined.
     """
     out = membership.copy()
     ca, cb = membership[node_a], membership[node_b]
@@ -248,35 +257,14 @@ def merge_fragments(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, 
             first[c] = n
     ejected: List[int] = []
     for _, _, x, y in sorted(scored):
+        if groups.shared_frames(first[x], first[y]) > max_shared:
+            continue
         if not groups.union(first[x], first[y]) and max_conflicts > 0:
             ejected += groups.union_dropping(first[x], first[y], max_conflicts)
     for c, n in first.items():
         out[membership == c] = membership[groups.find(n)]
     out[ejected] = -1
     return out
-
-
-def covisible_pairs(community: Int[np.ndarray, "M"], frame: Int[np.ndarray, "M"], pairs: Int[np.ndarray, "P 2"],
-                    cand: Int[np.ndarray, "K 2"], n_frames: int) -> Int[np.ndarray, "K"]:
-    """For each candidate (x, y): the number of distinct frame pairs (i, j) of ``pairs`` with x in frame i and y in
-    frame j or the other way round. Sparse products (frames x communities incidence ``M``, pair matrix ``P``): the
-    count is M_x.P.M_y + M_y.P.M_x minus the pairs that hold both ways, so 10,000 frames stay linear in the pairs."""
-    from scipy import sparse
-
-    if len(cand) == 0:
-        return np.zeros(0, dtype=np.int64)
-    n_comm = int(max(community.max(), cand.max())) + 1
-    inc = sparse.csc_matrix((np.ones(len(community)), (frame, community)), shape=(n_frames, n_comm))
-    inc.data[:] = 1.0  # a community with several masks in one frame is in it once
-    uniq = np.unique(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), axis=0)
-    pm = sparse.csr_matrix((np.ones(len(uniq)), (uniq[:, 0], uniq[:, 1])), shape=(n_frames, n_frames))
-    x, y = cand[:, 0], cand[:, 1]
-    mx, my = inc[:, x], inc[:, y]
-    forward = np.asarray(mx.multiply(pm @ my).sum(axis=0)).ravel()
-    backward = np.asarray(my.multiply(pm @ mx).sum(axis=0)).ravel()
-    both = mx.multiply(my).tocsc()
-    twice = np.asarray(both.multiply(pm @ both).sum(axis=0)).ravel()
-    return np.rint(forward + backward - twice).astype(np.int64)
 
 
 def filter_communities(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "N"], min_size: int,

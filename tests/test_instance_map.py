@@ -20,7 +20,7 @@ import pytest
 from data_preprocess import communities as comm
 from data_preprocess import revisits
 from data_preprocess import touching as touch
-from data_preprocess.affinity import pair_support
+from data_preprocess.affinity import covisible_pairs, pair_support
 from data_preprocess.instance_map import MapConfig, main
 from instance_nerfacto.core.files import read_label_png
 from instance_nerfacto.eval.metrics import evaluate_dirs
@@ -284,6 +284,30 @@ def test_merge_fragments_tolerates_a_few_conflicting_frames() -> None:
         np.testing.assert_array_equal(merged(tol), membership)
 
 
+def test_merge_fragments_keeps_apart_communities_seen_side_by_side() -> None:
+    """Two objects that touch in every frame (X and Y, one mask each in frames 0-19) with correspondences between
+    them in every matched pair: the affinity passes and the cannot-link rule exempts touching masks, but they share
+    all their frames, which fragments of one object along a capture do not: kept apart. Negative control: allowing
+    shared frames (``max_shared=1``) fuses them; halves that share no frame are joined under the default."""
+    n_frames = 20
+    frame_of = np.r_[np.arange(n_frames), np.arange(n_frames)]
+    membership = np.r_[np.zeros(n_frames, dtype=np.int64), np.ones(n_frames, dtype=np.int64)]
+    touching = {(i, i + n_frames) for i in range(n_frames)}
+    pairs = np.array([(i, i + 1) for i in range(n_frames - 1)])
+    na, nb = np.arange(n_frames - 1), np.arange(n_frames + 1, 2 * n_frames)  # X in frame i <-> Y in frame i + 1
+    score = np.full(len(na), 0.9)
+
+    def merged(**kw) -> np.ndarray:
+        return comm.merge_fragments(membership, frame_of, na, nb, score, pairs, touching, 0.2, 0.3, **kw)
+
+    np.testing.assert_array_equal(merged(), membership)
+    assert len(set(merged(max_shared=1.0).tolist())) == 1
+    # the same correspondences between halves seen in frames 0-19 and 20-39: one object, joined
+    halves = comm.merge_fragments(membership, np.arange(2 * n_frames), na, nb, score,
+                                  np.array([(i, i + n_frames + 1) for i in range(n_frames - 1)]), set(), 0.2, 0.3)
+    assert len(set(halves.tolist())) == 1
+
+
 def test_covisible_pairs_counts_each_pair_once() -> None:
     """The sparse co-visibility count equals the definition: distinct pairs (i, j) with x in i and y in j or the other
     way round (a pair holding both ways, or listed twice, counts once)."""
@@ -298,10 +322,10 @@ def test_covisible_pairs_counts_each_pair_once() -> None:
     pair_set = {(int(i), int(j)) for i, j in pairs.tolist()}
     want = [sum(1 for i, j in pair_set if (i in frames_of[x] and j in frames_of[y]) or
                 (i in frames_of[y] and j in frames_of[x])) for x, y in cand.tolist()]
-    got = comm.covisible_pairs(community, frame, pairs, cand, n_frames)
+    got = covisible_pairs(community, frame, pairs, cand, n_frames)
     assert got.tolist() == want and max(want) > 0
     # hand-made: x in frames 0 and 1, y in frames 0 and 1; pairs (0, 1) and (1, 2): one pair, held both ways
-    one = comm.covisible_pairs(np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1]), np.array([[0, 1], [1, 2]]),
+    one = covisible_pairs(np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1]), np.array([[0, 1], [1, 2]]),
                                np.array([[0, 1]]), 3)
     assert one.tolist() == [1]
 
