@@ -330,8 +330,8 @@ def _run(cfg: MapConfig, engine, mask_dir: Path, output: Path, t_start: float, t
         collected = revisits.collect_points(membership, frame_of, offsets, lambda fs: frame_points(fs, sparse),
                                             min_masks)
         membership = revisits.merge_revisits(membership, frame_of, offsets, None, lambda f: cached_view(specs[f]),
-                                             agreement, collected=collected,  # hidden points: depth maps only
-                                             occlusion_tol=depth_tolerance(matcher_name) if dense_depth else None)
+                                             agreement, collected=collected,  # hidden points: views with depth
+                                             occlusion_tol=depth_tolerance(matcher_name) if views_have_depth else None)
     n_revisit = len(np.unique(membership))
     step("revisits")
     membership = comm.filter_communities(membership, frame_of, cfg.min_size, cfg.min_frames)
