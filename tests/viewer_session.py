@@ -36,6 +36,12 @@ def wait_for(condition: Callable[[], object], timeout: float, what: Union[str, C
         time.sleep(every)
 
 
+def wanted_colour(label: int, bright: bool = True) -> np.ndarray:
+    """The palette colour of ``label`` as the viewer shows it: bright when highlighted (or nothing is selected), a
+    quarter of it when dimmed."""
+    return PALETTE[label] if bright else (PALETTE[label] * 0.25).astype(np.int64)
+
+
 class ViewerPage:
     """The viewer page of one run, its canvas, and the server's log."""
 
@@ -149,14 +155,14 @@ class ViewerPage:
 
     def describe(self, xy: Tuple[int, int], label: int, bright: bool = True) -> str:
         """What a failed :meth:`shows` saw: the colour at ``xy``, the one wanted, and the id the colour is nearest."""
-        want = PALETTE[label] if bright else (PALETTE[label] * 0.25).astype(np.int64)
+        want = wanted_colour(label, bright)
         seen = self.colour_at(xy)
         nearest = int(np.abs(PALETTE[1 : self.max_id + 1] - seen).sum(-1).argmin()) + 1
         return (f"{xy}: colour {seen.astype(int).tolist()}, want {want.tolist()} (id {label}), "
                 f"nearest bright id {nearest}")
 
     def shows(self, xy: Tuple[int, int], label: int, bright: bool = True, tolerance: int = 45) -> bool:
-        want = PALETTE[label] if bright else (PALETTE[label] * 0.25).astype(np.int64)
+        want = wanted_colour(label, bright)
         return int(np.abs(self.colour_at(xy) - want).sum()) <= tolerance
 
     def click_canvas(self, xy: Tuple[int, int]) -> None:
