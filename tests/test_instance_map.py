@@ -326,7 +326,7 @@ def test_covisible_pairs_counts_each_pair_once() -> None:
     assert got.tolist() == want and max(want) > 0
     # hand-made: x in frames 0 and 1, y in frames 0 and 1; pairs (0, 1) and (1, 2): one pair, held both ways
     one = covisible_pairs(np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1]), np.array([[0, 1], [1, 2]]),
-                               np.array([[0, 1]]), 3)
+                          np.array([[0, 1]]), 3)
     assert one.tolist() == [1]
 
 
