@@ -16,6 +16,7 @@ from jaxtyping import Float, Int
 from scipy.cluster.hierarchy import DisjointSet
 
 from data_preprocess.affinity import covisible_pairs, pair_support
+from data_preprocess.local_moving import move_nodes
 
 
 def leiden(n_nodes: int, edges: Int[np.ndarray, "E 2"], weights: Float[np.ndarray, "E"], resolution: float,
@@ -141,7 +142,7 @@ def split_cannot_link(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray
 
     Inside such a community the edges are replayed strongest first (Kruskal), joining two parts only when the result
     still holds no two disjoint masks of one frame; so each wrong edge costs a split, not a fused object. ``refine``:
-    then move masks to the part that holds most of their edge weight (:func:`_move_nodes`). ``gate``
+    then move masks to the part that holds most of their edge weight (:func:`local_moving.move_nodes`). ``gate``
     (:class:`affinity.AffinityGate`): two parts join only when it allows it.
     """
     out = membership.copy()
@@ -170,7 +171,7 @@ def split_cannot_link(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray
             groups.union(a, b)
         part = {int(n): groups.find(int(n)) for n in nodes}
         if refine and len(set(part.values())) > 1:
-            _move_nodes(part, edges[inside], weights[inside], frame_of, touching)
+            move_nodes(part, edges[inside], weights[inside], frame_of, touching)
         # the part of the smallest root keeps the community's id, the others take new ids in order of their roots
         _, rank = np.unique(np.fromiter((part[n] for n in nodes.tolist()), dtype=np.int64, count=len(nodes)),
                             return_inverse=True)
@@ -178,39 +179,6 @@ def split_cannot_link(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray
         out[nodes[moved]] = next_id + rank[moved] - 1
         next_id += int(rank.max())
     return out
-
-
-def _move_nodes(part: Dict[int, int], edges: Int[np.ndarray, "E 2"], weights: Float[np.ndarray, "E"],
-                frame_of: Int[np.ndarray, "N"], touching: Set[Tuple[int, int]], sweeps: int = 3) -> None:
-    """Refine a greedy split in place: move each mask to the part holding most of its edge weight when the
-    cannot-link rule allows it (Leiden's local moving, with the constraint). Kruskal commits to the first strong
-    edges; one wrong edge early on leaves masks of one object stranded in the part of its neighbour."""
-    neighbours: Dict[int, List[Tuple[int, float]]] = {}
-    for (a, b), w in zip(edges.tolist(), weights.tolist()):
-        neighbours.setdefault(a, []).append((b, w))
-        neighbours.setdefault(b, []).append((a, w))
-    members: Dict[Tuple[int, int], List[int]] = {}
-    for n, p in part.items():
-        members.setdefault((p, int(frame_of[n])), []).append(n)
-    for _ in range(sweeps):
-        moved = False
-        for n in sorted(part):
-            pull: Dict[int, float] = {}
-            for m, w in neighbours.get(n, ()):
-                pull[part[m]] = pull.get(part[m], 0.0) + w
-            if not pull:
-                continue
-            best = min(pull, key=lambda p: (-pull[p], p))
-            cur, f = part[n], int(frame_of[n])
-            if best == cur or pull[best] <= pull.get(cur, 0.0):
-                continue
-            if any((min(m, n), max(m, n)) not in touching for m in members.get((best, f), ())):
-                continue
-            members[(cur, f)].remove(n)
-            members.setdefault((best, f), []).append(n)
-            part[n], moved = best, True
-        if not moved:
-            break
 
 
 def merge_fragments(membership: Int[np.ndarray, "N"], frame_of: Int[np.ndarray, "N"],

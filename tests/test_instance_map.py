@@ -22,6 +22,7 @@ from data_preprocess import revisits
 from data_preprocess import touching as touch
 from data_preprocess.affinity import covisible_pairs, pair_support
 from data_preprocess.instance_map import MapConfig, main
+from data_preprocess.local_moving import move_nodes
 from instance_nerfacto.core.files import read_label_png
 from instance_nerfacto.eval.metrics import evaluate_dirs
 
@@ -261,6 +262,24 @@ def test_split_refine_moves_a_mask_stranded_by_one_wrong_edge() -> None:
     assert greedy[3] == greedy[6] and greedy[7] not in (greedy[0], greedy[4])  # the failure being fixed
     out = comm.split_cannot_link(membership, frame_of, edges, weights, set(), refine=True)
     assert len(set(out[:4].tolist())) == 1 and len(set(out[4:].tolist())) == 1 and out[0] != out[4]
+
+
+def test_local_moving_sees_each_move_within_the_sweep_and_keeps_the_cannot_link_rule() -> None:
+    """One sweep, masks in id order. Mask 1 leaves part 10 for part 20 (pulled by 10 against 1); mask 2 holds to part
+    10 at the start of the sweep (3 against 2) but, once mask 1 has moved, part 20 pulls it with 5: it follows in the
+    same sweep, as in a plain loop over the masks. Mask 5 is pulled to part 20 too, where mask 6 of its frame is: it
+    moves only when the two touch."""
+    # frames: masks 0-4 one each; 5 and 6 share frame 9
+    frame_of = np.array([0, 1, 2, 3, 4, 9, 9])
+    edges = np.array([[0, 1], [1, 4], [2, 1], [2, 3], [5, 4], [5, 0]])
+    weights = np.array([1.0, 10.0, 3.0, 2.0, 4.0, 1.0])
+    start = {0: 10, 1: 10, 2: 10, 3: 20, 4: 20, 5: 10, 6: 20}
+    part = dict(start)
+    move_nodes(part, edges, weights, frame_of, set(), sweeps=1)
+    assert part == {**start, 1: 20, 2: 20}
+    part = dict(start)
+    move_nodes(part, edges, weights, frame_of, {(5, 6)}, sweeps=1)
+    assert part == {**start, 1: 20, 2: 20, 5: 20}
 
 
 def test_merge_fragments_tolerates_a_few_conflicting_frames() -> None:
