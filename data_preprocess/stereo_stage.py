@@ -15,8 +15,9 @@ from data_preprocess.pairs import PoseIndex, proxy_depth
 from data_preprocess.stereo import KEYFRAME_SPACING_DEG, keyframes, splatted_depth, stereo_depths
 from instance_nerfacto.core.files import atomic_save_npy
 
-STEREO_CACHE_VERSION = 4
-"""2: neighbours spaced by angle; 3: depth on the working grid (lenses, large photos); 4: keyframes."""
+STEREO_CACHE_VERSION = 5
+"""2: neighbours spaced by angle; 3: depth on the working grid (lenses, large photos); 4: keyframes; 5: flow at full
+resolution."""
 SPLAT_SOURCES = 2
 """Keyframes whose depth is splatted into a frame between keyframes (the nearest first, the next fills its holes)."""
 
