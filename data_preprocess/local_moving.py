@@ -11,7 +11,7 @@ from jaxtyping import Bool, Float, Int
 
 
 def move_nodes(part: Dict[int, int], edges: Int[np.ndarray, "E 2"], weights: Float[np.ndarray, "E"],
-                frame_of: Int[np.ndarray, "N"], touching: Set[Tuple[int, int]], sweeps: int = 3) -> None:
+               frame_of: Int[np.ndarray, "N"], touching: Set[Tuple[int, int]], sweeps: int = 3) -> None:
     """Refine a greedy split in place: move each mask to the part holding most of its edge weight when the
     cannot-link rule allows it (Leiden's local moving, with the constraint). Kruskal commits to the first strong
     edges; one wrong edge early on leaves masks of one object stranded in the part of its neighbour.
@@ -64,10 +64,10 @@ def _pulled_away(src: Int[np.ndarray, "L"], dst: Int[np.ndarray, "L"], w: Float[
                  part_of: Int[np.ndarray, "M"], n: int) -> Bool[np.ndarray, "M"]:
     """For each of ``n`` masks (links ``src`` -> ``dst`` of weight ``w``): whether some other part pulls it harder than
     its own part does."""
-    key = src * (int(part_of.max()) + 1) + part_of[dst]
-    groups, inverse = np.unique(key, return_inverse=True)
+    width = int(part_of.max()) + 1  # (mask, part) packed into one int64 key
+    groups, inverse = np.unique(src * width + part_of[dst], return_inverse=True)
     total = np.bincount(inverse, weights=w)
-    mask, grp_part = groups // (int(part_of.max()) + 1), groups % (int(part_of.max()) + 1)
+    mask, grp_part = groups // width, groups % width
     own = grp_part == part_of[mask]
     own_pull = np.zeros(n)
     own_pull[mask[own]] = total[own]
