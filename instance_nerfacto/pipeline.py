@@ -16,7 +16,6 @@ from typing import List, Optional, Type
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 
-from instance_nerfacto.core.settings import DEFAULT_GRID_RESOLUTION
 from instance_nerfacto.edit.viewer import install_edit_panel
 from instance_nerfacto.export.selection import export_selection
 from instance_nerfacto.merge.views import MergeViews, merge_callback
@@ -29,10 +28,9 @@ class InstancePipelineConfig(VanillaPipelineConfig):
     """VanillaPipeline plus end-of-training label merging and density-grid bake."""
 
     _target: Type = field(default_factory=lambda: InstancePipeline)
-    bake_resolution: int = DEFAULT_GRID_RESOLUTION
-    """Cells per side of the density grid baked right after training for the fast label renderer (ns-render, the
-    viewer, instance-render and instance-loc read the grid of their own resolution, 256 by default, and bake it on
-    first use when missing). 0 skips the bake: the first render pays for it instead."""
+    bake_after_training: bool = True
+    """Bake the density grid of the fast label renderer (ns-render, the viewer, instance-render and instance-loc read
+    it) right after training. False: the first render bakes it instead."""
 
 
 class InstancePipeline(VanillaPipeline):
@@ -61,8 +59,8 @@ class InstancePipeline(VanillaPipeline):
         model_config = self.model.config
         # the bake first: the merge reads labels through the fast renderer and its grid (labels never move density,
         # so merging does not invalidate it)
-        if self.config.bake_resolution > 0:
-            callbacks.append(bake_callback(training_callback_attributes, self.config.bake_resolution))
+        if self.config.bake_after_training:
+            callbacks.append(bake_callback(training_callback_attributes))
         if model_config.merge_after_training:
             how = MergeViews(views=model_config.merge_views, renderer=getattr(model_config, "merge_renderer", "fast"),
                              segmenter=model_config.merge_segmenter, weights=model_config.merge_weights)

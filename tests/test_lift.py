@@ -156,9 +156,9 @@ def render(config: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
 def test_train_checkpoint_loads_and_instance_render_writes_labels(lift_scene: Path, tmp_path: Path):
     # no end-of-training bake (256^3, most of this test's time on 2 cores) nor merge: the renders below bake a 32^3
     # grid, and the end-of-training merge and bake are the small_run fixture's (tests/small_run.py)
-    config = train(lift_scene, tmp_path / "outputs", 30, "--pipeline.bake-resolution", "0",
+    config = train(lift_scene, tmp_path / "outputs", 30, "--pipeline.bake-after-training", "False",
                    "--pipeline.model.merge-after-training", "False")
-    assert not list((config.parent / "label_render_cache").glob("density_grid_*.pt"))  # bake-resolution 0: none
+    assert not list((config.parent / "label_render_cache").glob("density_grid_*.pt"))  # no bake after training
     # the checkpoint loads through nerfstudio's own eval_setup (torch weights_only default) in a fresh process
     probe = ("import sys; from pathlib import Path; from nerfstudio.utils.eval_utils import eval_setup; "
              "_, p, _, step = eval_setup(Path(sys.argv[1]), test_mode='inference'); "

@@ -220,7 +220,7 @@ def test_instance_map_output_is_accepted_by_ns_train(tiny_scene_copy: Path, tmp_
     cmd = [sys.executable, "-c", "from nerfstudio.scripts.train import entrypoint; entrypoint()",
            "instance-nerfacto-small", "--data", str(tiny_scene_copy), "--machine.device-type", "cpu",
            "--max-num-iterations", "1", "--pipeline.model.merge-after-training", "False", "--vis", "tensorboard",
-           "--pipeline.bake-resolution", "0",
+           "--pipeline.bake-after-training", "False",
            "--viewer.quit-on-train-completion", "True",
            "--output-dir", str(tmp_path / "runs")]
     train = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=cli_env())
