@@ -273,53 +273,17 @@ def sift_correspondences(a: View, b: View, n_features: int = 4000, ratio: float 
 
 
 class LoFTRMatcher:
-    """kornia LoFTR with weights from a local file (never downloaded)."""
+    """kornia LoFTR (:class:`instance_nerfacto.core.loftr.LoFTRModel`, weights from a local file) between two posed
+    frames' undistorted images, kept where the poses' epipolar geometry agrees."""
 
     def __init__(self, weights: Path, device: str = "cpu", size: int = 320) -> None:
-        weights = Path(weights)
-        if not weights.is_file():  # before the heavy imports, so the error is immediate
-            fail("LoFTR weights file does not exist", weights, "pass --weights a local LoFTR checkpoint (.ckpt/.pth)")
-        import torch
-        from kornia.feature import LoFTR
+        from instance_nerfacto.core.loftr import LoFTRModel
 
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as err:
-            fail(f"cannot load LoFTR weights ({type(err).__name__})", weights, "pass a kornia LoFTR state dict")
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-        self.model = LoFTR(pretrained=None)
-        try:
-            self.model.load_state_dict(state)
-        except Exception as err:
-            fail(f"LoFTR weights do not fit the model ({str(err).splitlines()[0]})", weights,
-                 "pass the outdoor/indoor LoFTR checkpoint kornia uses")
-        self.model.eval().to(device)
-        self.device = device
-        self.size = size
-
-    def _tensor(self, view: View):
-        import cv2
-        import torch
-
-        g = view_gray(view)
-        scale = self.size / max(g.shape)
-        h8, w8 = max(8, int(round(g.shape[0] * scale / 8)) * 8), max(8, int(round(g.shape[1] * scale / 8)) * 8)
-        g = cv2.resize(g, (w8, h8), interpolation=cv2.INTER_AREA)
-        sx, sy = view.width / w8, view.height / h8
-        return torch.from_numpy(g).float().div(255)[None, None].to(self.device), np.array([sx, sy])
+        self.model = LoFTRModel(weights, device=device, size=size)
 
     def __call__(self, a: View, b: View, epi_tol: float = 2.0, min_confidence: float = 0.2) -> Correspondences:
-        import torch
-
-        ta, sa = self._tensor(a)
-        tb, sb = self._tensor(b)
-        with torch.inference_mode():
-            out = self.model({"image0": ta, "image1": tb})
-        conf = out["confidence"].cpu().numpy()
-        keep = conf >= min_confidence
-        pa = out["keypoints0"].cpu().numpy()[keep] * sa
-        pb = out["keypoints1"].cpu().numpy()[keep] * sb
-        return _sparse(a, b, pa.astype(np.float64), pb.astype(np.float64), epi_tol)
+        pa, pb, _ = self.model.match(view_gray(a), view_gray(b), min_confidence)
+        return _sparse(a, b, pa, pb, epi_tol)
 
 
 def make_matcher(name: str, weights: Optional[Path] = None) -> Callable[[View, View], Correspondences]:

@@ -239,16 +239,31 @@ def guided_refinement(pixels: Float[np.ndarray, "N 2"], descriptors: Float[np.nd
     return c2w, inliers, error, query, train
 
 
+PairMatcher = Callable[[UInt8[np.ndarray, "H W"], Int[np.ndarray, "K"]],
+                       Tuple[Float[np.ndarray, "P 2"], Float[np.ndarray, "P 3"], Int[np.ndarray, "P"]]]
+"""A learned pair matcher (:class:`instance_nerfacto.loc.register_pairs.LoFTRPairs`): (photo's gray image, training
+images to match it with) -> (photo pixels, their world points, the training image of each)."""
+
+
 def register_photo(rgb: UInt8[np.ndarray, "H W 3"], camera: CameraModel, world: MapFeatures,
-                   params: RegisterParams) -> Registration:
+                   params: RegisterParams, pairs: Optional[PairMatcher] = None) -> Registration:
     """Register one photo (its camera model in nerfstudio's convention) against the map's training images: a first
     pose from matches against the whole map, then rounds of guided matching at that pose, each kept when it explains
-    more keypoints."""
-    from instance_nerfacto.loc.register_match import map_matches, retrieval_matches
+    more keypoints. With a learned pair matcher ``pairs``, the pose comes from its matches with the retrieved training
+    images instead (PnP and refinement on them, hloc's recipe; no SIFT matching but the retrieval's)."""
+    from instance_nerfacto.loc.register_match import map_matches, retrieval_matches, retrieve
 
-    photo = sift_features(to_gray(rgb), params)
-    pixels = undistorted_keypoints(photo.keypoints, camera)
+    gray = to_gray(rgb)
+    photo = sift_features(gray, params)
     K = camera_matrix(camera.fx, camera.fy, camera.cx, camera.cy)
+    if pairs is not None:
+        photo_px, points, owners = pairs(gray, retrieve(photo.descriptors, world, params.pair_images))
+        c2w, inliers, error = solve_pose(points, undistorted_keypoints(photo_px, camera), K, params)
+        seen_by = [int(i) for i in most_common(owners[inliers], len(world.images), params.top_k)]
+        reason = acceptance_failure(c2w, len(inliers), len(photo_px), error, world.camera_centres, params)
+        return Registration(not reason, c2w if not reason else None, len(inliers), len(photo_px), error, seen_by,
+                            reason, len(inliers))
+    pixels = undistorted_keypoints(photo.keypoints, camera)
     points = world.points()
     query, train = map_matches(photo.descriptors, world, params)
     c2w, inliers, error = solve_pose(points[train], pixels[query], K, params)
@@ -301,7 +316,7 @@ def map_features(rgbs: Callable[[int], UInt8[np.ndarray, "H W 3"]], depths: Call
     descriptors = np.concatenate([f.descriptors for f in images]) if images else np.zeros((0, 128), np.float32)
     owner = np.concatenate([np.full(len(f.descriptors), i, np.int64) for i, f in enumerate(images)]) if images \
         else np.zeros(0, np.int64)
-    return MapFeatures(images, descriptors, owner, centres)
+    return MapFeatures(images, descriptors, owner, centres, read_rgb=rgbs, lift=depths)
 
 
 def rotation_error_deg(c2w_a: np.ndarray, c2w_b: np.ndarray) -> float:

@@ -13,7 +13,7 @@ import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -24,6 +24,11 @@ from instance_nerfacto.core.errors import fail
 from instance_nerfacto.core.files import atomic_write_json, read_image_size
 from instance_nerfacto.loc.inputs import load_given_regions
 from instance_nerfacto.loc.register import appearance_agreement, register_photo
+from instance_nerfacto.loc.register_features import RegisterParams
+from instance_nerfacto.loc.register_pairs import LoFTRPairs
+
+if TYPE_CHECKING:
+    from instance_nerfacto.core.loftr import LoFTRModel
 
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -160,6 +165,21 @@ def poses_json(frames: List[Frame], output: Path) -> dict:
     return meta
 
 
+def pair_model(params: RegisterParams) -> Optional["LoFTRModel"]:
+    """The LoFTR model of ``--register.matcher loftr`` (None for SIFT), loaded from its local weights file."""
+    if params.matcher == "sift":
+        if params.weights is not None:
+            fail("--register.weights is read by --register.matcher loftr only", params.weights,
+                 "add --register.matcher loftr to register with LoFTR, or leave out --register.weights")
+        return None
+    import torch
+
+    from instance_nerfacto.core.loftr import LoFTRModel
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return LoFTRModel(params.weights, device=device, size=params.pair_size, flag="--register.weights")
+
+
 def register_images(cfg) -> Tuple[object, object, Dict[str, Dict]]:
     """Register ``cfg.images`` against ``cfg.run.load_config``'s map; returns the config to localize the registered
     photos with (``--data <output>/poses.json``), the loaded run, and per photo its registration record."""
@@ -193,11 +213,13 @@ def register_images(cfg) -> Tuple[object, object, Dict[str, Dict]]:
     if cfg.masks is not None:
         for frame in frames:
             load_given_regions(cfg.masks, frame)  # a missing or misfit mask file stops here, not after registration
+    loftr = pair_model(cfg.register)  # a missing or misfit weights file stops here, before the map is loaded
     run = load_run(cfg.run.load_config, cfg.run.load_step)
     started = time.perf_counter()
     world, lifted_by = run_map_features(run, train_frames, cfg.register, cfg.lift, cfg.grid_resolution,
                                         cfg.num_samples)
     map_s = time.perf_counter() - started
+    pairs = None if loftr is None else LoFTRPairs(loftr, world, cfg.register)
     registered: List[Frame] = []
     records: Dict[str, Dict] = {}
     grid = cached_density_grid(run.model.field, run.checkpoint, run.step, cfg.grid_resolution)
@@ -205,7 +227,7 @@ def register_images(cfg) -> Tuple[object, object, Dict[str, Dict]]:
     for frame in frames:
         start = time.perf_counter()
         rgb = read_photo_rgb(frame)
-        result = register_photo(rgb, frame.camera, world, cfg.register)
+        result = register_photo(rgb, frame.camera, world, cfg.register, pairs)
         agreement = None
         if result.registered:
             agreement = appearance_agreement(rgb, rendered_view(run, grid, result.c2w, frame))
@@ -213,7 +235,8 @@ def register_images(cfg) -> Tuple[object, object, Dict[str, Dict]]:
                 result = dataclasses.replace(result, registered=False, c2w=None, reason=(
                     f"the map seen from the pose found does not look like the photo (agreement {agreement:.2f}, "
                     f"need {cfg.register.min_agreement})"))
-        record = {"registered": result.registered, "inliers": result.inliers, "seed_inliers": result.seed_inliers,
+        record = {"registered": result.registered, "matcher": cfg.register.matcher, "inliers": result.inliers,
+                  "seed_inliers": result.seed_inliers,
                   "correspondences": result.correspondences,
                   "reprojection_error_px": round(result.error_px, 3) if np.isfinite(result.error_px) else None,
                   "appearance_agreement": None if agreement is None else round(agreement, 3),
@@ -225,8 +248,10 @@ def register_images(cfg) -> Tuple[object, object, Dict[str, Dict]]:
             record["reason"] = result.reason
             say(f"instance-loc: photo '{frame.image_path.name}' not registered: {result.reason}; it gets no ids")
         records[frame.stem] = record
+    matched_by = ("SIFT" if loftr is None else
+                  f"LoFTR from '{cfg.register.weights}' with {cfg.register.pair_images} retrieved images each")
     say(f"instance-loc: registered {len(registered)} of {len(frames)} photos against {len(train_frames)} training "
-        f"images (keypoints lifted by the {lifted_by}; map features {map_s:.1f} s)")
+        f"images (matched by {matched_by}; keypoints lifted by the {lifted_by}; map features {map_s:.1f} s)")
     poses = cfg.output / "poses.json"
     atomic_write_json(poses, poses_json(registered, cfg.output))
     if not registered:

@@ -7,7 +7,8 @@ matching), which both import them from here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from pathlib import Path
+from typing import Callable, List, Literal, Optional, Tuple
 
 import numpy as np
 from jaxtyping import Float, Int
@@ -68,6 +69,18 @@ class RegisterParams:
     best one on another 3D point in the radius."""
     guided_max_distance: float = 0.7
     """... and closer than this (RootSIFT descriptors are unit vectors: distances 0..sqrt(2))."""
+    matcher: Literal["sift", "loftr"] = "sift"
+    """What the first pose comes from: 'sift' (weight-free: the photo's SIFT keypoints against the whole map, then
+    the retrieved images, then guided matching coarse to fine), or 'loftr' (kornia LoFTR between the photo and each of
+    the ``pair_images`` retrieved training images, pooled for PnP; needs ``weights``)."""
+    weights: Optional[Path] = None
+    """Local LoFTR weights file for ``matcher`` 'loftr' (a kornia LoFTR state dict; never downloaded)."""
+    pair_images: int = 5
+    """'loftr': training images retrieved (by SIFT votes) and matched with each photo."""
+    pair_size: int = 640
+    """'loftr': longer side (pixels) both images are resized to before matching (LoFTR was trained at 640x480)."""
+    pair_confidence: float = 0.2
+    """'loftr': matches below this confidence are dropped."""
     min_agreement: float = 0.6
     """Last gate: the map's colour rendered at the pose (a coarse 40x30 view) must correlate with the photo by at
     least this much (:func:`appearance_agreement`). Measured on the demo rooms (seeds 5 and 7, maps with and without
@@ -98,6 +111,11 @@ class MapFeatures:
     """Index of the training image of each stacked descriptor."""
     camera_centres: Float[np.ndarray, "M 3"]
     """Training camera centres (transforms.json frame): bounds where a registered camera may be."""
+    read_rgb: Optional[Callable[[int], np.ndarray]] = None
+    """The colour (uint8 [H, W, 3]) of training image i, read again on demand (a pair matcher needs its pixels)."""
+    lift: Optional[Callable[[int, np.ndarray], np.ndarray]] = None
+    """World points of pixels (OpenCV coordinates, [N, 2]) of training image i, NaN where unknown: the lifting of its
+    keypoints, for any pixel."""
     _index: Optional[object] = None
     _points: Optional[np.ndarray] = None
 

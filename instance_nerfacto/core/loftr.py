@@ -1,0 +1,81 @@
+"""LoFTR (kornia) from a local weights file: pixel matches between two grayscale images.
+
+The one owner of loading LoFTR and of mapping its matches back to the images' pixels, for InstanceMap's ``--matcher
+loftr`` (:mod:`data_preprocess.matching`) and for registering photos (``instance-loc --images --register.matcher
+loftr``, :mod:`instance_nerfacto.loc.register_pairs`). Weights are never downloaded: a missing or misfit file is one
+line saying so, before anything else is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+from jaxtyping import Float, UInt8
+
+from instance_nerfacto.core.errors import fail
+
+
+class LoFTRModel:
+    """kornia LoFTR with weights from a local file (a kornia LoFTR state dict, or a checkpoint holding one under
+    ``state_dict``)."""
+
+    def __init__(self, weights: Optional[Path], device: str = "cpu", size: int = 320,
+                 flag: str = "--weights") -> None:
+        if weights is None:
+            fail("LoFTR needs a local weights file", None, f"pass {flag} a LoFTR checkpoint (.ckpt/.pth)")
+        weights = Path(weights)
+        if not weights.is_file():  # before the heavy imports, so the error is immediate
+            fail("LoFTR weights file does not exist", weights, f"pass {flag} a local LoFTR checkpoint (.ckpt/.pth)")
+        import torch
+        from kornia.feature import LoFTR
+
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as err:
+            fail(f"cannot load LoFTR weights ({type(err).__name__})", weights, "pass a kornia LoFTR state dict")
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        self.model = LoFTR(pretrained=None)
+        try:
+            self.model.load_state_dict(state)
+        except Exception as err:
+            fail(f"LoFTR weights do not fit the model ({str(err).splitlines()[0]})", weights,
+                 "pass the outdoor/indoor LoFTR checkpoint kornia uses")
+        self.model.eval().to(device)
+        self.device = device
+        self.size = size
+        """Longer side (pixels) the images are resized to before matching, each side a multiple of 8 (LoFTR's coarse
+        level is 1/8 of the input)."""
+
+    def _tensor(self, gray: UInt8[np.ndarray, "H W"]):
+        import cv2
+        import torch
+
+        scale = self.size / max(gray.shape)
+        h8 = max(8, int(round(gray.shape[0] * scale / 8)) * 8)
+        w8 = max(8, int(round(gray.shape[1] * scale / 8)) * 8)
+        small = cv2.resize(np.ascontiguousarray(gray), (w8, h8), interpolation=cv2.INTER_AREA)
+        tensor = torch.from_numpy(small).float().div(255)[None, None].to(self.device)
+        return tensor, np.array([gray.shape[1] / w8, gray.shape[0] / h8])
+
+    def match(self, gray_a: UInt8[np.ndarray, "Ha Wa"], gray_b: UInt8[np.ndarray, "Hb Wb"],
+              min_confidence: float = 0.2
+              ) -> Tuple[Float[np.ndarray, "M 2"], Float[np.ndarray, "M 2"], Float[np.ndarray, "M"]]:
+        """Matches between two images: (x, y) in image a, (x, y) in image b (OpenCV pixel coordinates of the
+        images as given, pixel centres at integers) and LoFTR's confidence, those at ``min_confidence`` or above."""
+        import torch
+
+        ta, sa = self._tensor(gray_a)
+        tb, sb = self._tensor(gray_b)
+        # LoFTR's confidence is its coarse level's: its own threshold there (0.2 in kornia's config) would drop matches
+        # below 0.2 whatever is asked, so it is set to the one asked for
+        self.model.coarse_matching.thr = min_confidence
+        with torch.inference_mode():
+            out = self.model({"image0": ta, "image1": tb})
+        confidence = out["confidence"].cpu().numpy().astype(np.float64)
+        keep = confidence >= min_confidence
+        # resized pixel centres -> the image's own: x = (x' + 0.5) * scale - 0.5
+        pa = (out["keypoints0"].cpu().numpy()[keep].astype(np.float64) + 0.5) * sa - 0.5
+        pb = (out["keypoints1"].cpu().numpy()[keep].astype(np.float64) + 0.5) * sb - 0.5
+        return pa, pb, confidence[keep]
