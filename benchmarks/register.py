@@ -13,6 +13,7 @@ Per room (``instance-synth --preset demo --seed S``, trained with ``instance-ner
 - photos of another room (``--other-seed``): how many got a pose (must be 0).
 
     .venv/bin/python benchmarks/register.py --out /tmp/bench_register --seeds 5 6 [--no-depth] [--iterations 1000]
+        [--matcher loftr --loftr-weights FILE]
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from instance_nerfacto.core.dataset import load_dataset  # noqa: E402
+from instance_nerfacto.core.errors import InputError  # noqa: E402
 from instance_nerfacto.core.files import read_image_size, write_label_png  # noqa: E402
 from instance_nerfacto.core.runs import RunOptions  # noqa: E402
 from instance_nerfacto.eval.metrics import evaluate_dirs  # noqa: E402
 from instance_nerfacto.loc.cli import LocConfig  # noqa: E402
 from instance_nerfacto.loc.cli import main as loc_main  # noqa: E402
-from instance_nerfacto.loc.register import rotation_error_deg  # noqa: E402
+from instance_nerfacto.loc.register import RegisterParams, rotation_error_deg  # noqa: E402
 
 
 def room(out: Path, preset: str, seed: int) -> Path:
@@ -127,7 +129,8 @@ def error_summary(rotation: List[float], translation: List[float]) -> Dict:
             "translation_rel_median": stat(translation, 50), "translation_rel_p90": stat(translation, 90)}
 
 
-def measure(config: Path, scene: Path, photos: Path, work: Path, applied: np.ndarray) -> Dict:
+def measure(config: Path, scene: Path, photos: Path, work: Path, applied: np.ndarray, register: RegisterParams
+            ) -> Dict:
     stems = sorted(f.stem for f in load_dataset(photos).frames)
     truth = {f.stem: applied @ f.c2w for f in load_dataset(photos).frames}
     synth = json.loads((scene / "synth.json").read_text())
@@ -136,7 +139,12 @@ def measure(config: Path, scene: Path, photos: Path, work: Path, applied: np.nda
     for folder in (out_reg, out_true):
         shutil.rmtree(folder, ignore_errors=True)
     run = RunOptions(load_config=config)
-    report = loc_main(LocConfig(output=out_reg, run=run, images=photos / "images", masks=photos / "masks"))
+    try:
+        report = loc_main(LocConfig(output=out_reg, run=run, images=photos / "images", masks=photos / "masks",
+                                    register=register))
+    except InputError as err:  # no photo registered: instance-loc stops with one line, loc.json has each record
+        print(f"  ({photos.name}: {err.line()})")
+        report = json.loads((out_reg / "loc.json").read_text())
     loc_main(LocConfig(output=out_true, run=run, data=pose_file_at_truth(photos, applied, work / "t.json"),
                        masks=photos / "masks", split="all"))
     poses = {f.stem: f.c2w for f in load_dataset(out_reg / "poses.json").frames}
@@ -156,7 +164,7 @@ def measure(config: Path, scene: Path, photos: Path, work: Path, applied: np.nda
     }
 
 
-def other_room(config: Path, other: Path, work: Path) -> Dict:
+def other_room(config: Path, other: Path, work: Path, register: RegisterParams) -> Dict:
     photos = work / "other_room"
     shutil.rmtree(photos, ignore_errors=True)
     photos.mkdir(parents=True)
@@ -166,7 +174,7 @@ def other_room(config: Path, other: Path, work: Path) -> Dict:
     shutil.rmtree(out, ignore_errors=True)
     try:
         report = loc_main(LocConfig(output=out, run=RunOptions(load_config=config), images=photos,
-                                    masks=other / "masks"))
+                                    masks=other / "masks", register=register))
     except Exception as err:  # every photo refused: instance-loc stops with one line (the result we want)
         print(f"  (other room: {err})")
     report = json.loads((out / "loc.json").read_text())
@@ -183,7 +191,13 @@ def main() -> None:
     parser.add_argument("--no-depth", action="store_true", help="train on the rooms without their depth maps")
     parser.add_argument("--path-views", type=int, default=20)
     parser.add_argument("--other-seed", type=int, default=99)
+    parser.add_argument("--matcher", choices=("sift", "loftr"), default="sift",
+                        help="what gives the first pose (instance-loc --register.matcher)")
+    parser.add_argument("--loftr-weights", type=Path, help="local LoFTR weights for --matcher loftr")
+    parser.add_argument("--pair-images", type=int, default=RegisterParams.pair_images,
+                        help="--matcher loftr: retrieved training images matched per photo")
     args = parser.parse_args()
+    register = RegisterParams(matcher=args.matcher, weights=args.loftr_weights, pair_images=args.pair_images)
     out = args.out.resolve()
     other = room(out, args.preset, args.other_seed)
     results = {}
@@ -193,12 +207,12 @@ def main() -> None:
         config = trained(scene, work, args.iterations, not args.no_depth)
         # instance_lift.prepare_scene copies the room as it is: the training frame is the room's own
         applied = np.eye(4)
-        rows = {kind: measure(config, scene, photo_set(scene, work, kind, args.path_views), work, applied)
+        rows = {kind: measure(config, scene, photo_set(scene, work, kind, args.path_views), work, applied, register)
                 for kind in ("path", "held-out")}
-        rows["other room"] = other_room(config, other, work)
+        rows["other room"] = other_room(config, other, work, register)
         results[f"{args.preset}{seed}"] = rows
         print(f"\n{args.preset} seed {seed}, map {'without' if args.no_depth else 'with'} depth maps, "
-              f"{args.iterations} iterations (load {os.getloadavg()[0]:.2f})")
+              f"{args.iterations} iterations, matched by {args.matcher} (load {os.getloadavg()[0]:.2f})")
         for kind in ("path", "held-out"):
             r = rows[kind]
             med = "-" if r["rotation_deg_median"] is None else (
@@ -210,7 +224,8 @@ def main() -> None:
                   f" s/photo register {r['register_s']:.3f} + query {r['query_s']:.3f}")
         o = rows["other room"]
         print(f"  another room: {o['accepted']}/{o['photos']} photos got a pose (max {o['max_inliers']} inliers)")
-    (out / f"result_{'no_depth' if args.no_depth else 'depth'}.json").write_text(json.dumps(results, indent=2))
+    name = f"result_{'no_depth' if args.no_depth else 'depth'}{'_loftr' if args.matcher == 'loftr' else ''}.json"
+    (out / name).write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -99,6 +99,25 @@ def test_lifted_pair_matches_drop_pixels_without_a_point_and_keep_each_images_ow
     np.testing.assert_array_equal(owners, [3, 5])
 
 
+def test_loftr_pixels_map_back_to_the_images_own_and_images_are_never_enlarged(tmp_path: Path):
+    """Exact values: the first pixel's centre of an image shrunk by 2 lies between the image's first two pixels; an
+    image smaller than the matching size is matched at its own size (sides rounded to multiples of 8)."""
+    import torch
+    from kornia.feature import LoFTR
+
+    from instance_nerfacto.core.loftr import LoFTRModel, resized_to_image
+
+    np.testing.assert_allclose(resized_to_image(np.array([[0.0, 0.0], [9.0, 4.0]]), np.array([2.0, 4.0])),
+                               [[0.5, 1.5], [18.5, 17.5]])
+    np.testing.assert_allclose(resized_to_image(np.array([[3.25, 7.0]]), np.array([1.0, 1.0])), [[3.25, 7.0]])
+    torch.save(LoFTR(pretrained=None).state_dict(), tmp_path / "loftr.pth")
+    model = LoFTRModel(tmp_path / "loftr.pth", size=320)
+    small, scale = model._tensor(np.zeros((120, 160), np.uint8))
+    assert tuple(small.shape[-2:]) == (120, 160) and tuple(scale) == (1.0, 1.0)
+    large, scale = model._tensor(np.zeros((480, 640), np.uint8))
+    assert tuple(large.shape[-2:]) == (240, 320) and tuple(scale) == (2.0, 2.0)
+
+
 def test_loftr_registration_runs_from_random_local_weights_and_accepts_no_wrong_pose(
         small_run: SmallRun, tmp_path: Path):
     """instance-loc --images --register.matcher loftr with randomly initialised LoFTR weights saved to a temporary

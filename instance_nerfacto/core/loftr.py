@@ -45,14 +45,14 @@ class LoFTRModel:
         self.model.eval().to(device)
         self.device = device
         self.size = size
-        """Longer side (pixels) the images are resized to before matching, each side a multiple of 8 (LoFTR's coarse
-        level is 1/8 of the input)."""
+        """Longer side (pixels) a larger image is shrunk to before matching; each side is then rounded to a multiple
+        of 8 (LoFTR's coarse level is 1/8 of the input)."""
 
     def _tensor(self, gray: UInt8[np.ndarray, "H W"]):
         import cv2
         import torch
 
-        scale = self.size / max(gray.shape)
+        scale = min(1.0, self.size / max(gray.shape))  # shrunk, never enlarged: more pixels would add no detail
         h8 = max(8, int(round(gray.shape[0] * scale / 8)) * 8)
         w8 = max(8, int(round(gray.shape[1] * scale / 8)) * 8)
         small = cv2.resize(np.ascontiguousarray(gray), (w8, h8), interpolation=cv2.INTER_AREA)
@@ -75,7 +75,12 @@ class LoFTRModel:
             out = self.model({"image0": ta, "image1": tb})
         confidence = out["confidence"].cpu().numpy().astype(np.float64)
         keep = confidence >= min_confidence
-        # resized pixel centres -> the image's own: x = (x' + 0.5) * scale - 0.5
-        pa = (out["keypoints0"].cpu().numpy()[keep].astype(np.float64) + 0.5) * sa - 0.5
-        pb = (out["keypoints1"].cpu().numpy()[keep].astype(np.float64) + 0.5) * sb - 0.5
+        pa = resized_to_image(out["keypoints0"].cpu().numpy()[keep], sa)
+        pb = resized_to_image(out["keypoints1"].cpu().numpy()[keep], sb)
         return pa, pb, confidence[keep]
+
+
+def resized_to_image(xy: Float[np.ndarray, "M 2"], scale: Float[np.ndarray, "2"]) -> Float[np.ndarray, "M 2"]:
+    """OpenCV pixel coordinates in a resized image -> in the image itself, ``scale`` = (image width / resized width,
+    image height / resized height): pixel centres sit at integers in both, so x = (x' + 0.5) * scale - 0.5."""
+    return (np.asarray(xy, np.float64) + 0.5) * np.asarray(scale, np.float64) - 0.5

@@ -58,7 +58,8 @@ class LocConfig:
     frame; file paths relative to the JSON's folder)."""
     images: Optional[Path] = None
     """Folder of photos without poses (png/jpg), instead of --data: each is registered against the map (SIFT
-    matches with the training images, lifted to 3D, PnP), then localized at that pose. Registered poses go to
+    matches with the training images, or LoFTR's with --register.matcher loftr, lifted to 3D, PnP), then localized at
+    that pose. Registered poses go to
     <output>/poses.json (reusable as --data); a photo that cannot be registered gets no ids."""
     intrinsics: Optional[Tuple[float, float, float, float]] = None
     """--images: the photos' camera as FX FY CX CY (pixels); default the training camera's. A photo of another size

@@ -26,6 +26,10 @@ registered (:func:`register_photo`; the matching is in :mod:`instance_nerfacto.l
    chance matches by the dozen wherever the rooms share textures (the demo rooms do: up to 235 inliers), so for
    them the inlier gates are no longer what refuses it; the rendered colour is.
 
+With a learned pair matcher (``matcher`` 'loftr', :mod:`instance_nerfacto.loc.register_pairs`), steps 1-3 are
+replaced: the photo is matched with each of the ``pair_images`` training images retrieved by SIFT votes, the matches
+are lifted by the map's depth and pooled, and the pose is PnP and refinement on them; the acceptance gates are the same.
+
 Poses are OpenGL camera-to-world matrices (nerfstudio's convention, as in transforms.json); OpenCV's PnP works in
 OpenCV's (x right, y down, z forward), converted with :data:`OPENGL_TO_OPENCV` at the boundary.
 """
