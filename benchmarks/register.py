@@ -147,7 +147,8 @@ def measure(config: Path, scene: Path, photos: Path, work: Path, applied: np.nda
         report = json.loads((out_reg / "loc.json").read_text())
     loc_main(LocConfig(output=out_true, run=run, data=pose_file_at_truth(photos, applied, work / "t.json"),
                        masks=photos / "masks", split="all"))
-    poses = {f.stem: f.c2w for f in load_dataset(out_reg / "poses.json").frames}
+    listed = json.loads((out_reg / "poses.json").read_text())["frames"]
+    poses = {f.stem: f.c2w for f in load_dataset(out_reg / "poses.json").frames} if listed else {}
     rotation = [rotation_error_deg(poses[s], truth[s]) for s in poses]
     translation = [float(np.linalg.norm(poses[s][:3, 3] - truth[s][:3, 3])) / extent for s in poses]
     scored = with_refused_blank(out_reg, photos, stems, work / f"{photos.name}_registered_all")
