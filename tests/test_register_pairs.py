@@ -105,17 +105,22 @@ def test_loftr_pixels_map_back_to_the_images_own_and_images_are_never_enlarged(t
     import torch
     from kornia.feature import LoFTR
 
-    from instance_nerfacto.core.loftr import LoFTRModel, resized_to_image
+    from instance_nerfacto.core.loftr import LoFTRModel, resized_to_image, shrunk
 
     np.testing.assert_allclose(resized_to_image(np.array([[0.0, 0.0], [9.0, 4.0]]), np.array([2.0, 4.0])),
                                [[0.5, 1.5], [18.5, 17.5]])
     np.testing.assert_allclose(resized_to_image(np.array([[3.25, 7.0]]), np.array([1.0, 1.0])), [[3.25, 7.0]])
+    small, scale = shrunk(np.zeros((120, 160), np.uint8), 320)
+    assert small.shape == (120, 160) and tuple(scale) == (1.0, 1.0)
+    large, scale = shrunk(np.zeros((480, 640), np.uint8), 320)
+    assert large.shape == (240, 320) and tuple(scale) == (2.0, 2.0)
+    odd, scale = shrunk(np.zeros((1000, 1500), np.uint8), 640)  # sides rounded to multiples of 8
+    assert odd.shape == (424, 640) and np.allclose(scale, [1500 / 640, 1000 / 424])
+    again, scale = shrunk(odd, 640)
+    assert again is odd and tuple(scale) == (1.0, 1.0)  # a training image cached shrunk is matched as it is
     torch.save(LoFTR(pretrained=None).state_dict(), tmp_path / "loftr.pth")
-    model = LoFTRModel(tmp_path / "loftr.pth", size=320)
-    small, scale = model._tensor(np.zeros((120, 160), np.uint8))
-    assert tuple(small.shape[-2:]) == (120, 160) and tuple(scale) == (1.0, 1.0)
-    large, scale = model._tensor(np.zeros((480, 640), np.uint8))
-    assert tuple(large.shape[-2:]) == (240, 320) and tuple(scale) == (2.0, 2.0)
+    tensor, scale = LoFTRModel(tmp_path / "loftr.pth", size=320)._tensor(np.zeros((480, 640), np.uint8))
+    assert tuple(tensor.shape) == (1, 1, 240, 320) and tuple(scale) == (2.0, 2.0)
 
 
 def test_loftr_registration_runs_from_random_local_weights_and_accepts_no_wrong_pose(

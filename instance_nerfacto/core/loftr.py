@@ -49,15 +49,10 @@ class LoFTRModel:
         of 8 (LoFTR's coarse level is 1/8 of the input)."""
 
     def _tensor(self, gray: UInt8[np.ndarray, "H W"]):
-        import cv2
         import torch
 
-        scale = min(1.0, self.size / max(gray.shape))  # shrunk, never enlarged: more pixels would add no detail
-        h8 = max(8, int(round(gray.shape[0] * scale / 8)) * 8)
-        w8 = max(8, int(round(gray.shape[1] * scale / 8)) * 8)
-        small = cv2.resize(np.ascontiguousarray(gray), (w8, h8), interpolation=cv2.INTER_AREA)
-        tensor = torch.from_numpy(small).float().div(255)[None, None].to(self.device)
-        return tensor, np.array([gray.shape[1] / w8, gray.shape[0] / h8])
+        small, scale = shrunk(gray, self.size)
+        return torch.from_numpy(small).float().div(255)[None, None].to(self.device), scale
 
     def match(self, gray_a: UInt8[np.ndarray, "Ha Wa"], gray_b: UInt8[np.ndarray, "Hb Wb"],
               min_confidence: float = 0.2
@@ -78,6 +73,20 @@ class LoFTRModel:
         pa = resized_to_image(out["keypoints0"].cpu().numpy()[keep], sa)
         pb = resized_to_image(out["keypoints1"].cpu().numpy()[keep], sb)
         return pa, pb, confidence[keep]
+
+
+def shrunk(gray: UInt8[np.ndarray, "H W"], size: int) -> Tuple[UInt8[np.ndarray, "h w"], Float[np.ndarray, "2"]]:
+    """The image as LoFTR matches it: shrunk so that its longer side is at most ``size`` (never enlarged: more pixels
+    would add no detail), each side rounded to a multiple of 8 (LoFTR's coarse level is 1/8 of the input); and the
+    (x, y) scale back to the image's own pixels (:func:`resized_to_image`). An image already so is returned as is."""
+    import cv2
+
+    scale = min(1.0, size / max(gray.shape))
+    h8 = max(8, int(round(gray.shape[0] * scale / 8)) * 8)
+    w8 = max(8, int(round(gray.shape[1] * scale / 8)) * 8)
+    small = gray if (h8, w8) == gray.shape else cv2.resize(np.ascontiguousarray(gray), (w8, h8),
+                                                            interpolation=cv2.INTER_AREA)
+    return small, np.array([gray.shape[1] / w8, gray.shape[0] / h8])
 
 
 def resized_to_image(xy: Float[np.ndarray, "M 2"], scale: Float[np.ndarray, "2"]) -> Float[np.ndarray, "M 2"]:

@@ -46,7 +46,8 @@ def lifted_pair_matches(matches: List[Tuple[int, PixelMatches]],
 
 
 GRAY_CACHE = 64
-"""Training images kept in memory as grayscale between photos (the oldest read is dropped first)."""
+"""Training images kept in memory between photos, gray and shrunk to the matching size (the oldest read is dropped
+first)."""
 
 
 class LoFTRPairs:
@@ -60,21 +61,27 @@ class LoFTRPairs:
         self.params = params
         self._grays: dict = {}
 
-    def _gray(self, index: int) -> UInt8[np.ndarray, "H W"]:
+    def _gray(self, index: int) -> Tuple[UInt8[np.ndarray, "h w"], Float[np.ndarray, "2"]]:
+        """Training image ``index`` in gray, shrunk to the matching size (what LoFTR would match anyway; a few
+        multi-megapixel images in memory would not be), and its (x, y) scale back to the image's own pixels."""
+        from instance_nerfacto.core.loftr import shrunk
         from instance_nerfacto.loc.register import to_gray
 
         if index not in self._grays:  # a command's photos retrieve the same training images again and again
             if len(self._grays) >= GRAY_CACHE:
                 self._grays.pop(next(iter(self._grays)))
-            self._grays[index] = to_gray(self.world.read_rgb(index))
+            self._grays[index] = shrunk(to_gray(self.world.read_rgb(index)), self.params.pair_size)
         return self._grays[index]
 
     def __call__(self, gray: UInt8[np.ndarray, "H W"], retrieved: Int[np.ndarray, "K"]
                  ) -> Tuple[Float[np.ndarray, "P 2"], Float[np.ndarray, "P 3"], Int[np.ndarray, "P"]]:
         """2D-3D correspondences of the photo ``gray`` with the training images ``retrieved``: photo pixels (as
         stored, lens not undone), world points, and the training image of each."""
+        from instance_nerfacto.core.loftr import resized_to_image
+
         matches = []
         for index in (int(i) for i in retrieved):
-            photo_px, train_px, _ = self.model.match(gray, self._gray(index), self.params.pair_confidence)
-            matches.append((index, (photo_px, train_px)))
+            train_gray, scale = self._gray(index)
+            photo_px, train_px, _ = self.model.match(gray, train_gray, self.params.pair_confidence)
+            matches.append((index, (photo_px, resized_to_image(train_px, scale))))
         return lifted_pair_matches(matches, self.world.lift)
