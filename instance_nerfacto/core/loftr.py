@@ -58,21 +58,20 @@ class LoFTRModel:
               min_confidence: float = 0.2
               ) -> Tuple[Float[np.ndarray, "M 2"], Float[np.ndarray, "M 2"], Float[np.ndarray, "M"]]:
         """Matches between two images: (x, y) in image a, (x, y) in image b (OpenCV pixel coordinates of the
-        images as given, pixel centres at integers) and LoFTR's confidence, those at ``min_confidence`` or above."""
+        images as given, pixel centres at integers) and LoFTR's confidence, those above ``min_confidence`` (LoFTR's
+        coarse level keeps only those)."""
         import torch
 
         ta, sa = self._tensor(gray_a)
         tb, sb = self._tensor(gray_b)
-        # LoFTR's confidence is its coarse level's: its own threshold there (0.2 in kornia's config) would drop matches
-        # below 0.2 whatever is asked, so it is set to the one asked for
+        # LoFTR's confidence is its coarse level's, and that level drops matches at its own threshold (0.2 in kornia's
+        # config) whatever is asked: the threshold is set to the one asked for, and nothing is filtered after
         self.model.coarse_matching.thr = min_confidence
         with torch.inference_mode():
             out = self.model({"image0": ta, "image1": tb})
-        confidence = out["confidence"].cpu().numpy().astype(np.float64)
-        keep = confidence >= min_confidence
-        pa = resized_to_image(out["keypoints0"].cpu().numpy()[keep], sa)
-        pb = resized_to_image(out["keypoints1"].cpu().numpy()[keep], sb)
-        return pa, pb, confidence[keep]
+        pa = resized_to_image(out["keypoints0"].cpu().numpy(), sa)
+        pb = resized_to_image(out["keypoints1"].cpu().numpy(), sb)
+        return pa, pb, out["confidence"].cpu().numpy().astype(np.float64)
 
 
 def shrunk(gray: UInt8[np.ndarray, "H W"], size: int) -> Tuple[UInt8[np.ndarray, "h w"], Float[np.ndarray, "2"]]:

@@ -254,8 +254,9 @@ def register_photo(rgb: UInt8[np.ndarray, "H W 3"], camera: CameraModel, world: 
     """Register one photo (its camera model in nerfstudio's convention) against the map's training images: a first
     pose from matches against the whole map, then rounds of guided matching at that pose, each kept when it explains
     more keypoints. With a learned pair matcher ``pairs``, the pose comes from its matches with the retrieved training
-    images instead (PnP and refinement on them, hloc's recipe; no SIFT matching but the retrieval's)."""
-    from instance_nerfacto.loc.register_match import map_matches, retrieval_matches, retrieve
+    images instead (PnP and refinement on them, hloc's recipe; no SIFT matching but the retrieval's). Either pose
+    passes the same acceptance gates."""
+    from instance_nerfacto.loc.register_match import retrieve
 
     gray = to_gray(rgb)
     photo = sift_features(gray, params)
@@ -263,10 +264,23 @@ def register_photo(rgb: UInt8[np.ndarray, "H W 3"], camera: CameraModel, world: 
     if pairs is not None:
         photo_px, points, owners = pairs(gray, retrieve(photo.descriptors, world, params.pair_images))
         c2w, inliers, error = solve_pose(points, undistorted_keypoints(photo_px, camera), K, params)
-        seen_by = [int(i) for i in most_common(owners[inliers], len(world.images), params.top_k)]
-        reason = acceptance_failure(c2w, len(inliers), len(photo_px), error, world.camera_centres, params)
-        return Registration(not reason, c2w if not reason else None, len(inliers), len(photo_px), error, seen_by,
-                            reason, len(inliers))
+        seed_inliers = len(inliers)
+    else:
+        c2w, inliers, error, owners, seed_inliers = sift_pose(photo, camera, world, K, (rgb.shape[1], rgb.shape[0]),
+                                                              params)
+    seen_by = [int(i) for i in most_common(owners[inliers], len(world.images), params.top_k)]
+    reason = acceptance_failure(c2w, len(inliers), len(owners), error, world.camera_centres, params)
+    return Registration(not reason, c2w if not reason else None, len(inliers), len(owners), error, seen_by, reason,
+                        seed_inliers)
+
+
+def sift_pose(photo: ImageFeatures, camera: CameraModel, world: MapFeatures, K: Float[np.ndarray, "3 3"],
+              size: Tuple[int, int], params: RegisterParams
+              ) -> Tuple[Optional[Float[np.ndarray, "4 4"]], Int[np.ndarray, "I"], float, Int[np.ndarray, "P"], int]:
+    """Steps 1-3 of the module docstring: (pose or None, inlier indices, error, the training image of each
+    correspondence, inliers of the first pose)."""
+    from instance_nerfacto.loc.register_match import map_matches, retrieval_matches
+
     pixels = undistorted_keypoints(photo.keypoints, camera)
     points = world.points()
     query, train = map_matches(photo.descriptors, world, params)
@@ -278,13 +292,9 @@ def register_photo(rgb: UInt8[np.ndarray, "H W 3"], camera: CameraModel, world: 
             c2w, inliers, error, query, train = c2w_r, inliers_r, error_r, q, t
     seed_inliers = len(inliers)
     if c2w is not None and len(inliers) >= params.min_seed_inliers:
-        c2w, inliers, error, query, train = guided_refinement(pixels, photo.descriptors, world, K,
-                                                              (rgb.shape[1], rgb.shape[0]), c2w, inliers, error,
-                                                              query, train, params)
-    seen_by = [int(i) for i in most_common(world.owner[train[inliers]], len(world.images), params.top_k)]
-    reason = acceptance_failure(c2w, len(inliers), len(query), error, world.camera_centres, params)
-    return Registration(not reason, c2w if not reason else None, len(inliers), len(query), error, seen_by, reason,
-                        seed_inliers)
+        c2w, inliers, error, query, train = guided_refinement(pixels, photo.descriptors, world, K, size, c2w,
+                                                              inliers, error, query, train, params)
+    return c2w, inliers, error, world.owner[train], seed_inliers
 
 
 def acceptance_failure(c2w: Optional[np.ndarray], inliers: int, correspondences: int, error_px: float,
